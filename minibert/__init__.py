@@ -1,0 +1,10 @@
+"""minibert: BERT from scratch in NumPy, every backward pass by hand.
+
+Shape legend used throughout the package:
+    B batch size, T tokens per sequence, H hidden size, A attention heads, D head size (H / A),
+    I intermediate (feed-forward) size, V vocabulary size, P masked positions predicted.
+"""
+from minibert.config import BertConfig
+
+__version__ = "0.1.0"
+__all__ = ["BertConfig"]

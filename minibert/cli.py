@@ -1,0 +1,52 @@
+"""The ``minibert`` command.
+
+Each subcommand lives in the module that implements it; that module defines
+``add_arguments(parser)`` and ``main(args) -> int``. The table below is the whole registry.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "gradcheck": ("minibert.gradcheck", "finite-difference gradient checks of every layer and the whole model"),
+    "bench": ("minibert.bench", "benchmarks: NumPy vs Numba kernels, whole training steps"),
+    "vocab": ("minibert.tokenization.trainer", "learn a WordPiece vocabulary from a text corpus"),
+    "corpus": ("minibert.corpus.cli", "generate the bundled corpus and evaluation sets, or check them"),
+    "prepare": ("minibert.pretraining.data", "build MLM + NSP pretraining instances as .npz shards"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minibert", description="BERT from scratch in NumPy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # a real missing dependency, not a not-yet-written command
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_main", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"minibert {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

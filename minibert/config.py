@@ -1,0 +1,101 @@
+"""BertConfig: the model's sizes and hyper-parameters, with Hugging Face ``config.json`` field names."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+ACTIVATIONS = ("gelu", "gelu_new")  # exact erf GELU, tanh approximation (HF names)
+
+
+@dataclasses.dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768                 # H
+    num_hidden_layers: int = 12            # L
+    num_attention_heads: int = 12          # A
+    intermediate_size: int = 3072          # I
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    model_type: str = "bert"
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def head_size(self) -> int:  # D
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"unknown hidden_act {self.hidden_act!r}; expected one of {ACTIVATIONS}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {p!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if not self.initializer_range > 0:
+            raise ValueError(f"initializer_range must be positive, got {self.initializer_range!r}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+
+    # ---- presets ---------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "BertConfig":
+        """``tiny`` (L2 H128 A2 I512), ``mini`` (L4 H256 A4 I1024), ``small`` (L4 H512 A8 I2048), T=128."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    # ---- JSON round trip -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        """Build from a ``config.json`` dict; fields minibert does not use (``architectures``, ...) are ignored."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a BERT config must be a JSON object, got {type(d).__name__}")
+        model_type = d.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"config.json has model_type {model_type!r}; minibert reads 'bert' configs")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json_file(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json_file(cls, path) -> "BertConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_dict(d)
+
+
+_SMALL_COMMON = dict(max_position_embeddings=128)
+PRESETS = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512, **_SMALL_COMMON),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, **_SMALL_COMMON),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048, **_SMALL_COMMON),
+}
