@@ -1,0 +1,286 @@
+"""NumPy forward/backward pairs: the readable reference for every operation in BERT.
+
+Every operation is two plain functions:
+
+    y, cache = op_forward(x, ...)       # cache holds exactly what the backward needs
+    dx = op_backward(dy, cache, ...)    # parameter gradients are ADDED (+=) into buffers passed in
+
+Backward passes accumulate into the gradient buffers instead of returning fresh arrays because a
+parameter can be used more than once per step: BERT ties the word-embedding matrix to the MLM decoder,
+and both uses must add up in one gradient (the `+=` makes tying need no special case). Call
+``zero_grad`` between steps.
+
+Shapes use one legend: B batch, T tokens, H hidden, A heads, D head size, I intermediate, V vocab,
+P predictions (masked positions), N rows, C classes. ``...`` is any number of leading dimensions.
+dtype follows the input: float32 for training, float64 for gradient checks; nothing upcasts silently.
+
+The hot non-matmul pairs (softmax, layer norm, bias+GELU, embedding scatter-add, cross-entropy) also
+have Numba versions with the same signatures in ``minibert.kernels``; model code calls them through
+that switch, and this module stays the reference they are tested against.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minibert.special import normal_cdf, normal_pdf
+
+# Added to the attention scores of padded keys. exp(-10000) is exactly 0 in float32 and float64, so a
+# padded key gets exactly zero attention; a finite value (not -inf) keeps a fully padded row finite
+# (it becomes uniform) instead of NaN. The original BERT uses the same -10000.
+MASK_BIAS = -10000.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear
+# ----------------------------------------------------------------------------------------------
+def linear_forward(x, weight, bias=None):
+    """y = x W^T + b.
+
+    x (..., in), weight (out, in) as in PyTorch / Hugging Face, bias (out,) or None -> y (..., out).
+    """
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y, (x, weight)
+
+
+def linear_backward(dy, cache, dweight, dbias=None):
+    """Gradients of y = x W^T + b.
+
+    With x flattened to (N, in) and dy to (N, out):
+        dx = dy W                 (N, out) @ (out, in)
+        dW += dy^T x              (out, N) @ (N, in)  -- summed over every row that used W
+        db += sum_n dy[n]
+    """
+    x, weight = cache
+    dx = dy @ weight
+    x2 = x.reshape(-1, x.shape[-1])
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    dweight += dy2.T @ x2
+    if dbias is not None:
+        dbias += dy2.sum(axis=0)
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding lookup
+# ----------------------------------------------------------------------------------------------
+def embedding_forward(ids, weight):
+    """out[...] = weight[ids[...]]: ids (...) integer, weight (V, H) -> out (..., H)."""
+    return weight[ids], ids
+
+
+def embedding_backward(dout, ids, dweight):
+    """Scatter-add: row v of dW receives the sum of dout over every position whose id is v.
+
+    out[n] = W[ids[n]] is a row selection, so dW[v] = sum_{n : ids[n] = v} dout[n]. ``np.add.at`` is
+    the unbuffered add that sums repeated ids correctly (``dW[ids] += dout`` would keep only one).
+    """
+    np.add.at(dweight, ids.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer normalisation
+# ----------------------------------------------------------------------------------------------
+def layernorm_forward(x, gamma, beta, eps=1e-12):
+    """y = gamma * xhat + beta, xhat = (x - mean) / sqrt(var + eps), statistics over the last axis.
+
+    x (..., H), gamma (H,), beta (H,) -> y (..., H); cache keeps xhat (..., H) and rstd (..., 1).
+    """
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    var = (xc * xc).mean(axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    xhat = xc * rstd
+    return xhat * gamma + beta, (xhat, rstd, gamma)
+
+
+def layernorm_backward(dy, cache, dgamma, dbeta):
+    """Gradients of layer norm.
+
+    dgamma += sum over rows of dy * xhat, dbeta += sum over rows of dy. For one row, with g = dy * gamma:
+        xhat_i = (x_i - mu) r,  r = (var + eps)^(-1/2),  d mu / dx_j = 1/H,  d r / dx_j = -r^3 (x_j - mu) / H
+        dx_j = sum_i g_i d xhat_i / dx_j = r (g_j - mean(g) - xhat_j * mean(g * xhat))
+    (the mean(g) term comes from the mean, the xhat term from the variance).
+    """
+    xhat, rstd, gamma = cache
+    dgamma += (dy * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)
+    dbeta += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    g = dy * gamma
+    return rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# GELU
+# ----------------------------------------------------------------------------------------------
+_TANH_K = math.sqrt(2 / math.pi)
+_TANH_C = 0.044715
+
+
+def gelu_forward(x, approximate=False):
+    """GELU(x) = x Phi(x) (exact, erf; Hugging Face "gelu"), or its tanh approximation ("gelu_new"):
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Elementwise; the cache is x itself."""
+    if approximate:
+        inner = x.dtype.type(_TANH_K) * (x + x.dtype.type(_TANH_C) * x * x * x)
+        return 0.5 * x * (1 + np.tanh(inner)), (x, approximate)
+    return x * normal_cdf(x), (x, approximate)
+
+
+def gelu_backward(dy, cache):
+    """dx = dy * GELU'(x).
+
+    exact:  d/dx [x Phi(x)] = Phi(x) + x phi(x)
+    tanh:   with u = k (x + c x^3), t = tanh(u):  0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)
+    """
+    x, approximate = cache
+    if approximate:
+        k, c = x.dtype.type(_TANH_K), x.dtype.type(_TANH_C)
+        t = np.tanh(k * (x + c * x * x * x))
+        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * c * x * x))
+    return dy * (normal_cdf(x) + x * normal_pdf(x))
+
+
+def bias_gelu_forward(x, bias, approximate=False):
+    """y = GELU(x + b), the feed-forward activation fused with the bias of the matmul before it.
+
+    x (..., I) without bias, bias (I,) -> y (..., I); the cache keeps the pre-activation x + b.
+    """
+    return gelu_forward(x + bias, approximate)
+
+
+def bias_gelu_backward(dy, cache, dbias):
+    """da = dy GELU'(a) with a = x + b, so dx = da and db += sum over rows of da."""
+    da = gelu_backward(dy, cache)
+    dbias += da.reshape(-1, da.shape[-1]).sum(axis=0)
+    return da
+
+
+# ----------------------------------------------------------------------------------------------
+# Dropout (inverted)
+# ----------------------------------------------------------------------------------------------
+def dropout_forward(x, p, rng, mask=None):
+    """Zero each element with probability p and scale the survivors by 1/(1-p), so E[y] = x.
+
+    The scaled mask (0 or 1/(1-p)) is the cache; pass it back in as ``mask`` to replay the same
+    dropout (gradient checks, FreeLB's repeated passes). p = 0 is the identity (mask None).
+    """
+    if mask is None:
+        if p == 0:
+            return x, None
+        keep = rng.random(x.shape, dtype=x.dtype) >= p
+        mask = keep * x.dtype.type(1 / (1 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    """y = x * mask elementwise, so dx = dy * mask."""
+    return dy if mask is None else dy * mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax with an additive mask
+# ----------------------------------------------------------------------------------------------
+def softmax_forward(x, mask_bias=None):
+    """p = softmax(x + mask_bias) over the last axis.
+
+    x (B, ..., N) -- for attention scores (B, A, T, T); mask_bias (B, N) or None, added to every row
+    of batch element b (0 for real keys, MASK_BIAS for padding). Subtracting the row max first keeps
+    exp from overflowing. The cache is p.
+    """
+    if mask_bias is not None:
+        x = x + mask_bias.reshape(mask_bias.shape[0], *([1] * (x.ndim - 2)), mask_bias.shape[1])
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    return p, p
+
+
+def softmax_backward(dp, p):
+    """dx_i = sum_j dp_j dp_j/dx_i = sum_j dp_j p_j (delta_ij - p_i) = p_i (dp_i - sum_j dp_j p_j).
+
+    The mask bias is a constant: its gradient is not needed. A masked key has p = 0, hence dx = 0.
+    """
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaled dot-product attention over heads
+# ----------------------------------------------------------------------------------------------
+def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=None):
+    """context = dropout(softmax(q k^T / sqrt(D) + mask)) v, for every head at once.
+
+    q, k, v (B, A, T, D); mask_bias (B, T) -> context (B, A, T, D), attention probs (B, A, T, T).
+    The softmax runs through the kernel switch (``minibert.kernels``), so this one function serves the
+    NumPy and the Numba path.
+    """
+    from minibert import kernels
+
+    scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
+    scores = (q @ k.swapaxes(-1, -2)) * scale                     # (B, A, T, T)
+    probs, _ = kernels.softmax_forward(scores, mask_bias)        # (B, A, T, T)
+    dropped, dropout_mask = dropout_forward(probs, dropout_p, rng, dropout_mask)
+    context = dropped @ v                                        # (B, A, T, D)
+    return context, probs, (q, k, v, probs, dropped, dropout_mask, scale)
+
+
+def attention_backward(dcontext, cache):
+    """Backward through context = P' v, P' = dropout(P), P = softmax(S), S = scale q k^T.
+
+        dv = P'^T dcontext                  dP' = dcontext v^T
+        dP = dropout_backward(dP')          dS = softmax_backward(dP, P)
+        dq = scale dS k                     dk = scale dS^T q
+    Returns dq, dk, dv, each (B, A, T, D).
+    """
+    from minibert import kernels
+
+    q, k, v, probs, dropped, dropout_mask, scale = cache
+    dv = dropped.swapaxes(-1, -2) @ dcontext
+    dprobs = dropout_backward(dcontext @ v.swapaxes(-1, -2), dropout_mask)
+    dscores = kernels.softmax_backward(dprobs, probs)
+    dscores *= scale
+    dq = dscores @ k
+    dk = dscores.swapaxes(-1, -2) @ q
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax cross-entropy with per-row weights
+# ----------------------------------------------------------------------------------------------
+def cross_entropy_forward(logits, targets, weights=None):
+    """loss = sum_n w_n * (-log softmax(logits_n)[targets_n]) / denominator.
+
+    logits (N, C), targets (N,) integer in [0, C), weights (N,) or None. With weights the denominator is
+    sum(w) + 1e-5, as in the original BERT's masked-LM loss (padding predictions carry w = 0); without,
+    it is N (the plain mean, as for next-sentence prediction). Returns a 0-d array in logits' dtype and
+    the cache (softmax probabilities, targets, per-row scale w_n / denominator).
+    """
+    n, c = logits.shape
+    if targets.shape != (n,):
+        raise ValueError(f"targets must have shape ({n},), got {targets.shape}")
+    if n and (targets.min() < 0 or targets.max() >= c):
+        raise ValueError(f"targets must be in [0, {c}), got values in [{targets.min()}, {targets.max()}]")
+    if weights is None:
+        row_scale = np.full(n, 1 / max(n, 1), dtype=logits.dtype)
+    else:
+        if weights.shape != (n,):
+            raise ValueError(f"weights must have shape ({n},), got {weights.shape}")
+        weights = weights.astype(logits.dtype, copy=False)
+        row_scale = weights / (weights.sum() + logits.dtype.type(1e-5))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1))
+    nll = log_z - shifted[np.arange(n), targets]
+    probs = np.exp(shifted - log_z[:, None])
+    return (row_scale * nll).sum(dtype=logits.dtype), (probs, targets, row_scale)
+
+
+def cross_entropy_backward(dloss, cache):
+    """d nll_n / d logits_n = softmax(logits_n) - onehot(target_n); each row is scaled by w_n / denom.
+
+    dloss is the scalar upstream gradient (1 for a loss minimised directly). Returns dlogits (N, C).
+    """
+    probs, targets, row_scale = cache
+    dlogits = probs.copy()
+    dlogits[np.arange(len(targets)), targets] -= 1
+    dlogits *= (row_scale * dloss)[:, None]
+    return dlogits

@@ -1,0 +1,306 @@
+"""The BERT encoder (Devlin et al. 2019), forward and backward by hand.
+
+Attribute names reproduce the Hugging Face module tree, so ``named_parameters()`` yields the keys of a
+Hugging Face ``BertModel`` state dict (``embeddings.word_embeddings.weight``, ...,
+``encoder.layer.3.output.LayerNorm.bias``, ``pooler.dense.weight``).
+
+Shapes: B batch, T tokens, H hidden, A heads, D = H / A head size, I intermediate, V vocabulary.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from minibert import functional as F
+from minibert import kernels
+from minibert.config import BertConfig
+from minibert.nn import Dropout, Embedding, LayerNorm, Linear, Module
+
+
+class BertEmbeddings(Module):
+    """e = LayerNorm(word[ids] + position[t] + token_type[segment]), then dropout.  (B, T) -> (B, T, H)"""
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        std = config.initializer_range
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, rng, std, config.pad_token_id)
+        self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size, rng, std)
+        self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size, rng, std)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
+
+    def forward(self, input_ids, token_type_ids, inputs_embeds_delta=None):
+        """``inputs_embeds_delta`` (B, T, H), if given, is added to the word-embedding output before the
+        sum: the perturbation of adversarial fine-tuning (FreeLB, SMART)."""
+        T = input_ids.shape[1]
+        words = self.word_embeddings.forward(input_ids)                                 # (B, T, H)
+        if inputs_embeds_delta is not None:
+            words = words + inputs_embeds_delta
+        positions = self.position_embeddings.forward(np.arange(T))                      # (T, H)
+        segments = self.token_type_embeddings.forward(token_type_ids)                   # (B, T, H)
+        return self.dropout.forward(self.LayerNorm.forward(words + positions + segments))
+
+    def backward(self, dout):
+        """The sum fans the gradient out unchanged to its three terms; the position term is shared by
+        the batch, so its gradient is summed over B. Returns d(word-embedding output) (B, T, H), which
+        is also the gradient of ``inputs_embeds_delta``."""
+        dsum = self.LayerNorm.backward(self.dropout.backward(dout))                     # (B, T, H)
+        self.word_embeddings.backward(dsum)
+        self.position_embeddings.backward(dsum.sum(axis=0))
+        self.token_type_embeddings.backward(dsum)
+        return dsum
+
+
+class BertSelfAttention(Module):
+    """Multi-head scaled dot-product self-attention with an additive padding mask.
+
+    q, k, v = x W_q^T + b_q, ...  (B, T, H), split into A heads of size D -> (B, A, T, D);
+    context_a = dropout(softmax(q_a k_a^T / sqrt(D) + mask)) v_a, heads concatenated back to (B, T, H).
+    """
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        H, std = config.hidden_size, config.initializer_range
+        self.query = Linear(H, H, rng, std)
+        self.key = Linear(H, H, rng, std)
+        self.value = Linear(H, H, rng, std)
+        self.num_heads = config.num_attention_heads
+        self.dropout = Dropout(config.attention_probs_dropout_prob, rng)
+
+    def _split(self, x):    # (B, T, H) -> (B, A, T, D)
+        B, T, H = x.shape
+        return x.reshape(B, T, self.num_heads, H // self.num_heads).transpose(0, 2, 1, 3)
+
+    @staticmethod
+    def _merge(x):          # (B, A, T, D) -> (B, T, H)
+        B, A, T, D = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(B, T, A * D)
+
+    def forward(self, x, mask_bias):
+        q = self._split(self.query.forward(x))
+        k = self._split(self.key.forward(x))
+        v = self._split(self.value.forward(x))
+        p = self.dropout.p if self.training else 0.0
+        context, probs, self.cache = F.attention_forward(q, k, v, mask_bias, p, self.dropout.rng)
+        return self._merge(context), probs
+
+    def backward(self, dcontext):
+        """Merging heads is a reshape, so its backward is the inverse reshape; x fed all three projections,
+        so its gradient is the sum of the three (hence the additions)."""
+        dq, dk, dv = F.attention_backward(self._split(dcontext), self.cache)
+        dx = self.query.backward(self._merge(dq))
+        dx += self.key.backward(self._merge(dk))
+        dx += self.value.backward(self._merge(dv))
+        return dx
+
+
+class BertSelfOutput(Module):
+    """y = LayerNorm(x + dropout(context W^T + b)): projection, residual, post-LN."""
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.dense = Linear(config.hidden_size, config.hidden_size, rng, config.initializer_range)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
+
+    def forward(self, context, residual):
+        return self.LayerNorm.forward(self.dropout.forward(self.dense.forward(context)) + residual)
+
+    def backward(self, dy):
+        """Returns (d context, d residual): the residual sum passes the LayerNorm's input gradient to both."""
+        dsum = self.LayerNorm.backward(dy)
+        return self.dense.backward(self.dropout.backward(dsum)), dsum
+
+
+class BertAttention(Module):
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.self = BertSelfAttention(config, rng)
+        self.output = BertSelfOutput(config, rng)
+
+    def forward(self, x, mask_bias):
+        context, probs = self.self.forward(x, mask_bias)
+        return self.output.forward(context, x), probs
+
+    def backward(self, dy):
+        dcontext, dx = self.output.backward(dy)
+        dx += self.self.backward(dcontext)     # x reached the output by the residual and by attention
+        return dx
+
+
+class BertIntermediate(Module):
+    """h = GELU(x W_1^T + b_1): (B, T, H) -> (B, T, I). The bias is added inside the fused bias+GELU
+    kernel, so the matmul runs without it."""
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.dense = Linear(config.hidden_size, config.intermediate_size, rng, config.initializer_range)
+        self.approximate = config.hidden_act == "gelu_new"
+
+    def forward(self, x):
+        y, self.cache = F.linear_forward(x, self.dense.weight.data)
+        h, self.gelu_cache = kernels.bias_gelu_forward(y, self.dense.bias.data, self.approximate)
+        return h
+
+    def backward(self, dh):
+        dy = kernels.bias_gelu_backward(dh, self.gelu_cache, self.dense.bias.grad)
+        return F.linear_backward(dy, self.cache, self.dense.weight.grad)
+
+
+class BertOutput(Module):
+    """y = LayerNorm(x + dropout(h W_2^T + b_2)): (B, T, I), (B, T, H) -> (B, T, H)."""
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.dense = Linear(config.intermediate_size, config.hidden_size, rng, config.initializer_range)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, rng)
+
+    def forward(self, h, residual):
+        return self.LayerNorm.forward(self.dropout.forward(self.dense.forward(h)) + residual)
+
+    def backward(self, dy):
+        dsum = self.LayerNorm.backward(dy)
+        return self.dense.backward(self.dropout.backward(dsum)), dsum
+
+
+class BertLayer(Module):
+    """One post-LN Transformer encoder layer, as in BERT (not the pre-LN of later models):
+        a = LayerNorm(x + Dropout(Attention(x)))
+        y = LayerNorm(a + Dropout(W_2 GELU(W_1 a)))
+    """
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.attention = BertAttention(config, rng)
+        self.intermediate = BertIntermediate(config, rng)
+        self.output = BertOutput(config, rng)
+
+    def forward(self, x, mask_bias):
+        a, probs = self.attention.forward(x, mask_bias)
+        return self.output.forward(self.intermediate.forward(a), a), probs
+
+    def backward(self, dy):
+        dh, da = self.output.backward(dy)
+        da += self.intermediate.backward(dh)   # a fed the feed-forward and its residual
+        return self.attention.backward(da)
+
+
+class BertEncoder(Module):
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.layer = [BertLayer(config, rng) for _ in range(config.num_hidden_layers)]
+
+    def forward(self, x, mask_bias, output_hidden_states=False, output_attentions=False):
+        hidden_states, attentions = [x], []
+        for layer in self.layer:
+            x, probs = layer.forward(x, mask_bias)
+            hidden_states.append(x)
+            attentions.append(probs)
+        return x, (tuple(hidden_states) if output_hidden_states else None), \
+            (tuple(attentions) if output_attentions else None)
+
+    def backward(self, dy):
+        for layer in reversed(self.layer):
+            dy = layer.backward(dy)
+        return dy
+
+
+class BertPooler(Module):
+    """pooled = tanh([CLS] W^T + b), the input of next-sentence prediction and of classifiers."""
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.dense = Linear(config.hidden_size, config.hidden_size, rng, config.initializer_range)
+
+    def forward(self, hidden):                                # (B, T, H) -> (B, H)
+        self.pooled = np.tanh(self.dense.forward(hidden[:, 0]))
+        self.seq_shape = hidden.shape
+        return self.pooled
+
+    def backward(self, dpooled):
+        """tanh' = 1 - tanh^2; only position 0 ([CLS]) receives a gradient."""
+        dcls = self.dense.backward(dpooled * (1 - self.pooled * self.pooled))
+        dhidden = np.zeros(self.seq_shape, dtype=dcls.dtype)
+        dhidden[:, 0] = dcls
+        return dhidden
+
+
+@dataclasses.dataclass
+class BertModelOutput:
+    """The Hugging Face output names. ``hidden_states`` holds L + 1 arrays (B, T, H), the embedding
+    output first; ``attentions`` holds L arrays (B, A, T, T) of attention probabilities (before
+    attention dropout)."""
+    last_hidden_state: np.ndarray
+    pooler_output: np.ndarray
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+class BertModel(Module):
+    """Embeddings -> L encoder layers -> pooler.
+
+    ``rng`` initialises the weights and then draws every dropout mask, so one seed makes a run
+    repeatable. Weights are float32; ``astype(np.float64)`` converts for gradient checks.
+    """
+
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        self.config = config
+        self.rng = rng
+        self.embeddings = BertEmbeddings(config, rng)
+        self.encoder = BertEncoder(config, rng)
+        self.pooler = BertPooler(config, rng)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
+                output_attentions=False, inputs_embeds_delta=None) -> BertModelOutput:
+        """input_ids (B, T) integers < vocab_size; token_type_ids (B, T) in [0, type_vocab_size), zeros if
+        None; attention_mask (B, T) of 1 (real token) / 0 (padding), all ones if None."""
+        input_ids, token_type_ids, attention_mask = self.check_inputs(input_ids, token_type_ids, attention_mask)
+        dtype = self.dtype
+        # (B, T): 0 where a key may be attended to, MASK_BIAS where it is padding.
+        mask_bias = (1 - attention_mask).astype(dtype) * dtype.type(F.MASK_BIAS)
+        x = self.embeddings.forward(input_ids, token_type_ids, inputs_embeds_delta)       # (B, T, H)
+        last, hidden_states, attentions = self.encoder.forward(x, mask_bias, output_hidden_states,
+                                                               output_attentions)
+        pooled = self.pooler.forward(last)                                                # (B, H)
+        return BertModelOutput(last, pooled, hidden_states, attentions)
+
+    def backward(self, d_last_hidden_state, d_pooler_output=None):
+        """Fill every parameter gradient (accumulating) from the gradients of the two outputs, and return
+        the gradient with respect to the word-embedding output (B, T, H)."""
+        d = d_last_hidden_state
+        if d_pooler_output is not None:
+            d = d + self.pooler.backward(d_pooler_output)     # the pooler read the last layer's [CLS]
+        return self.embeddings.backward(self.encoder.backward(d))
+
+    def check_inputs(self, input_ids, token_type_ids=None, attention_mask=None):
+        """Validate and normalise the three input arrays; every error names expected and actual."""
+        c = self.config
+        input_ids = _int_array("input_ids", input_ids)
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
+            raise ValueError(f"input_ids must have shape (B, T) with B, T >= 1, got {input_ids.shape}")
+        B, T = input_ids.shape
+        if T > c.max_position_embeddings:
+            raise ValueError(f"sequence length {T} exceeds max_position_embeddings {c.max_position_embeddings}")
+        _check_range("input_ids", input_ids, c.vocab_size, "vocab_size")
+        if token_type_ids is None:
+            token_type_ids = np.zeros((B, T), dtype=np.int64)
+        token_type_ids = _int_array("token_type_ids", token_type_ids)
+        if token_type_ids.shape != (B, T):
+            raise ValueError(f"token_type_ids must have shape {(B, T)} like input_ids, got {token_type_ids.shape}")
+        _check_range("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+        if attention_mask is None:
+            attention_mask = np.ones((B, T), dtype=np.int64)
+        attention_mask = np.asarray(attention_mask)
+        if attention_mask.shape != (B, T):
+            raise ValueError(f"attention_mask must have shape {(B, T)} like input_ids, got {attention_mask.shape}")
+        if not np.isin(attention_mask, (0, 1)).all():
+            raise ValueError("attention_mask must contain only 0 (padding) and 1 (token)")
+        return input_ids, token_type_ids, attention_mask
+
+
+def _int_array(name, a):
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer array, got dtype {a.dtype}")
+    return a
+
+
+def _check_range(name, a, limit, limit_name):
+    if a.size and (a.min() < 0 or a.max() >= limit):
+        bad = a.max() if a.max() >= limit else a.min()
+        raise ValueError(f"{name} contains {bad}, outside [0, {limit}) ({limit_name} = {limit})")
