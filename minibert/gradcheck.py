@@ -300,6 +300,30 @@ def _model_check(rng):
     return check_module("BertModel", model, forward, backward, {}, rng)
 
 
+def _pretraining_check(rng):
+    """The whole pretraining model: masked-LM loss at gathered positions (one padding prediction with
+    weight 0, one position masked twice) + next-sentence loss; the tied word embeddings get both
+    gradients."""
+    from minibert.models import BertForPreTraining
+
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(rng.integers(1 << 31)))
+    model.astype(np.float64).train()
+    ids, types = _ids_and_types()
+    mask = _padding_mask()
+    positions = np.array([[1, 4, 6], [2, 2, 0], [1, 2, 0]])
+    labels = rng.integers(0, V, positions.shape)
+    weights = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    nsp = np.array([0, 1, 1])
+
+    def forward():
+        return model.forward(ids, types, mask, positions, labels, weights, nsp).loss
+
+    def backward(g):
+        model.backward(float(g))
+        return {}
+    return check_module("BertForPreTraining", model, forward, backward, {}, rng)
+
+
 CHECKS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -339,6 +363,7 @@ CHECKS = {
         lambda m: m.BertPooler, _hidden,
         lambda m, x, mb: m.forward(x["x"]), lambda m, g: {"x": m.backward(g)}),
     "BertModel": _model_check,
+    "BertForPreTraining": _pretraining_check,
 }
 
 

@@ -135,6 +135,14 @@ class Linear(Module):
         self.weight = Parameter(normal_init(rng, (out_features, in_features), std))
         self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
 
+    @classmethod
+    def tied(cls, weight: Parameter) -> "Linear":
+        """A bias-free Linear whose weight is an existing Parameter (the MLM decoder and the word
+        embeddings share one matrix)."""
+        linear = cls.__new__(cls)
+        linear.weight, linear.bias = weight, None
+        return linear
+
     def forward(self, x):
         y, self.cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
         return y

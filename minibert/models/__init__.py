@@ -1,4 +1,5 @@
 """Models built from the modules in ``minibert.nn``."""
 from minibert.models.bert import BertModel, BertModelOutput
+from minibert.models.pretraining import BertForPreTraining, BertForPreTrainingOutput
 
-__all__ = ["BertModel", "BertModelOutput"]
+__all__ = ["BertModel", "BertModelOutput", "BertForPreTraining", "BertForPreTrainingOutput"]
