@@ -14,6 +14,7 @@ import numpy as np
 
 from minibert import functional as F
 from minibert import kernels
+from minibert.checkpoint import PreTrainedModel
 from minibert.config import BertConfig
 from minibert.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
@@ -229,7 +230,7 @@ class BertModelOutput:
     attentions: tuple | None = None
 
 
-class BertModel(Module):
+class BertModel(Module, PreTrainedModel):
     """Embeddings -> L encoder layers -> pooler.
 
     ``rng`` initialises the weights and then draws every dropout mask, so one seed makes a run

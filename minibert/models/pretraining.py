@@ -18,6 +18,7 @@ import numpy as np
 
 from minibert import functional as F
 from minibert import kernels
+from minibert.checkpoint import PreTrainedModel
 from minibert.config import BertConfig
 from minibert.models.bert import BertModel
 from minibert.nn import LayerNorm, Linear, Module, Parameter
@@ -76,7 +77,7 @@ class BertForPreTrainingOutput:
     attentions: tuple | None = None
 
 
-class BertForPreTraining(Module):
+class BertForPreTraining(Module, PreTrainedModel):
     def __init__(self, config: BertConfig, rng: np.random.Generator):
         self.config = config
         self.bert = BertModel(config, rng)

@@ -1,0 +1,134 @@
+"""Checkpoints in the Hugging Face layout, written atomically.
+
+A model directory holds ``config.json``, ``model.safetensors`` (Hugging Face key names; the tied decoder
+keys ``cls.predictions.decoder.{weight,bias}`` are omitted as Hugging Face does) and, when a vocabulary
+is given, ``vocab.txt``. A training checkpoint adds ``training_state.safetensors`` (optimiser moments)
+and ``training_state.json`` (step, random-generator states, data position, run settings).
+
+Atomic writes: everything goes into a temporary sibling directory, which is renamed into place only
+when complete. A crash mid-save leaves at most a stray ``.tmp-*`` directory and the previous
+checkpoint untouched. Loading never unpickles; a truncated or tampered file gets a clear error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from minibert import safetensors
+from minibert.config import BertConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+VOCAB_NAME = "vocab.txt"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+
+
+def write_directory_atomically(path, write) -> Path:
+    """Call ``write(tmp_dir)`` to fill a fresh temporary directory, then move it to ``path``.
+
+    If ``path`` exists it is replaced: it is first renamed to ``path.old-*`` and deleted only after the
+    new directory is in place, so some complete checkpoint exists at every instant.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():      # data on disk before the rename makes it visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.rmdir(old)
+            os.rename(path, old)
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def save_model(model, path, vocab: list[str] | None = None, extra=None) -> Path:
+    """Write config, weights (and vocab) to ``path`` atomically. ``extra(tmp_dir)`` may add files."""
+    tensors = {name: np.asarray(a, dtype=np.float32) for name, a in model.named_parameters()}
+
+    def write(tmp: Path):
+        model.config.to_json_file(tmp / CONFIG_NAME)
+        safetensors.save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "np"})
+        if vocab is not None:
+            (tmp / VOCAB_NAME).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        if extra is not None:
+            extra(tmp)
+    return write_directory_atomically(path, write)
+
+
+def load_config(path) -> BertConfig:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {path}")
+    return BertConfig.from_json_file(path / CONFIG_NAME)
+
+
+def load_weights(path) -> dict[str, np.ndarray]:
+    tensors, _ = safetensors.load_file(Path(path) / WEIGHTS_NAME)
+    return tensors
+
+
+def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool = True):
+    """Build ``cls(config, rng)`` from the directory's config and load its weights.
+
+    The state dict of a ``BertForPreTraining`` checkpoint carries the ``bert.`` prefix; a ``BertModel``
+    checkpoint does not. Loading a pretraining checkpoint into a ``BertModel`` drops the prefix and the
+    heads; loading a ``BertModel`` checkpoint into a model with heads needs ``strict=False`` (the heads
+    keep their fresh initialisation).
+    """
+    config = load_config(path)
+    model = cls(config, rng if rng is not None else np.random.default_rng(0))
+    state = load_weights(path)
+    own = {n for n, _ in model.named_parameters()}
+    if not own & state.keys():
+        if all(k.startswith("bert.") or k.startswith("cls.") for k in state):   # heads checkpoint -> BertModel
+            state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
+        else:                                                                    # BertModel -> with heads
+            state = {"bert." + k: v for k, v in state.items()}
+    for key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
+        state.pop(key, None)   # tied to the word embeddings and to cls.predictions.bias
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def save_training_state(tmp: Path, tensors: dict[str, np.ndarray], state: dict) -> None:
+    safetensors.save_file(tensors, tmp / STATE_TENSORS)
+    (tmp / STATE_JSON).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def load_training_state(path) -> tuple[dict[str, np.ndarray], dict]:
+    path = Path(path)
+    if not (path / STATE_JSON).is_file():
+        raise FileNotFoundError(f"{path} has no {STATE_JSON}: it is a model, not a resumable training checkpoint")
+    tensors, _ = safetensors.load_file(path / STATE_TENSORS)
+    try:
+        state = json.loads((path / STATE_JSON).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path / STATE_JSON} is not valid JSON: {exc}") from None
+    return tensors, state
+
+
+class PreTrainedModel:
+    """``from_pretrained`` / ``save_pretrained`` for the model classes (mixed into them)."""
+
+    @classmethod
+    def from_pretrained(cls, path, rng: np.random.Generator | None = None, strict: bool = True):
+        return load_model(cls, path, rng, strict)
+
+    def save_pretrained(self, path, vocab: list[str] | None = None) -> Path:
+        return save_model(self, path, vocab)
