@@ -32,8 +32,9 @@ STATE_JSON = "training_state.json"
 def write_directory_atomically(path, write) -> Path:
     """Call ``write(tmp_dir)`` to fill a fresh temporary directory, then move it to ``path``.
 
-    If ``path`` exists it is replaced: it is first renamed to ``path.old-*`` and deleted only after the
-    new directory is in place, so some complete checkpoint exists at every instant.
+    If ``path`` exists it is replaced: it is first renamed to ``.NAME.old-*`` and deleted only after the
+    new directory is in place, so some complete checkpoint exists at every instant; if the process dies
+    between the two renames, the next load moves the old one back (``recover``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +54,18 @@ def write_directory_atomically(path, write) -> Path:
             shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover(path)
         raise
     return path
+
+
+def recover(path) -> None:
+    """If a save died after moving the previous checkpoint aside, put it back."""
+    path = Path(path)
+    if not path.exists():
+        olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=os.path.getmtime)
+        if olds:
+            os.rename(olds[-1], path)
 
 
 def save_model(model, path, vocab: list[str] | None = None, extra=None) -> Path:
@@ -73,6 +84,7 @@ def save_model(model, path, vocab: list[str] | None = None, extra=None) -> Path:
 
 def load_config(path) -> BertConfig:
     path = Path(path)
+    recover(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
     return BertConfig.from_json_file(path / CONFIG_NAME)

@@ -86,7 +86,8 @@ def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypa
     second = BertModel(CONFIG, np.random.default_rng(2))
     real_save = safetensors.save_file
 
-    for fail_at in ("config", "weights", "fsync", "rename"):
+    real_rename = os.rename
+    for fail_at in ("config", "weights", "fsync", "rename", "second rename", "killed between renames"):
         def boom(*a, **k):
             raise KeyboardInterrupt("simulated crash")
         with monkeypatch.context() as m:
@@ -101,8 +102,19 @@ def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypa
                 m.setattr(safetensors, "save_file", partial_then_boom)
             elif fail_at == "fsync":
                 m.setattr(os, "fsync", boom)
-            else:
+            elif fail_at == "rename":
                 m.setattr(os, "rename", boom)
+            else:
+                calls = []
+
+                def rename_once(src, dst):
+                    calls.append(src)
+                    if len(calls) == 2:
+                        raise KeyboardInterrupt("simulated crash")
+                    real_rename(src, dst)
+                m.setattr(os, "rename", rename_once)
+                if fail_at == "killed between renames":   # no chance to clean up: the loader recovers
+                    m.setattr(checkpoint, "recover", lambda p: None)
             with pytest.raises(KeyboardInterrupt):
                 second.save_pretrained(path)
         loaded = BertModel.from_pretrained(path)
