@@ -6,7 +6,7 @@ BERT tokenizes in two stages. This first stage knows nothing about the vocabular
    turn every whitespace character (tab, newline, no-break space, ...) into a plain space;
 2. put spaces around CJK ideographs, so each becomes a word of its own (Chinese and Japanese are
    written without spaces between words, so a character is the only safe unit);
-3. NFC-normalise, then split on whitespace;
+3. split on whitespace;
 4. for each word: lowercase and strip accents if asked (NFD splits "é" into "e" + a combining acute
    accent, a character of category Mn, which is then dropped);
 5. split punctuation off: every punctuation character becomes a token of its own, so "what?!" gives
@@ -14,14 +14,16 @@ BERT tokenizes in two stages. This first stage knows nothing about the vocabular
 
 The second stage (``wordpiece.py``) cuts each word into vocabulary pieces.
 
-The rules follow google-research/bert ``tokenization.py`` as Hugging Face's ``BasicTokenizer`` runs them
-today. HF made three changes to the original, and we follow HF in all three:
+The rules are those of google-research/bert ``tokenization.py``, with the two changes Hugging Face made
+(both in its Python ``BasicTokenizer`` and in the Rust ``tokenizers`` BertNormalizer/BertPreTokenizer):
 
-* step 3 NFC-normalises (the original did not): "é" typed as one code point or as "e" + accent is then
-  the same word even when accents are kept;
 * "control" means any Unicode category C* (the original: only Cc and Cf), so private-use (Co) and
-  unassigned (Cn) code points are removed as well;
+  unassigned (Cn) code points are removed as well (HF's Rust tokenizer keeps Cn ones);
 * ``never_split`` words (special tokens such as ``[MASK]``) are kept whole: not lowercased, not split.
+
+We do NOT NFC-normalise before splitting, as the original and HF's Rust tokenizer do not (HF's Python
+``BasicTokenizer`` in transformers 4.x does). It only matters when accents are kept: "café" typed with
+a combined "é" and with "e" + combining accent are then different words, and the second is usually [UNK].
 """
 from __future__ import annotations
 
@@ -157,10 +159,10 @@ class BasicTokenizer:
         return tokens
 
     def split_whitespace(self, text: str) -> list[str]:
-        """Steps 1-3: clean, space out CJK ideographs, NFC-normalise, split on whitespace."""
+        """Steps 1-3: clean, space out CJK ideographs, split on whitespace."""
         if not isinstance(text, str):
             raise TypeError(f"BasicTokenizer.tokenize expects a str, got {type(text).__name__}")
-        return unicodedata.normalize("NFC", clean_text(text)).split()
+        return clean_text(text).split()
 
     def split_word(self, word: str) -> tuple[str, ...]:
         """Steps 4-5 for one whitespace-free word: lowercase, strip accents, split off punctuation."""
