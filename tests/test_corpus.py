@@ -192,3 +192,74 @@ def test_readers_accept_gz_and_plain_and_reject_malformed(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(ValueError, match="no documents"):
         io.read_documents(tmp_path / "empty.txt")
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation sets
+# ----------------------------------------------------------------------------------------------
+def _corpus_sentences() -> set:
+    out = set()
+    for rel in ("corpus/train.txt", "corpus/heldout.txt"):
+        out.update(line for line in io.read_text(DATA / rel).splitlines() if line)
+    return out
+
+
+def _eval(name):
+    return io.read_jsonl(DATA / "eval" / name)
+
+
+def test_eval_sets_are_disjoint_from_the_corpus():
+    from minibert.corpus.grammar import detokenize
+    corpus = _corpus_sentences()
+    agreement = [detokenize(r["tokens"]) for r in _eval("agreement.jsonl")]
+    npi = [r["sentence"] for r in _eval("npi.jsonl")]
+    probing = [r["text"] for r in _eval("probing.jsonl.gz")]
+    negation = [r[k].replace("[MASK]", r["expected"]) for r in _eval("negation.jsonl") for k in ("affirmative", "negated")]
+    for name, sentences in (("agreement", agreement), ("npi", npi), ("probing", probing), ("negation", negation)):
+        assert sentences
+        overlap = [s for s in sentences if s in corpus]
+        assert not overlap, f"{name}: {len(overlap)} sentences also in the corpus, e.g. {overlap[:3]}"
+
+
+def test_agreement_items():
+    items = _eval("agreement.jsonl")
+    assert 1000 <= len(items) <= 3000
+    cells = {(r["construction"], r["attractors"]) for r in items}
+    assert len(cells) == 1 + 5 * 4
+    for r in items:
+        v, s = r["mask_index"], r["subject_index"]
+        assert r["upos"][v] == "VERB" and r["xpos"][v] == ("VBZ" if r["subject_number"] == "sg" else "VBP")
+        assert r["correct"] == r["tokens"][v] != r["wrong"]
+        assert ("NNS" if r["subject_number"] == "pl" else "NN") == r["xpos"][s]
+        assert r["sentence"].count("[MASK]") == 1
+        # the attractor count is what the tags say: nouns of the other number in between
+        if r["construction"] == "sent_complement":
+            span = range(0, s)
+        else:
+            span = range(s + 1, v)
+        other = "NN" if r["subject_number"] == "pl" else "NNS"
+        assert sum(r["xpos"][i] == other for i in span) == r["attractors"], r["sentence"]
+        assert r["nearest_noun_number"] == ("pl" if r["xpos"][r["nearest_noun_index"]] == "NNS" else "sg")
+
+
+def test_npi_minimal_pairs():
+    items = _eval("npi.jsonl")
+    groups = {}
+    for r in items:
+        groups.setdefault(r["group"], []).append(r)
+        assert r["acceptable"] == (r["item"] == "often" or (r["licensor"] == "whether" and r["scope"] == "in"))
+        assert r["in_scope"] == (r["licensor"] == "whether" and r["scope"] == "in")
+        assert r["tokens"][r["item_index"]] == r["item"]
+    for rows in groups.values():
+        assert len(rows) == 8
+        assert len({(r["licensor"], r["scope"], r["item"]) for r in rows}) == 8
+        # the sentences differ only in licensor, item and the verb forms their position needs
+        assert len({len(r["tokens"]) for r in rows}) == 1
+
+
+def test_negation_items():
+    items = _eval("negation.jsonl")
+    assert len(items) >= 300
+    for r in items:
+        assert r["expected"] in r["candidates"]
+        assert r["negated"] == r["affirmative"].replace(" is ", " is not ", 1)

@@ -109,9 +109,9 @@ def fact_sheet(rng: random.Random) -> list[g.Sentence]:
     return sentences[:n]
 
 
-def document(seed: int, index: int) -> list[g.Sentence]:
-    """Document `index` of the corpus with this seed."""
-    rng = rng_for(seed, index)
+def document(seed: int, index: int, stream: str = "doc") -> list[g.Sentence]:
+    """Document `index` of the corpus with this seed (other streams make documents for probing sets)."""
+    rng = rng_for(seed, index, stream)
     return fact_sheet(rng) if rng.random() < FACT_SHEET_P else story(rng)
 
 

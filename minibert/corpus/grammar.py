@@ -60,16 +60,21 @@ class Sentence:
 
     @property
     def text(self) -> str:
-        out = ""
-        for t in self.tokens:
-            out += t if (t in PUNCT or not out) else " " + t
-        return out
+        return detokenize(self.tokens)
 
     def to_json(self, sid: str) -> dict:
         return {"id": sid, "text": self.text, "tokens": self.tokens, "upos": self.upos, "xpos": self.xpos,
                 "chunks": self.chunks, "heads": self.heads, "deprels": self.deprels,
                 "construction": self.construction, "tense": self.tense, "agreement": self.agreement,
                 "negation": self.negation, "npi": self.npi}
+
+
+def detokenize(tokens: list) -> str:
+    """Join tokens with spaces, punctuation attached to the word before it."""
+    out = ""
+    for t in tokens:
+        out += t if (t in PUNCT or not out) else " " + t
+    return out
 
 
 class Builder:
@@ -440,20 +445,21 @@ def agreement_sentence(ctx: Ctx, kind: str, number: str | None = None, inter: li
             rv = verb_group(b, rverb, rc_tense, s.number, si, attach_subj=False)
             b.attach(rel, rv, "nsubj")
             r = ctx.ref(rverb.obj, first, avoid=(s.noun.sg,), countable=True)
-            last = _np(b, r)
+            last, noun = _np(b, r), r.noun
             b.attach(last, rv, "obj")
-            for num in todo[:1]:  # a PP inside the RC adds one more intervening noun
-                _modifier_pp(ctx, b, r.noun, last, num)
+            for num in todo[:2]:  # PPs inside the RC add intervening nouns (the corpus uses at most one)
+                last, noun = _modifier_pp(ctx, b, noun, last, num)
         else:
             # "the dog that the farmers [near the barn] feed": the RC subject must be able to act on s
             r = _rc_subject(ctx, s.noun, first)
             ri = _np(b, r)
-            for num in todo[:1]:
-                _modifier_pp(ctx, b, r.noun, ri, num)
+            last, noun = ri, r.noun
+            for num in todo[:2]:
+                last, noun = _modifier_pp(ctx, b, noun, last, num)
             rverb = ctx.verb(r.noun, "trans", obj=s.noun)
             rv = verb_group(b, rverb, rc_tense, r.number, ri)
             b.attach(rel, rv, "obj")
-        todo = todo[1:]
+        todo = todo[2:]
         b.attach(rv, si, "acl:relcl")
     elif kind == "vp_coordination":
         pass
