@@ -216,7 +216,8 @@ def test_special_tokens_kept_whole_even_when_glued(tok):
 
 
 def test_special_ids_and_vocab(tok):
-    assert (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (0, 2, 3, 4, 5)
+    ids = (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id)
+    assert ids == (0, 2, 3, 4, 5)
     assert tok.vocab_size == len(tok) == len(VOCAB)
     assert tok.vocab["cat"] == 10 and tok.ids_to_tokens[10] == "cat"
 
@@ -301,8 +302,10 @@ def test_load_errors_name_the_problem(tmp_path):
         BertTokenizer.from_pretrained(tmp_path / "missing_dir")
     cases = {
         "empty.txt": (b"", "empty"),
-        "dupe.txt": ("\n".join([*SPECIAL_TOKENS, "cat", "dog", "cat"]).encode(), r"'cat' appears twice \(lines 6 and 8\)"),
-        "nospecial.txt": ("\n".join(["[PAD]", "[UNK]", "[CLS]", "cat"]).encode(), r"lacks the special token\(s\) \[SEP\] \[MASK\]"),
+        "dupe.txt": ("\n".join([*SPECIAL_TOKENS, "cat", "dog", "cat"]).encode(),
+                     r"'cat' appears twice \(lines 6 and 8\)"),
+        "nospecial.txt": ("\n".join(["[PAD]", "[UNK]", "[CLS]", "cat"]).encode(),
+                          r"lacks the special token\(s\) \[SEP\] \[MASK\]"),
         "blank.txt": ("\n".join([*SPECIAL_TOKENS, "", "cat"]).encode(), "line 6"),
         "latin1.txt": ("\n".join(SPECIAL_TOKENS).encode() + "\ncaf\xe9\n".encode("latin-1"), "byte offset 34"),
     }
