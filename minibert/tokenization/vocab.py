@@ -19,7 +19,7 @@ def decode_utf8(data: bytes, source: str | os.PathLike, offset: int = 0) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        bad = data[exc.start:exc.start + 4]
+        bad = data[exc.start:exc.end]
         raise ValueError(f"{source}: not valid UTF-8 at byte offset {offset + exc.start} "
                          f"(bytes {bad!r}: {exc.reason}); convert the file to UTF-8") from None
 
