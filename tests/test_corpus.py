@@ -211,8 +211,8 @@ def _eval(name):
 def test_eval_sets_are_disjoint_from_the_corpus():
     from minibert.corpus.grammar import detokenize
     corpus = _corpus_sentences()
-    agreement = [detokenize(r["tokens"]) for r in _eval("agreement.jsonl")]
-    npi = [r["sentence"] for r in _eval("npi.jsonl")]
+    agreement = [detokenize(r["tokens"]) for r in _eval("agreement.jsonl.gz")]
+    npi = [r["sentence"] for r in _eval("npi.jsonl.gz")]
     probing = [r["text"] for r in _eval("probing.jsonl.gz")]
     negation = [r[k].replace("[MASK]", r["expected"]) for r in _eval("negation.jsonl") for k in ("affirmative", "negated")]
     for name, sentences in (("agreement", agreement), ("npi", npi), ("probing", probing), ("negation", negation)):
@@ -222,7 +222,7 @@ def test_eval_sets_are_disjoint_from_the_corpus():
 
 
 def test_agreement_items():
-    items = _eval("agreement.jsonl")
+    items = _eval("agreement.jsonl.gz")
     assert 1000 <= len(items) <= 3000
     cells = {(r["construction"], r["attractors"]) for r in items}
     assert len(cells) == 1 + 5 * 4
@@ -243,7 +243,7 @@ def test_agreement_items():
 
 
 def test_npi_minimal_pairs():
-    items = _eval("npi.jsonl")
+    items = _eval("npi.jsonl.gz")
     groups = {}
     for r in items:
         groups.setdefault(r["group"], []).append(r)
@@ -263,3 +263,55 @@ def test_negation_items():
     for r in items:
         assert r["expected"] in r["candidates"]
         assert r["negated"] == r["affirmative"].replace(" is ", " is not ", 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# fine-tuning tasks
+# ----------------------------------------------------------------------------------------------
+TASKS = MANIFEST["tasks"]
+
+
+def _task(name, split):
+    return io.read_jsonl(DATA / "tasks" / name / f"{split}.jsonl", required=TASKS[name]["inputs"] + ["label"])
+
+
+@pytest.mark.parametrize("name", ["acceptability", "sentiment", "entailment", "nli"])
+def test_task_labels_balance_and_majority_baseline(name):
+    info = TASKS[name]
+    n_labels = len(info["labels"])
+    majority = info["labels"].index(info["majority_label"])
+    for split in ("train", "dev", "test"):
+        rows = _task(name, split)
+        assert len(rows) == info["sizes"][split]
+        counts = [sum(r["label"] == k for r in rows) for k in range(n_labels)]
+        assert counts == info["label_counts"][split] and sum(counts) == len(rows)
+        assert max(counts) / len(rows) <= 1 / n_labels + 0.05  # balanced: the majority baseline is near chance
+        assert info["majority_baseline"][split] == round(counts[majority] / len(rows), 4)
+    train = {tuple(r[k] for k in info["inputs"]) for r in _task(name, "train")}
+    test = {tuple(r[k] for k in info["inputs"]) for r in _task(name, "test")}
+    assert not train & test
+
+
+@pytest.mark.parametrize("name", ["acceptability", "sentiment"])
+def test_single_sentence_tasks_have_no_one_word_or_length_shortcut(name):
+    rows = _task(name, "train")
+    words = {w for r in rows for w in r["sentence"].lower().rstrip(".").replace(",", "").split()}
+    best = 0.0
+    for w in words:
+        has = [w in r["sentence"].lower().rstrip(".").replace(",", "").split() for r in rows]
+        # accuracy of "label = 1 if the word is present" and of its reverse
+        acc = sum(h == bool(r["label"]) for h, r in zip(has, rows)) / len(rows)
+        best = max(best, acc, 1 - acc)
+    assert best < 0.7, f"{name}: one word predicts the label with accuracy {best:.2f}"
+    length = {k: [len(r["sentence"].split()) for r in rows if r["label"] == k] for k in (0, 1)}
+    assert abs(sum(length[0]) / len(length[0]) - sum(length[1]) / len(length[1])) < 1.0
+
+
+def test_entailment_labels_follow_monotonicity():
+    # the same change entails or not depending on negation: neither alone gives the label
+    rows = _task("nli", "train")
+    for change in ("drop", "up"):
+        pos = {r["label"] for r in rows if r["change"] == change and not r["negated"]}
+        neg = {r["label"] for r in rows if r["change"] == change and r["negated"]}
+        assert pos == {0} and neg == {1}, change
+    assert {r["label"] for r in rows if r["change"] == "negate"} == {2}

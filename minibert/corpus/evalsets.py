@@ -1,7 +1,7 @@
 """Evaluation sets for the probes, generated beside the corpus and disjoint from it.
 
-agreement.jsonl       cloze items: mask the verb, compare the correct and the wrong form (Goldberg 2019)
-npi.jsonl             minimal pairs: licensor (whether/that) x scope (in/out) x item (ever/often) (Warstadt 2019)
+agreement.jsonl.gz    cloze items: mask the verb, compare the correct and the wrong form (Goldberg 2019)
+npi.jsonl.gz          minimal pairs: licensor (whether/that) x scope (in/out) x item (ever/often) (Warstadt 2019)
 negation.jsonl        "A robin is a [MASK]." / "A robin is not a [MASK]." with the category (Ettinger 2019)
 probing.jsonl.gz      annotated sentences for POS / chunk / dependency probes, split train/test
 
@@ -183,7 +183,7 @@ def probing_sentences(seed: int, corpus: set) -> list[dict]:
 def write_all(out: Path, seed: int, corpus: set) -> list[str]:
     """Write the four sets under out/eval/; return their relative paths."""
     out = Path(out)
-    sets = {"eval/agreement.jsonl": agreement_items, "eval/npi.jsonl": npi_items,
+    sets = {"eval/agreement.jsonl.gz": agreement_items, "eval/npi.jsonl.gz": npi_items,
             "eval/negation.jsonl": negation_items, "eval/probing.jsonl.gz": probing_sentences}
     for rel, make in sets.items():
         io.write_jsonl(out / rel, make(seed, corpus))
