@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
 # %% [markdown]
 # # Lesson 01 — A linear layer by hand: forward, backward, and checking gradients with finite differences
 #
@@ -25,7 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck
+from minibert import gradcheck, kernels
 from minibert.nn import Linear
 
 QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
@@ -36,6 +44,7 @@ except NameError:                        # in a notebook the working directory i
 FIGURES.mkdir(exist_ok=True)
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)           # the one seed of this lesson: every number below follows from it
+kernels.use("numpy")                     # the NumPy reference throughout (lesson 05 compares with Numba)
 
 # %% [markdown]
 # ## 1. Forward

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
 # %% [markdown]
 # # Lesson 02 — Softmax, cross-entropy and GELU
 #
@@ -23,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck
+from minibert import gradcheck, kernels
 from minibert.special import normal_cdf
 
 QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
@@ -34,6 +42,7 @@ except NameError:                        # in a notebook the working directory i
 FIGURES.mkdir(exist_ok=True)
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)
+kernels.use("numpy")                     # the NumPy reference throughout (lesson 05 compares with Numba)
 
 # %% [markdown]
 # ## 1. Softmax, and why we subtract the maximum

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
 # %% [markdown]
 # # Lesson 03 — Layer normalisation: the derivation, the cache, the check
 #
@@ -19,6 +27,7 @@ from minibert.nn import LayerNorm
 
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)
+kernels.use("numpy")                     # the NumPy reference throughout (lesson 05 compares with Numba)
 
 # %% [markdown]
 # ## 1. Forward
@@ -194,7 +203,7 @@ print("cache:", [(name, a.shape) for name, a in zip(("xhat", "r", "gamma"), cach
 # `minibert.functional.layernorm_forward` / `layernorm_backward` are exactly these formulas, and
 # `minibert.nn.LayerNorm` is the module holding `weight` (gamma) and `bias` (beta), the Hugging Face names.
 # Model code calls the pair through `minibert.kernels`, the switch between this NumPy reference and the
-# Numba kernels (lesson 05); here we pin the NumPy one.
+# Numba kernels (lesson 05); this lesson pinned the NumPy one at the top.
 
 # %%
 y_pkg, cache_pkg = F.layernorm_forward(x, gamma, beta, EPS)
@@ -205,12 +214,11 @@ dx = layernorm_backward_by_hand(dy, layernorm_forward_by_hand(x, gamma, beta)[1]
 for name, a, c in [("y", y_pkg, y), ("dx", dx_pkg, dx), ("dgamma", dg_pkg, dg), ("dbeta", db_pkg, db)]:
     print(f"max |package - by hand| for {name:6}: {np.abs(a - c).max():.1e}")
 
-with kernels.using("numpy"):
-    ln = LayerNorm(H).astype(np.float64)
-    ln.weight.data[...] = gamma
-    ln.bias.data[...] = beta
-    out = ln.forward(x)
-    dx_module = ln.backward(dy)
+ln = LayerNorm(H).astype(np.float64)
+ln.weight.data[...] = gamma
+ln.bias.data[...] = beta
+out = ln.forward(x)
+dx_module = ln.backward(dy)
 print("module: max |y - by hand|", np.abs(out - y).max(), " max |dx - by hand|", np.abs(dx_module - dx).max(),
       " names", [n for n, _ in ln.named_parameters()])
 
