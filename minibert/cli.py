@@ -16,6 +16,8 @@ COMMANDS = {
     "vocab": ("minibert.tokenization.trainer", "learn a WordPiece vocabulary from a text corpus"),
     "corpus": ("minibert.corpus.cli", "generate the bundled corpus and evaluation sets, or check them"),
     "prepare": ("minibert.pretraining.data", "build MLM + NSP pretraining instances as .npz shards"),
+    "pretrain": ("minibert.pretraining.cli", "pretrain BERT (MLM + NSP) from scratch, with checkpoints you can resume"),
+    "evaluate": ("minibert.pretraining.evaluate", "held-out masked-LM and next-sentence accuracy of a checkpoint"),
 }
 
 

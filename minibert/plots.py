@@ -1,0 +1,55 @@
+"""matplotlib figures. Everything renders off-screen (Agg) to PNG files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def smooth(values, window: int):
+    """Trailing moving average (the first points average what exists so far)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0 or window <= 1:
+        return values
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    lo = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (c[1:] - c[lo]) / (np.arange(1, len(values) + 1) - lo)
+
+
+def plot_pretraining(metrics_path, out_path) -> Path:
+    """Three panels from a pretraining metrics.jsonl: losses, held-out accuracies, learning rate."""
+    records = read_jsonl(metrics_path)
+    # A resumed run appends; keep the last record of each step.
+    by_step = {r["step"]: r for r in records}
+    records = [by_step[s] for s in sorted(by_step)]
+    steps = [r["step"] for r in records]
+    window = max(1, len(records) // 50)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key, label in (("loss", "total"), ("mlm_loss", "masked LM"), ("nsp_loss", "next sentence")):
+        axes[0].plot(steps, smooth([r[key] for r in records], window), label=label)
+    evals = [r for r in records if "eval_mlm_loss" in r]
+    if evals:
+        axes[0].plot([r["step"] for r in evals], [r["eval_mlm_loss"] for r in evals], "o-", label="masked LM (held out)")
+        axes[1].plot([r["step"] for r in evals], [r["eval_mlm_accuracy"] for r in evals], "o-", label="masked LM accuracy")
+        axes[1].plot([r["step"] for r in evals], [r["eval_nsp_accuracy"] for r in evals], "o-", label="NSP accuracy")
+        axes[1].axhline(0.5, color="gray", lw=0.8, ls="--", label="NSP chance")
+    axes[0].set(title=f"training loss (moving average of {window})", xlabel="step", ylabel="loss")
+    axes[1].set(title="held-out accuracy", xlabel="step", ylim=(0, 1))
+    axes[2].plot(steps, [r["lr"] for r in records])
+    axes[2].set(title="learning rate", xlabel="step")
+    for ax in axes[:2]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return Path(out_path)

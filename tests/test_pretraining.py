@@ -1,0 +1,94 @@
+"""The pretraining loop: the loss falls, resume reproduces the uninterrupted run exactly, a non-finite
+loss stops training cleanly, and the bundled vocabulary regenerates byte for byte."""
+import json
+
+import numpy as np
+import pytest
+
+from minibert.paths import data_path
+from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
+from minibert.pretraining.trainer import NonFiniteLoss, Trainer, TrainConfig, build_model
+from minibert.tokenization import BertTokenizer, train_wordpiece
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A few hundred instances from the first documents of the bundled corpus."""
+    root = tmp_path_factory.mktemp("pretraining")
+    lines = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()[:3000]
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(data_path("vocab.txt")))
+    prepare([corpus], tokenizer, root / "data", DataConfig(max_seq_length=64, max_predictions_per_seq=10,
+                                                            dupe_factor=1), seed=1, heldout_fraction=0.05)
+    return root / "data", tokenizer
+
+
+def make_trainer(data_dir, out, steps=12, **kw):
+    train = PretrainingDataset(data_dir)
+    config = TrainConfig(steps=steps, batch_size=8, lr=2e-3, warmup_fraction=0.1, seed=3, eval_every=6,
+                         eval_batches=2, save_every=6, log_every=100, **kw)
+    model = build_model("tiny", train.vocab_size, seed=3, max_seq_length=64)
+    return Trainer(model, train, config, out, PretrainingDataset(data_dir, "heldout"), log=lambda *a: None)
+
+
+def losses(path):
+    return [json.loads(line)["loss"] for line in open(path)]
+
+
+def test_short_run_loss_falls(small_data, tmp_path):
+    trainer = make_trainer(small_data[0], tmp_path / "run", steps=40)
+    result = trainer.train()
+    curve = losses(tmp_path / "run" / "metrics.jsonl")
+    assert np.mean(curve[-8:]) < np.mean(curve[:8]) - 0.5
+    assert 0 <= result["eval_mlm_accuracy"] <= 1 and 0 <= result["eval_nsp_accuracy"] <= 1
+    assert (tmp_path / "run" / "pretraining.png").stat().st_size > 0
+    assert (tmp_path / "run" / "latest").read_text().strip() == "checkpoint-000040"
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(small_data, tmp_path):
+    full = make_trainer(small_data[0], tmp_path / "full")
+    full.train()
+    first_half = make_trainer(small_data[0], tmp_path / "half")
+    real_step = first_half.train_step
+
+    def interrupted_after_6(batch):          # as if Ctrl-C arrived during step 6
+        record = real_step(batch)
+        first_half._stop_requested = first_half.step == 6
+        return record
+    first_half.train_step = interrupted_after_6
+    first_half.train()
+    assert first_half.step == 6
+    resumed = make_trainer(small_data[0], tmp_path / "half")
+    resumed.resume(tmp_path / "half" / "checkpoint-000006")   # ... and continue in a fresh process state
+    resumed.train()
+    assert losses(tmp_path / "half" / "metrics.jsonl") == losses(tmp_path / "full" / "metrics.jsonl")
+    for (name, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path):
+    trainer = make_trainer(small_data[0], tmp_path / "run")
+    real_step = trainer.train_step
+
+    def poisoned(batch):
+        if trainer.step == 8:
+            trainer.model.bert.encoder.layer[0].output.dense.weight.data[0, 0] = np.nan
+        return real_step(batch)
+    trainer.train_step = poisoned
+    with pytest.raises(NonFiniteLoss, match="checkpoint-000006"):
+        trainer.train()
+    assert (tmp_path / "run" / "checkpoint-000006" / "model.safetensors").is_file()
+
+
+def test_trainer_rejects_mismatched_model(small_data, tmp_path):
+    train = PretrainingDataset(small_data[0])
+    with pytest.raises(ValueError, match="vocabulary of 4096"):
+        Trainer(build_model("tiny", 100, 0, 64), train, TrainConfig(), tmp_path)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        TrainConfig(warmup_fraction=1.5)
+
+
+def test_bundled_vocabulary_regenerates():
+    tokens = train_wordpiece([data_path("corpus", "train.txt")], 4096)
+    assert "\n".join(tokens) + "\n" == data_path("vocab.txt").read_text(encoding="utf-8")
