@@ -1,0 +1,5 @@
+"""BERT pretraining (masked LM + next sentence prediction).
+
+data.py    corpus -> instances ([CLS] A [SEP] B [SEP], NSP label, masked positions) -> .npz shards,
+           and ``PretrainingDataset``, which reads the shards back as batches (``minibert prepare``)
+"""
