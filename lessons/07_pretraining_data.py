@@ -122,8 +122,8 @@ for d in documents_text[:2]:
 #
 # Every sentence is tokenised once (lesson 06), and the ids are reused by every pass over the corpus.
 # We learn a small WordPiece vocabulary on the text itself. 1,000 tokens is small on purpose: many words
-# then split into pieces (`##...`), which makes whole-word masking (section 6) visible. (`minibert vocab
-# data/corpus/train.txt --size 8000` gives the full vocabulary, where almost every word is one token.)
+# then split into pieces (`##...`), which makes whole-word masking (section 6) visible. (The bundled
+# `data/vocab.txt`, 4,096 tokens, which lesson 08 uses, makes almost every word of this corpus one token.)
 
 # %%
 t0 = time.perf_counter()
@@ -354,11 +354,10 @@ for name, m in (("per piece", maker), ("whole word", wwm)):
 #
 # `prepare` does everything above on files and writes `.npz` shards with a `meta.json` (options, seed,
 # counts, the vocabulary's sha256 so a model with another vocabulary is refused). The same from the
-# command line:
+# command line, with the bundled 4,096-token vocabulary (`data/vocab.txt`):
 #
 # ```
-# minibert vocab data/corpus/train.txt --size 8000 --out vocab.txt
-# minibert prepare data/corpus/train.txt --vocab vocab.txt --out runs/data --dupe-factor 5 --heldout-fraction 0.02
+# minibert prepare data/corpus/train.txt --vocab data/vocab.txt --out runs/data --dupe-factor 5 --heldout-fraction 0.02
 # ```
 
 # %%
