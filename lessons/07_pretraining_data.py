@@ -123,7 +123,8 @@ for d in documents_text[:2]:
 # Every sentence is tokenised once (lesson 06), and the ids are reused by every pass over the corpus.
 # We learn a small WordPiece vocabulary on the text itself. 1,000 tokens is small on purpose: many words
 # then split into pieces (`##...`), which makes whole-word masking (section 6) visible. (The bundled
-# `data/vocab.txt`, 4,096 tokens, which lesson 08 uses, makes almost every word of this corpus one token.)
+# `data/vocab.txt`, 4,096 tokens, the default of `minibert pretrain`, makes almost every word of this
+# corpus one token.)
 
 # %%
 t0 = time.perf_counter()
