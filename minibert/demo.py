@@ -1,0 +1,127 @@
+"""``minibert demo``: the whole story in a few minutes on a laptop CPU.
+
+1. prepare MLM + NSP instances from part of the bundled corpus;
+2. pretrain a tiny BERT from scratch for a few hundred steps;
+3. evaluate it beside the pretrained model that ships in ``data/pretrained/tiny`` and a unigram baseline;
+4. ask both to fill in masked words;
+5. write a report (Markdown + PNG) to ``--out``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minibert import kernels, plots
+from minibert.inference import fill_mask
+from minibert.models import BertForPreTraining
+from minibert.paths import data_dir, data_path
+from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
+from minibert.pretraining.trainer import Trainer, TrainConfig, build_model, evaluate
+from minibert.tokenization import BertTokenizer
+
+CLOZE = [
+    "the farmers [MASK] the cows every morning .",
+    "robins are [MASK] .",
+    "the dog that chases the cats [MASK] happy .",
+    "the teachers say that the girl [MASK] tired .",
+    "cows eat [MASK] .",
+    "nobody has [MASK] seen a purple fish .",
+]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="folder for the report (default: runs/demo)")
+    parser.add_argument("--steps", type=int, default=300, help="pretraining steps from scratch (default 300)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def unigram_accuracy(train: PretrainingDataset, heldout: PretrainingDataset) -> float:
+    """Accuracy of always predicting the most frequent masked token of the training data."""
+    w = train.arrays["masked_lm_weights"] == 1
+    most_common = np.bincount(train.arrays["masked_lm_ids"][w]).argmax()
+    hw = heldout.arrays["masked_lm_weights"] == 1
+    return float((heldout.arrays["masked_lm_ids"][hw] == most_common).mean())
+
+
+def main(args) -> int:
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = print
+    say(f"minibert demo: BERT from scratch in NumPy ({kernels.backend()} kernels, {os.cpu_count()} CPUs)\n")
+
+    # 1. data: the first documents of the bundled corpus, and the bundled held-out documents
+    tokenizer = BertTokenizer.from_pretrained(data_dir())
+    lines = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()
+    subset = out / "corpus-subset.txt"
+    subset.write_text("\n".join(lines[: len(lines) // 8]) + "\n", encoding="utf-8")
+    data_config = DataConfig(max_seq_length=128, dupe_factor=2)
+    say("1. Preparing pretraining instances (NSP pairs, 15% masking) ...")
+    prepare([subset], tokenizer, out / "data" / "train", data_config, seed=args.seed)
+    prepare([data_path("corpus", "heldout.txt")], tokenizer, out / "data" / "heldout",
+            DataConfig(max_seq_length=128, dupe_factor=1), seed=12345)
+    train, heldout = PretrainingDataset(out / "data" / "train"), PretrainingDataset(out / "data" / "heldout")
+    say(f"   {len(train):,} training instances, {len(heldout):,} held-out instances\n")
+
+    # 2. pretrain from scratch
+    say(f"2. Pretraining a tiny BERT (2 layers, hidden 128) from scratch for {args.steps} steps ...")
+    model = build_model("tiny", tokenizer.vocab_size, args.seed, 128)
+    config = TrainConfig(steps=args.steps, batch_size=32, lr=1e-3, warmup_fraction=0.1, seed=args.seed,
+                         eval_every=max(args.steps // 3, 1), eval_batches=8, save_every=args.steps, log_every=50)
+    t0 = time.perf_counter()
+    Trainer(model, train, config, out / "pretrain", heldout, tokenizer.convert_ids_to_tokens(
+        range(tokenizer.vocab_size))).train()
+    train_seconds = time.perf_counter() - t0
+
+    # 3. evaluate beside the shipped model and a unigram baseline
+    say("\n3. Evaluating on the held-out documents ...")
+    rows = {"from scratch (this run)": evaluate(model, heldout, 64)}
+    shipped_dir = data_dir() / "pretrained" / "tiny"
+    shipped = BertForPreTraining.from_pretrained(shipped_dir) if (shipped_dir / "config.json").is_file() else None
+    if shipped is not None:
+        rows["shipped pretrained model"] = evaluate(shipped, heldout, 64)
+    baseline = unigram_accuracy(train, heldout)
+    table = ["| model | masked LM loss | masked LM accuracy | NSP accuracy |", "|---|---|---|---|"]
+    for name, r in rows.items():
+        table.append(f"| {name} | {r['eval_mlm_loss']:.3f} | {r['eval_mlm_accuracy']:.3f} | {r['eval_nsp_accuracy']:.3f} |")
+    table.append(f"| unigram baseline (most frequent token) / chance | - | {baseline:.3f} | 0.500 |")
+    say("\n".join(table))
+
+    # 4. fill in masked words
+    say("\n4. Filling in [MASK] ...")
+    cloze = ["| sentence | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    models = {"from scratch (this run)": model, "shipped pretrained model": shipped}
+    for text in CLOZE:
+        cells = []
+        for name in rows:
+            top = fill_mask(models[name], tokenizer, text, top_k=3)[0]
+            cells.append(", ".join(f"{tok} ({p:.2f})" for tok, p in top))
+        cloze.append(f"| {text} | " + " | ".join(cells) + " |")
+    say("\n".join(cloze))
+
+    # 5. the report
+    figure = plots.plot_pretraining(out / "pretrain" / "metrics.jsonl", out / "pretraining.png")
+    total = time.perf_counter() - t_start
+    report = out / "report.md"
+    report.write_text("\n".join([
+        "# minibert demo report", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"kernels: {kernels.backend()}. Total time {total:.0f} s (pretraining {train_seconds:.0f} s).", "",
+        "## Pretraining from scratch", "",
+        f"A tiny BERT (2 layers, hidden 128, 2 heads, {model.num_parameters():,} parameters) trained with masked "
+        f"LM + next sentence prediction for {args.steps} steps of 32 sequences on {len(train):,} instances made "
+        f"from an eighth of the bundled corpus.", "",
+        f"![pretraining curves]({figure.name})", "",
+        "## Held-out evaluation", "",
+        *table, "",
+        "The shipped model was pretrained much longer by the command in `data/pretrained/tiny/README.md`."
+        if shipped is not None else "(No pretrained model ships in data/pretrained/tiny yet.)", "",
+        "## Masked-word predictions (top 3 with probabilities)", "",
+        *cloze, "",
+    ]) + "\n", encoding="utf-8")
+    say(f"\nReport: {report} (figure {figure}); total time {total:.0f} s")
+    return 0
