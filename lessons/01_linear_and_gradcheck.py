@@ -9,7 +9,8 @@
 # %% [markdown]
 # # Lesson 01 — A linear layer by hand: forward, backward, and checking gradients with finite differences
 #
-# **Run time:** about 3 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: the same, there is nothing to shrink).
+# **Run time:** about 3 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1` changes nothing: everything
+# here is small).
 # Run it with `python lessons/01_linear_and_gradcheck.py`, or open it as a notebook (see `lessons/README.md`).
 #
 # Everything in minibert is built from pairs of plain functions:
@@ -22,7 +23,6 @@
 # later lesson uses to check its gradients: finite differences.
 
 # %%
-import os
 import sys
 from pathlib import Path
 
@@ -36,7 +36,6 @@ from minibert import functional as F
 from minibert import gradcheck, kernels
 from minibert.nn import Linear
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
 try:
     FIGURES = Path(__file__).resolve().parent / "figures"
 except NameError:                        # in a notebook the working directory is lessons/
@@ -86,7 +85,7 @@ print(y)
 # every row used the same `W` and `b`.
 #
 # The backward below does not *return* `dW` and `db`: it **adds** them (`+=`) into buffers it is given.
-# The reason is in section 4.
+# The reason is in section 5.
 
 # %%
 def linear_forward_by_hand(x, W, b):
