@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Lesson 01 — A linear layer by hand: forward, backward, and checking gradients with finite differences
 #
-# **Run time:** about 3 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1` changes nothing: everything
+# **Run time:** about 2 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1` changes nothing: everything
 # here is small).
 # Run it with `python lessons/01_linear_and_gradcheck.py`, or open it as a notebook (see `lessons/README.md`).
 #

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Lesson 02 — Softmax, cross-entropy and GELU
 #
-# **Run time:** about 6 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 2 s; it times `erf` on
+# **Run time:** about 3 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 1 s; it times `erf` on
 # fewer numbers). Builds on lesson 01 (the forward/backward pairs and the gradient checker).
 #
 # Three nonlinearities carry BERT: **softmax** turns attention scores into weights, **cross-entropy** turns

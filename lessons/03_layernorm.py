@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Lesson 03 — Layer normalisation: the derivation, the cache, the check
 #
-# **Run time:** about 2 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1` changes nothing: everything
+# **Run time:** under 1 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1` changes nothing: everything
 # here is small). Builds on lessons 01-02 (forward/backward pairs, the gradient checker, why the upstream gradient
 # is random).
 #
