@@ -180,7 +180,8 @@ print(gradcheck.format_table(results))
 
 loss_pkg, cache_pkg = F.cross_entropy_forward(logits, targets)
 print("max |package - by hand|: loss", abs(float(loss_pkg) - loss),
-      " dlogits", np.abs(F.cross_entropy_backward(1.0, cache_pkg) - cross_entropy_backward_by_hand(1.0, ce_cache)).max())
+      " dlogits", np.abs(F.cross_entropy_backward(1.0, cache_pkg)
+                         - cross_entropy_backward_by_hand(1.0, ce_cache)).max())
 
 # %% [markdown]
 # ## 4. BERT's weighted masked-LM loss
@@ -209,7 +210,8 @@ print(f"weighted loss {float(wloss):.8f}  vs  mean over the 3 real rows {real_me
 dlogits = F.cross_entropy_backward(1.0, wcache)
 print("largest |gradient| in the padding rows:", np.abs(dlogits[3:]).max())
 zloss, zcache = F.cross_entropy_forward(logits, targets, np.zeros(N))
-print("no predictions at all: loss", float(zloss), ", max |gradient|", np.abs(F.cross_entropy_backward(1.0, zcache)).max())
+print("no predictions at all: loss", float(zloss), ", max |gradient|",
+      np.abs(F.cross_entropy_backward(1.0, zcache)).max())
 
 print(gradcheck.format_table(gradcheck.run_check("cross_entropy_weighted", seed=0)))
 

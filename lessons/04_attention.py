@@ -236,7 +236,8 @@ print("padded keys: max |dK| =", np.abs(grads["k"][1, :, 4:]).max(), " max |dV| 
 C_pkg, P_pkg, cache_pkg = F.attention_forward(q, k, v, mask_bias)
 dC = rng.standard_normal(C_pkg.shape)
 C_hand, cache_hand = attention_forward_by_hand(q, k, v, mask_bias)
-diffs = [np.abs(a - b).max() for a, b in zip(F.attention_backward(dC, cache_pkg), attention_backward_by_hand(dC, cache_hand))]
+diffs = [np.abs(a - b).max()
+         for a, b in zip(F.attention_backward(dC, cache_pkg), attention_backward_by_hand(dC, cache_hand))]
 print(f"F.attention vs by hand: context {np.abs(C_pkg - C_hand).max():.1e}, dq/dk/dv {max(diffs):.1e}")
 
 config = BertConfig(vocab_size=10, hidden_size=H, num_attention_heads=A, intermediate_size=4 * H,
