@@ -1,0 +1,712 @@
+"""Numba kernels for the hot non-matmul pairs, with the signatures of ``minibert.functional``.
+
+Each public function is a thin Python wrapper that validates its input like the NumPy reference, makes
+the arrays C-contiguous and reshapes the leading dimensions away (to rows of length N, H, I or C), then
+calls a compiled kernel that does the whole operation row by row, while the row sits in the L1 cache,
+instead of the reference's chain of whole-array NumPy operations. The math is the reference's; each
+docstring points at the derivation there.
+
+Why it is faster, and what it takes:
+
+* Fusion: the reference makes 5-10 passes over (B*T, I)-sized arrays per operation, each allocating a
+  temporary; a kernel reads its inputs once and writes its outputs once.
+* Vectorisation: NumPy's ``exp`` and ``tanh`` are SIMD code, while Numba calls the scalar C library
+  for ``math.exp``, ``math.tanh`` and ``math.erfc`` (6x, 45x and 25x slower per element than NumPy's
+  float32 exp / tanh here).
+  ``_exp`` below is a plain-arithmetic exp that LLVM turns into SIMD code, and ``_normal_cdf`` builds
+  the exact GELU's Phi on it, so the exp- and erf-heavy kernels (softmax, cross-entropy, GELU) win.
+  Loops that sum use four independent accumulators (``_row_sum`` ...): a single running sum is one
+  long dependency chain, which LLVM may not split without ``fastmath`` (that would reorder additions).
+* Threads: rows are spread over the cores with ``prange`` (about 2x on 2 idle cores). Numba's
+  ``workqueue`` threading layer is selected unless ``NUMBA_THREADING_LAYER`` is set: the default
+  OpenMP layer's threads spin after each kernel and take the cores from OpenBLAS's threads in the
+  matmul that follows, which made a whole mini-BERT step ~30% slower on 2 cores (and much slower on a
+  busy machine). The workqueue layer does not support calling kernels from several Python threads
+  at once.
+
+Conventions shared by every kernel:
+
+* dtype follows the input. Numba compiles one specialisation per dtype; every output is allocated in
+  the input dtype, so float32 in gives float32 out. Elementwise math runs in the input precision (exp
+  and Phi have float32 and float64 versions, like ``minibert.special``), but row statistics (sums,
+  means, variances, parameter-gradient sums) are accumulated in float64 whatever the input dtype, and
+  variances are two-pass (mean first, then the mean of squared deviations). Float32 results are
+  therefore at least as accurate as the reference's.
+* ``fastmath`` is off: float64 results must agree with the reference to ~1e-10 and keep NaN/inf
+  semantics.
+* Parameter gradients (dgamma, dbeta, dbias) are summed over fixed blocks of ``_ROWS_PER_BLOCK`` rows
+  and the block sums are then added in order, so the result does not depend on the number of threads.
+  They are ADDED into the buffers passed in, like the reference does; so is the embedding scatter-add.
+* Caches differ from the reference's where that saves work (layer norm keeps x, mean and 1/std instead
+  of xhat; the exact GELU also keeps Phi(a), so the backward does not evaluate erfc again). Only the
+  matching backward reads them, which the global switch in ``minibert.kernels`` guarantees.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numba
+import numpy as np
+from llvmlite import ir as llvm_ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from minibert import special
+from minibert.special import _COEFFS as _ERFC_SERIES
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_ROWS_PER_BLOCK = 64           # rows per partial sum of a parameter gradient (fixed: reproducible results)
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TANH_K = math.sqrt(2.0 / math.pi)
+_TANH_C = 0.044715
+
+if "NUMBA_THREADING_LAYER" not in os.environ:   # see the module docstring; no effect once threads run
+    numba.config.THREADING_LAYER = "workqueue"
+
+# Every kernel: compiled once per dtype and cached on disk; fastmath off; NumPy's error model, so that
+# x / 0 gives inf or nan like NumPy instead of raising, which also lets LLVM vectorise loops that
+# divide (Python's ZeroDivisionError check is a branch in the loop body).
+_kernel = njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
+_serial_kernel = njit(cache=True, fastmath=False, error_model="numpy")
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks (compiled into the kernels that call them)
+# ----------------------------------------------------------------------------------------------
+@intrinsic
+def _bits_as_float64(typingctx, bits):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``bits`` (an LLVM bitcast: no instruction)."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _bits_as_float32(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the int64 ``bits`` (Numba does integer
+    arithmetic in int64, so the argument arrives as one)."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], llvm_ir.IntType(32))
+        return builder.bitcast(low, context.get_value_type(types.float32))
+
+    return types.float32(types.int64), codegen
+
+
+# exp(x) = 2^k exp(r), k = round(x / ln 2), |r| <= ln(2) / 2. ln 2 is split into a high part with few
+# significant bits (so k * HI is exact) and the remainder, so that r is accurate. exp(r) is its Taylor
+# series, to r^13 in float64 and r^7 in float32 (the first omitted term is below half an ulp). 2^k is
+# built from its exponent bits, as two factors 2^h 2^(k-h) so that subnormal results come out right.
+# x is clamped first to where exp underflows to 0 / overflows to inf; NaN stays NaN. Error ~1-2 ulp.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_F32 = np.float32
+_LOG2E_F32 = _F32(_LOG2E)
+_LN2_HI_F32 = _F32(0.693359375)
+_LN2_LO_F32 = _F32(math.log(2.0) - 0.693359375)
+_INV_FACTORIAL_F32 = tuple(_F32(1.0 / math.factorial(n)) for n in range(8))
+
+
+def _exp_float64(x):
+    xc = min(max(x, -746.0), 710.0)
+    kf = math.floor(xc * _LOG2E + 0.5)
+    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k = np.int64(kf)
+    h = k >> 1
+    y = p * _bits_as_float64((h + 1023) << 52) * _bits_as_float64((k - h + 1023) << 52)
+    return y if x == x else x
+
+
+def _exp_float32(x):
+    c = _INV_FACTORIAL_F32
+    xc = min(max(x, _F32(-104.0)), _F32(89.0))
+    kf = np.floor(xc * _LOG2E_F32 + _F32(0.5))
+    r = (xc - kf * _LN2_HI_F32) - kf * _LN2_LO_F32
+    p = c[7]
+    p = p * r + c[6]
+    p = p * r + c[5]
+    p = p * r + c[4]
+    p = p * r + c[3]
+    p = p * r + c[2]
+    p = p * r + c[1]
+    p = p * r + c[0]
+    k = np.int64(kf)
+    h = k >> 1
+    y = p * _bits_as_float32((h + 127) << 23) * _bits_as_float32((k - h + 127) << 23)
+    return y if x == x else x
+
+
+def _exp(x):
+    """exp(x) in x's precision, float32 or float64, in plain arithmetic that LLVM vectorises.
+
+    Compiled code gets ``_exp_float32`` / ``_exp_float64`` through the overload below; called from
+    Python this is just ``np.exp``.
+    """
+    return np.exp(x)
+
+
+@overload(_exp, inline="always")
+def _exp_overload(x):
+    if x == types.float64:
+        return _exp_float64
+    if x == types.float32:
+        return _exp_float32
+    return None
+
+
+# Phi(x) uses the erfc series of ``minibert.special`` (the reference's): for z = |x| / sqrt 2,
+#     erfc(z) = t exp(-z^2 + g(u)),  t = 2 / (2 + z),  u = 2t - 1,  g = sum_k c_k T_k(u),
+# with 25 coefficients in float64 (~1e-14 relative) and 13 in float32 (~1e-8), in both tails. The
+# coefficients are passed to the kernels as an argument (a global array would be frozen into the
+# on-disk cache) but their number is a compile-time constant, so LLVM unrolls the Clenshaw recurrence
+# and vectorises the loop around it: ~5x faster than calling the scalar C-library math.erfc.
+_CDF_COEFFS = {dtype: np.ascontiguousarray(c, dtype=dtype) for dtype, c in _ERFC_SERIES.items()}
+_CDF_TERMS_F64, _CDF_TERMS_F32 = 25, 13
+if (_CDF_COEFFS[np.dtype(np.float64)].size, _CDF_COEFFS[np.dtype(np.float32)].size) != (_CDF_TERMS_F64, _CDF_TERMS_F32):
+    raise RuntimeError("minibert.special changed the length of its erfc series; update the Numba kernels")
+
+
+def _normal_cdf_float64(x, coeffs):
+    z = abs(x) * _SQRT_HALF
+    t = 2.0 / (2.0 + z)
+    two_u = 2.0 * (2.0 * t - 1.0)
+    b1 = 0.0
+    b2 = 0.0
+    for k in range(_CDF_TERMS_F64 - 1, 0, -1):      # Clenshaw: sum_k c_k T_k(u)
+        b1, b2 = two_u * b1 - b2 + coeffs[k], b1
+    tail = 0.5 * t * _exp(-z * z + (0.5 * two_u * b1 - b2 + coeffs[0]))    # P(N > |x|)
+    return tail if x < 0.0 else 1.0 - tail
+
+
+def _normal_cdf_float32(x, coeffs):
+    one, two, half = _F32(1.0), _F32(2.0), _F32(0.5)
+    z = abs(x) * _F32(_SQRT_HALF)
+    t = two / (two + z)
+    two_u = two * (two * t - one)
+    b1 = _F32(0.0)
+    b2 = _F32(0.0)
+    for k in range(_CDF_TERMS_F32 - 1, 0, -1):
+        b1, b2 = two_u * b1 - b2 + coeffs[k], b1
+    tail = half * t * _exp(-z * z + (half * two_u * b1 - b2 + coeffs[0]))
+    return tail if x < _F32(0.0) else one - tail
+
+
+def _normal_cdf(x, coeffs):
+    """Phi(x) = P(N(0, 1) <= x) = erfc(-x / sqrt 2) / 2 in x's precision, computed from the upper tail
+    on the far side of zero, so it keeps full relative accuracy in both tails. ``coeffs`` is
+    ``_CDF_COEFFS[x.dtype]``. Called from Python this is ``minibert.special.normal_cdf``."""
+    return special.normal_cdf(np.asarray(x))
+
+
+@overload(_normal_cdf, inline="always")
+def _normal_cdf_overload(x, coeffs):
+    if x == types.float64:
+        return _normal_cdf_float64
+    if x == types.float32:
+        return _normal_cdf_float32
+    return None
+
+
+@njit(inline="always")
+def _row_sum(v):
+    """sum_j v[j] in float64, with four interleaved partial sums (independent chains run in parallel)."""
+    n = v.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        s0 += v[j]
+        s1 += v[j + 1]
+        s2 += v[j + 2]
+        s3 += v[j + 3]
+        j += 4
+    while j < n:
+        s0 += v[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(inline="always")
+def _row_dot(u, v):
+    """sum_j u[j] v[j] in float64, four partial sums as in ``_row_sum``."""
+    n = v.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        s0 += np.float64(u[j]) * v[j]
+        s1 += np.float64(u[j + 1]) * v[j + 1]
+        s2 += np.float64(u[j + 2]) * v[j + 2]
+        s3 += np.float64(u[j + 3]) * v[j + 3]
+        j += 4
+    while j < n:
+        s0 += np.float64(u[j]) * v[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(inline="always")
+def _row_centered_sumsq(v, mu):
+    """sum_j (v[j] - mu)^2 in float64 (the second pass of a two-pass variance)."""
+    n = v.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        d0 = v[j] - mu
+        d1 = v[j + 1] - mu
+        d2 = v[j + 2] - mu
+        d3 = v[j + 3] - mu
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        j += 4
+    while j < n:
+        d0 = v[j] - mu
+        s0 += d0 * d0
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(inline="always")
+def _row_max(v):
+    """max_j v[j] (exact in any order; four running maxima for speed)."""
+    n = v.shape[0]
+    m0 = m1 = m2 = m3 = v[0]
+    j = 0
+    while j + 4 <= n:
+        m0 = max(m0, v[j])
+        m1 = max(m1, v[j + 1])
+        m2 = max(m2, v[j + 2])
+        m3 = max(m3, v[j + 3])
+        j += 4
+    while j < n:
+        m0 = max(m0, v[j])
+        j += 1
+    return max(max(m0, m1), max(m2, m3))
+
+
+def _float_array(name, a, dtype=None):
+    """a as a C-contiguous float32/float64 array (converted to ``dtype`` if given)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.dtype not in _FLOATS:
+        raise ValueError(f"{name} must be float32 or float64 for the Numba kernels, got {a.dtype}")
+    return a
+
+
+def _check_buffer(name, buffer, shape):
+    if not isinstance(buffer, np.ndarray) or buffer.shape != shape:
+        raise ValueError(f"{name} must be an array of shape {shape}, got {getattr(buffer, 'shape', buffer)}")
+
+
+def _add_into(buffer, total):
+    """buffer += total (the in-place accumulation), in buffer's dtype, whatever buffer's memory layout."""
+    buffer += total.astype(buffer.dtype, copy=False)
+
+
+def _n_blocks(rows):
+    return max(1, -(-rows // _ROWS_PER_BLOCK))
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax with an additive mask
+# ----------------------------------------------------------------------------------------------
+@_kernel
+def _softmax_forward_kernel(x, mask_bias, p):
+    """x (B, M, N), mask_bias (B or 1, N) -> p (B, M, N) = softmax(x + mask_bias) per row of N."""
+    B, M, N = x.shape
+    per_batch = mask_bias.shape[0] > 1
+    for r in prange(B * M):
+        b = r // M
+        xr = x[b, r - b * M]
+        pr = p[b, r - b * M]
+        mb = mask_bias[b if per_batch else 0]
+        # The mask is added in the input dtype, as in the reference: for a fully padded float32 row
+        # x - 10000 rounds, and the result must round the same way.
+        for j in range(N):
+            pr[j] = xr[j] + mb[j]
+        top = _row_max(pr)
+        for j in range(N):
+            pr[j] = _exp(pr[j] - top)
+        inv_total = 1.0 / _row_sum(pr)
+        for j in range(N):
+            pr[j] = pr[j] * inv_total
+
+
+def softmax_forward(x, mask_bias=None):
+    """p = softmax(x + mask_bias) over the last axis; see ``functional.softmax_forward``.
+
+    x (B, ..., N), mask_bias (B, N) or None -> p (B, ..., N) in x's dtype; the cache is p.
+    """
+    x = _float_array("x", x)
+    shape = x.shape
+    N = shape[-1] if x.ndim else 1
+    if mask_bias is None:
+        x3 = x.reshape(1, -1, N)
+        mask = np.zeros((1, N), dtype=x.dtype)
+    else:
+        mask = _float_array("mask_bias", mask_bias, dtype=x.dtype)
+        if x.ndim < 2 or mask.ndim != 2 or mask.shape[1] != N or mask.shape[0] not in (1, shape[0]):
+            raise ValueError(f"mask_bias must have shape (B, N) = ({shape[0] if x.ndim else '?'}, {N}) "
+                             f"for x of shape {shape} = (B, ..., N), got {mask.shape}")
+        x3 = x.reshape(shape[0], -1, N)
+    p = np.empty_like(x3)
+    if x3.size:
+        _softmax_forward_kernel(x3, mask, p)
+    p = p.reshape(shape)
+    return p, p
+
+
+@_kernel
+def _softmax_backward_kernel(dp, p, dx):
+    """Per row of N: dx_i = p_i (dp_i - sum_j dp_j p_j) (derived in functional.softmax_backward)."""
+    R, N = p.shape
+    for r in prange(R):
+        s = _row_dot(dp[r], p[r])
+        for j in range(N):
+            dx[r, j] = p[r, j] * (dp[r, j] - s)
+
+
+def softmax_backward(dp, p):
+    """dx = p (dp - sum(dp p)) over the last axis; see ``functional.softmax_backward``."""
+    p = _float_array("p", p)
+    dp = _float_array("dp", dp, dtype=p.dtype)
+    if dp.shape != p.shape:
+        raise ValueError(f"dp must have the shape of p {p.shape}, got {dp.shape}")
+    N = p.shape[-1] if p.ndim else 1
+    dx = np.empty_like(p)
+    if p.size:
+        _softmax_backward_kernel(dp.reshape(-1, N), p.reshape(-1, N), dx.reshape(-1, N))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer normalisation
+# ----------------------------------------------------------------------------------------------
+@_kernel
+def _layernorm_forward_kernel(x, gamma, beta, eps, y, mean, rstd):
+    """x (R, H) -> y = gamma (x - mean) rstd + beta; mean (R,), rstd = (var + eps)^-1/2 (R,), two-pass."""
+    R, H = x.shape
+    for r in prange(R):
+        xr = x[r]
+        mu = _row_sum(xr) / H
+        mean[r] = mu
+        rstd[r] = 1.0 / math.sqrt(_row_centered_sumsq(xr, mu) / H + eps)
+        mu, rs = mean[r], rstd[r]          # as rounded to x's dtype: the backward sees the same xhat
+        for j in range(H):
+            y[r, j] = (xr[j] - mu) * rs * gamma[j] + beta[j]
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-12):
+    """y = gamma * xhat + beta over the last axis; see ``functional.layernorm_forward``.
+
+    x (..., H), gamma (H,), beta (H,) -> y (..., H). The cache keeps x (R, H), the row means and 1/std
+    ((R,) each, computed in float64, stored in x's dtype) and gamma; the backward recomputes xhat from
+    them rather than storing it.
+    x is kept by reference when it is already C-contiguous (as the reference keeps gamma): it must not
+    be modified in place between forward and backward.
+    """
+    x = _float_array("x", x)
+    H = x.shape[-1]
+    gamma = _float_array("gamma", gamma, dtype=x.dtype)
+    beta = _float_array("beta", beta, dtype=x.dtype)
+    if gamma.shape != (H,) or beta.shape != (H,):
+        raise ValueError(f"gamma and beta must have shape ({H},), got {gamma.shape} and {beta.shape}")
+    x2 = x.reshape(-1, H)
+    y = np.empty_like(x2)
+    mean = np.empty(x2.shape[0], x2.dtype)
+    rstd = np.empty(x2.shape[0], x2.dtype)
+    if x2.size:
+        _layernorm_forward_kernel(x2, gamma, beta, float(eps), y, mean, rstd)
+    return y.reshape(x.shape), (x2, mean, rstd, gamma, x.shape)
+
+
+@_kernel
+def _layernorm_backward_kernel(dy, x, mean, rstd, gamma, dx, dgamma_blocks, dbeta_blocks, rows_per_block):
+    """Per row, with xhat = (x - mean) rstd and g = dy gamma (derived in functional.layernorm_backward):
+        dx = rstd (g - mean(g) - xhat mean(g xhat))
+    Block k of ``rows_per_block`` rows adds its sums of dy xhat and of dy to row k of dgamma_blocks and
+    dbeta_blocks."""
+    R, H = x.shape
+    for blk in prange(dgamma_blocks.shape[0]):
+        dg = dgamma_blocks[blk]
+        db = dbeta_blocks[blk]
+        xh = np.empty(H)       # per-task scratch rows (each prange task gets its own)
+        gr = np.empty(H)
+        for r in range(blk * rows_per_block, min(R, (blk + 1) * rows_per_block)):
+            mu = mean[r]
+            rs = rstd[r]
+            for j in range(H):
+                xh[j] = (x[r, j] - mu) * rs
+                gr[j] = dy[r, j] * np.float64(gamma[j])
+            mg = _row_sum(gr) / H
+            mgx = _row_dot(gr, xh) / H
+            for j in range(H):
+                dx[r, j] = rs * (gr[j] - mg - xh[j] * mgx)
+                dg[j] += dy[r, j] * xh[j]
+                db[j] += dy[r, j]
+
+
+def layernorm_backward(dy, cache, dgamma, dbeta):
+    """dx of layer norm; dgamma += sum dy xhat, dbeta += sum dy. See ``functional.layernorm_backward``."""
+    x2, mean, rstd, gamma, shape = cache
+    dy = _float_array("dy", dy, dtype=x2.dtype)
+    if dy.shape != shape:
+        raise ValueError(f"dy must have the shape of the forward input {shape}, got {dy.shape}")
+    H = x2.shape[1]
+    _check_buffer("dgamma", dgamma, (H,))
+    _check_buffer("dbeta", dbeta, (H,))
+    dx = np.empty_like(x2)
+    blocks = _n_blocks(x2.shape[0])
+    dgamma_blocks = np.zeros((blocks, H))
+    dbeta_blocks = np.zeros((blocks, H))
+    if x2.size:
+        _layernorm_backward_kernel(dy.reshape(-1, H), x2, mean, rstd, gamma, dx, dgamma_blocks, dbeta_blocks,
+                                   _ROWS_PER_BLOCK)
+    _add_into(dgamma, dgamma_blocks.sum(axis=0))
+    _add_into(dbeta, dbeta_blocks.sum(axis=0))
+    return dx.reshape(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bias + GELU
+# ----------------------------------------------------------------------------------------------
+@_kernel
+def _bias_gelu_exact_forward_kernel(x, bias, coeffs, a, cdf, y):
+    """a = x + bias, cdf = Phi(a), y = a Phi(a); x, a, cdf, y (R, I)."""
+    R, I = x.shape
+    for r in prange(R):
+        for j in range(I):
+            v = x[r, j] + bias[j]
+            a[r, j] = v
+            c = _normal_cdf(v, coeffs)
+            cdf[r, j] = c
+            y[r, j] = v * c
+
+
+@_kernel
+def _bias_gelu_tanh_forward_kernel(x, bias, a, y):
+    """a = x + bias, y = 0.5 a (1 + tanh(u)), u = k (a + c a^3), evaluated as y = a / (1 + exp(-2u)):
+    0.5 (1 + tanh u) = sigmoid(2u) exactly, and this form avoids the cancellation of 1 + tanh(u) for
+    u << 0 and needs only the vectorised exp."""
+    R, I = x.shape
+    dt = x.dtype.type            # constants in the input dtype keep float32 arithmetic float32
+    k, c, one, two = dt(_TANH_K), dt(_TANH_C), dt(1.0), dt(2.0)
+    for r in prange(R):
+        for j in range(I):
+            v = x[r, j] + bias[j]
+            a[r, j] = v
+            u = k * (v + c * v * v * v)
+            y[r, j] = v / (one + _exp(-two * u))
+
+
+def bias_gelu_forward(x, bias, approximate=False):
+    """y = GELU(x + b); see ``functional.bias_gelu_forward``. x (..., I), bias (I,) -> y (..., I).
+
+    The cache is (a = x + b, Phi(a) or None, approximate): the exact variant keeps Phi(a) so that the
+    backward needs no second erfc.
+    """
+    x = _float_array("x", x)
+    I = x.shape[-1]
+    bias = _float_array("bias", bias, dtype=x.dtype)
+    if bias.shape != (I,):
+        raise ValueError(f"bias must have shape ({I},), got {bias.shape}")
+    x2 = x.reshape(-1, I)
+    a = np.empty_like(x2)
+    y = np.empty_like(x2)
+    cdf = None
+    if approximate:
+        if x2.size:
+            _bias_gelu_tanh_forward_kernel(x2, bias, a, y)
+    else:
+        cdf = np.empty_like(x2)
+        if x2.size:
+            _bias_gelu_exact_forward_kernel(x2, bias, _CDF_COEFFS[x2.dtype], a, cdf, y)
+    return y.reshape(x.shape), (a, cdf, bool(approximate), x.shape)
+
+
+@_kernel
+def _bias_gelu_exact_backward_kernel(dy, a, cdf, da, dbias_blocks, rows_per_block):
+    """da = dy (Phi(a) + a phi(a)), phi(a) = exp(-a^2 / 2) / sqrt(2 pi) (functional.gelu_backward);
+    block k of rows adds its column sums of da to row k of dbias_blocks."""
+    R, I = a.shape
+    half, inv_sqrt_2pi = a.dtype.type(0.5), a.dtype.type(_INV_SQRT_2PI)
+    for blk in prange(dbias_blocks.shape[0]):
+        acc = dbias_blocks[blk]
+        for r in range(blk * rows_per_block, min(R, (blk + 1) * rows_per_block)):
+            for j in range(I):
+                v = a[r, j]
+                g = dy[r, j] * (cdf[r, j] + v * _exp(-half * v * v) * inv_sqrt_2pi)
+                da[r, j] = g
+                acc[j] += g
+
+
+@_kernel
+def _bias_gelu_tanh_backward_kernel(dy, a, da, dbias_blocks, rows_per_block):
+    """da = dy GELU'(a) for the tanh form. With s = sigmoid(2u) = 0.5 (1 + t), t = tanh(u), 1 - t^2 =
+    4 s (1 - s), the reference's 0.5 (1 + t) + 0.5 a (1 - t^2) k (1 + 3 c a^2) becomes
+        s + 2 a s (1 - s) k (1 + 3 c a^2)
+    Block sums of da go to dbias_blocks as in the exact kernel."""
+    R, I = a.shape
+    dt = a.dtype.type
+    k, c, one, two, three = dt(_TANH_K), dt(_TANH_C), dt(1.0), dt(2.0), dt(3.0)
+    for blk in prange(dbias_blocks.shape[0]):
+        acc = dbias_blocks[blk]
+        for r in range(blk * rows_per_block, min(R, (blk + 1) * rows_per_block)):
+            for j in range(I):
+                v = a[r, j]
+                s = one / (one + _exp(-two * k * (v + c * v * v * v)))
+                g = dy[r, j] * (s + two * v * s * (one - s) * k * (one + three * c * v * v))
+                da[r, j] = g
+                acc[j] += g
+
+
+def bias_gelu_backward(dy, cache, dbias):
+    """da = dy GELU'(a), returned as dx; dbias += sum over rows of da. See ``functional.bias_gelu_backward``."""
+    a, cdf, approximate, shape = cache
+    dy = _float_array("dy", dy, dtype=a.dtype)
+    if dy.shape != shape:
+        raise ValueError(f"dy must have the shape of the forward input {shape}, got {dy.shape}")
+    I = a.shape[1]
+    _check_buffer("dbias", dbias, (I,))
+    da = np.empty_like(a)
+    blocks = np.zeros((_n_blocks(a.shape[0]), I))
+    if a.size:
+        if approximate:
+            _bias_gelu_tanh_backward_kernel(dy.reshape(-1, I), a, da, blocks, _ROWS_PER_BLOCK)
+        else:
+            _bias_gelu_exact_backward_kernel(dy.reshape(-1, I), a, cdf, da, blocks, _ROWS_PER_BLOCK)
+    _add_into(dbias, blocks.sum(axis=0))
+    return da.reshape(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding scatter-add
+# ----------------------------------------------------------------------------------------------
+@_serial_kernel
+def _embedding_backward_kernel(dout, ids, dweight):
+    """dweight[ids[n]] += dout[n] for every row n, in row order: bit-identical to np.add.at, whose
+    per-element bookkeeping is what makes the reference slow. One thread: an add per element is
+    memory-bound and already ~10x faster than the reference; splitting the columns over threads
+    measured no faster on 2 cores."""
+    N, H = dout.shape
+    for n in range(N):
+        v = ids[n]
+        for j in range(H):
+            dweight[v, j] += dout[n, j]
+
+
+def embedding_backward(dout, ids, dweight):
+    """dweight[v] += sum of dout[n] over the n with ids[n] = v, in place; see ``functional.embedding_backward``.
+
+    dout (..., H), ids (...) integer, dweight (V, H). Ids index like NumPy: -V <= id < V.
+    """
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be an integer array, got dtype {ids.dtype}")
+    if not isinstance(dweight, np.ndarray) or dweight.ndim != 2 or dweight.dtype not in _FLOATS:
+        raise ValueError(f"dweight must be a float32 or float64 array (V, H), got {getattr(dweight, 'dtype', dweight)} "
+                         f"{getattr(dweight, 'shape', '')}")
+    V, H = dweight.shape
+    dout = _float_array("dout", dout, dtype=dweight.dtype)
+    if dout.shape != ids.shape + (H,):
+        raise ValueError(f"dout must have shape ids.shape + (H,) = {ids.shape + (H,)}, got {dout.shape}")
+    flat = ids.reshape(-1).astype(np.int64)
+    if flat.size:
+        lo, hi = flat.min(), flat.max()
+        if lo < -V or hi >= V:       # the IndexError np.add.at raises
+            raise IndexError(f"index {hi if hi >= V else lo} is out of bounds for axis 0 with size {V}")
+        if lo < 0:
+            flat = np.where(flat < 0, flat + V, flat)
+        target = dweight if dweight.flags.c_contiguous else np.zeros(dweight.shape, dweight.dtype)
+        _embedding_backward_kernel(dout.reshape(-1, H), flat, target)
+        if target is not dweight:
+            dweight += target
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax cross-entropy with per-row weights
+# ----------------------------------------------------------------------------------------------
+@_kernel
+def _cross_entropy_forward_kernel(logits, targets, probs, nll):
+    """Per row n of C: m = max, e = exp(l - m), Z = sum e, probs = e / Z, nll = log Z - (l[target] - m)."""
+    N, C = logits.shape
+    for n in prange(N):
+        lr = logits[n]
+        pr = probs[n]
+        top = _row_max(lr)
+        for j in range(C):
+            pr[j] = _exp(lr[j] - top)
+        total = _row_sum(pr)
+        inv_total = 1.0 / total
+        for j in range(C):
+            pr[j] = pr[j] * inv_total
+        nll[n] = math.log(total) - (lr[targets[n]] - top)
+
+
+def cross_entropy_forward(logits, targets, weights=None):
+    """loss = sum_n w_n nll_n / denominator; see ``functional.cross_entropy_forward`` (same validation,
+    same denominators: sum(w) + 1e-5 with weights, N without). Returns a scalar in logits' dtype and the
+    cache (probabilities, targets, per-row scale), as the reference does."""
+    n, c = logits.shape
+    if targets.shape != (n,):
+        raise ValueError(f"targets must have shape ({n},), got {targets.shape}")
+    if n and (targets.min() < 0 or targets.max() >= c):
+        raise ValueError(f"targets must be in [0, {c}), got values in [{targets.min()}, {targets.max()}]")
+    logits = _float_array("logits", logits)
+    if weights is None:
+        row_scale = np.full(n, 1 / max(n, 1), dtype=logits.dtype)
+    else:
+        if weights.shape != (n,):
+            raise ValueError(f"weights must have shape ({n},), got {weights.shape}")
+        weights = weights.astype(logits.dtype, copy=False)
+        row_scale = weights / (weights.sum() + logits.dtype.type(1e-5))
+    targets = np.ascontiguousarray(targets, dtype=np.int64)
+    probs = np.empty_like(logits)
+    nll = np.zeros(n)
+    if probs.size:
+        _cross_entropy_forward_kernel(logits, targets, probs, nll)
+    return logits.dtype.type(row_scale.astype(np.float64) @ nll), (probs, targets, row_scale)
+
+
+@_kernel
+def _cross_entropy_backward_kernel(probs, targets, scale, dlogits):
+    """dlogits_n = (probs_n - onehot(target_n)) scale_n."""
+    N, C = probs.shape
+    for n in prange(N):
+        s = scale[n]
+        for j in range(C):
+            dlogits[n, j] = probs[n, j] * s
+        t = targets[n]
+        dlogits[n, t] = (probs[n, t] - 1) * s
+
+
+def cross_entropy_backward(dloss, cache):
+    """dlogits = (softmax - onehot) * w_n / denominator * dloss; see ``functional.cross_entropy_backward``."""
+    probs, targets, row_scale = cache
+    scale = np.ascontiguousarray(np.broadcast_to(row_scale * dloss, row_scale.shape), dtype=probs.dtype)
+    dlogits = np.empty_like(probs)
+    if probs.size:
+        _cross_entropy_backward_kernel(probs, targets, scale, dlogits)
+    return dlogits

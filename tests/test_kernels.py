@@ -1,0 +1,325 @@
+"""The Numba kernels against the NumPy reference pairs, and the backend switch.
+
+Every kernel pair is run on the same random inputs through ``minibert.functional`` (the reference) and
+``minibert.kernels.numba_kernels``; outputs and EVERY gradient (input gradients and the parameter
+gradients accumulated into buffers that start NON-zero) must agree.
+
+Agreement criterion: max |numba - numpy| <= rtol * max |numpy|, i.e. relative to the largest magnitude
+of the expected array, with rtol 1e-10 in float64 and 1e-5 in float32. An elementwise relative test
+would demand accuracy that neither side has for entries that are tiny next to the rest of the array
+(a probability of 1e-30 next to 0.9, a gradient that cancels to ~0).
+"""
+import numpy as np
+import pytest
+
+from minibert import functional as F
+from minibert import kernels
+from minibert.kernels import numba_kernels as K
+
+RTOL = {np.float64: 1e-10, np.float32: 1e-5}
+DTYPES = [np.float64, np.float32]
+
+
+def assert_close(actual, expected, dtype):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    assert np.all(np.isfinite(actual))
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), np.finfo(dtype).tiny)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0))
+    assert err <= RTOL[dtype] * scale, f"max abs error {err:.3g} > {RTOL[dtype]:g} * max |expected| {scale:.3g}"
+
+
+def randn(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def test_helpers_can_fail():
+    """The criterion rejects a wrong answer and a wrong dtype (the tests below are not vacuous)."""
+    x = np.linspace(-1, 1, 37)
+    with pytest.raises(AssertionError):
+        assert_close(x * (1 + 1e-8), x, np.float64)
+    with pytest.raises(AssertionError):
+        assert_close(x.astype(np.float32).astype(np.float64), x, np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 13, 13), (2, 13), (2, 3, 2, 5, 13)])
+def test_softmax_with_mask(rng, dtype, shape):
+    x = randn(rng, shape, dtype, 3.0)
+    B, N = shape[0], shape[-1]
+    mask_bias = np.zeros((B, N), dtype)
+    mask_bias[0, 9:] = F.MASK_BIAS          # padding at the end of batch element 0
+    mask_bias[1, :] = F.MASK_BIAS           # batch element 1 is padding only: its rows must stay finite
+    p_ref, cache_ref = F.softmax_forward(x, mask_bias)
+    p, cache = K.softmax_forward(x, mask_bias)
+    assert_close(p, p_ref, dtype)
+    assert np.all(p[0, ..., 9:] == 0)       # exp(-10000) is exactly 0 in both dtypes
+    dp = randn(rng, shape, dtype)
+    assert_close(K.softmax_backward(dp, cache), F.softmax_backward(dp, cache_ref), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(13,), (3, 37), (2, 3, 7)])
+def test_softmax_without_mask(rng, dtype, shape):
+    x = randn(rng, shape, dtype, 2.0)
+    p_ref, _ = F.softmax_forward(x)
+    p, cache = K.softmax_forward(x)
+    assert_close(p, p_ref, dtype)
+    dp = randn(rng, shape, dtype)
+    assert_close(K.softmax_backward(dp, cache), F.softmax_backward(dp, p_ref), dtype)
+
+
+def test_softmax_backward_float32_peaked_rows(rng):
+    """With peaked rows (p_k near 1), dx_k = p_k (dp_k - sum_j dp_j p_j) cancels; the reference's float32
+    sum then costs it ~1e-3 of max |dx|, more than the 1e-5 agreement tolerance. The kernel sums in
+    float64, so it is compared here with the float64 evaluation of the same float32 inputs instead."""
+    x, dp = randn(rng, (50, 13), np.float32, 5.0), randn(rng, (50, 13), np.float32)
+    p, cache = K.softmax_forward(x)
+    truth = F.softmax_backward(dp.astype(np.float64), p.astype(np.float64)).astype(np.float32)
+    assert_close(K.softmax_backward(dp, cache), truth, np.float32)
+
+
+def test_softmax_broadcast_mask_and_non_contiguous_input(rng):
+    x = randn(rng, (2, 13, 3, 26), np.float64).transpose(0, 2, 1, 3)[..., ::2]    # (2, 3, 13, 13), strided
+    mask_bias = np.where(rng.random((1, 13)) < 0.3, F.MASK_BIAS, 0.0)             # one mask for all of B
+    assert_close(K.softmax_forward(x, mask_bias)[0], F.softmax_forward(x, mask_bias)[0], np.float64)
+    with pytest.raises(ValueError, match="mask_bias must have shape"):
+        K.softmax_forward(x, np.zeros((3, 13)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer norm
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(37,), (13, 37), (2, 13, 37), (2, 3, 5, 37), (130, 37)])
+def test_layernorm(rng, dtype, shape):
+    H = shape[-1]
+    x = randn(rng, shape, dtype, 2.0) + dtype(3)            # an offset mean: the two-pass variance matters
+    gamma, beta = randn(rng, H, dtype), randn(rng, H, dtype)
+    y_ref, cache_ref = F.layernorm_forward(x, gamma, beta)
+    y, cache = K.layernorm_forward(x, gamma, beta)
+    assert_close(y, y_ref, dtype)
+    dy = randn(rng, shape, dtype)
+    dgamma0, dbeta0 = randn(rng, H, dtype), randn(rng, H, dtype)   # non-zero: backward must ADD
+    dgamma_ref, dbeta_ref = dgamma0.copy(), dbeta0.copy()
+    dgamma, dbeta = dgamma0.copy(), dbeta0.copy()
+    dx_ref = F.layernorm_backward(dy, cache_ref, dgamma_ref, dbeta_ref)
+    dx = K.layernorm_backward(dy, cache, dgamma, dbeta)
+    assert_close(dx, dx_ref, dtype)
+    assert_close(dgamma, dgamma_ref, dtype)
+    assert_close(dbeta, dbeta_ref, dtype)
+    assert not np.allclose(dgamma - dgamma0, 0)   # something was added
+
+
+def test_layernorm_eps_and_non_contiguous(rng):
+    x = randn(rng, (37, 2, 13), np.float64).transpose(1, 2, 0)      # (2, 13, 37), not contiguous
+    x[0, 0] = 5.0                                                    # a constant row: var = 0, eps decides
+    gamma, beta = randn(rng, 37, np.float64), randn(rng, 37, np.float64)
+    for eps in (1e-12, 1e-5):
+        y_ref, cache_ref = F.layernorm_forward(x, gamma, beta, eps)
+        y, cache = K.layernorm_forward(x, gamma, beta, eps)
+        assert_close(y, y_ref, np.float64)
+        dy = randn(rng, (13, 37, 2), np.float64).transpose(2, 0, 1)
+        dgamma, dbeta = np.ones((2, 37))[0], np.ones(37)
+        dgamma_ref, dbeta_ref = dgamma.copy(), dbeta.copy()
+        assert_close(K.layernorm_backward(dy, cache, dgamma, dbeta),
+                     F.layernorm_backward(dy, cache_ref, dgamma_ref, dbeta_ref), np.float64)
+        assert_close(dgamma, dgamma_ref, np.float64)
+        assert_close(dbeta, dbeta_ref, np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bias + GELU
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", [False, True])
+@pytest.mark.parametrize("shape", [(37,), (2, 13, 37), (2, 3, 5, 37), (100, 37)])
+def test_bias_gelu(rng, dtype, approximate, shape):
+    I = shape[-1]
+    x = randn(rng, shape, dtype, 3.0)
+    x.reshape(-1)[:6] = [-40.0, -12.0, -6.0, 0.0, 6.0, 40.0]  # both tails (Phi underflows, saturates)
+    bias = randn(rng, I, dtype, 0.5)
+    bias[:6] = 0
+    y_ref, cache_ref = F.bias_gelu_forward(x, bias, approximate)
+    y, cache = K.bias_gelu_forward(x, bias, approximate)
+    assert_close(y, y_ref, dtype)
+    dy = randn(rng, shape, dtype)
+    dbias0 = randn(rng, I, dtype)
+    dbias_ref, dbias = dbias0.copy(), dbias0.copy()
+    assert_close(K.bias_gelu_backward(dy, cache, dbias), F.bias_gelu_backward(dy, cache_ref, dbias_ref), dtype)
+    assert_close(dbias, dbias_ref, dtype)
+    assert not np.allclose(dbias - dbias0, 0)
+
+
+def test_exact_gelu_matches_math_erfc():
+    """The kernel's vectorised Phi against the C library's erfc, elementwise and relative: x Phi(x) with
+    Phi(x) = erfc(-x / sqrt 2) / 2, from deep in the left tail (Phi ~ 1e-300) to the right one."""
+    import math
+    x = np.concatenate([np.linspace(-37, 37, 2001), np.geomspace(1e-8, 1, 50), -np.geomspace(1e-8, 1, 50)])
+    expected = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
+    y, _ = K.bias_gelu_forward(x[:, None], np.zeros(1))
+    nonzero = expected != 0
+    assert np.all(y[~nonzero, 0] == 0) or np.max(np.abs(y[~nonzero, 0])) < 1e-300
+    rel = np.abs(y[nonzero, 0] - expected[nonzero]) / np.abs(expected[nonzero])
+    assert rel.max() < 1e-12        # ~1e-15 near 0, ~3e-13 at x = -37 (the rounding of x^2 / 2 in exp)
+
+
+def test_bias_gelu_non_contiguous(rng):
+    x = randn(rng, (37, 13), np.float64).T               # (13, 37) strided
+    bias = randn(rng, 74, np.float64)[::2]
+    y_ref, cache_ref = F.bias_gelu_forward(x, bias)
+    y, cache = K.bias_gelu_forward(x, bias)
+    assert_close(y, y_ref, np.float64)
+    dy = randn(rng, (37, 13), np.float64).T
+    dbias_ref, dbias = np.ones(37), np.ones(37)
+    assert_close(K.bias_gelu_backward(dy, cache, dbias), F.bias_gelu_backward(dy, cache_ref, dbias_ref), np.float64)
+    assert_close(dbias, dbias_ref, np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding scatter-add
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ids_shape", [(13,), (2, 13), (2, 3, 5)])
+@pytest.mark.parametrize("H", [37, 130])        # 130: more than one column block, and a ragged last block
+def test_embedding_backward(rng, dtype, ids_shape, H):
+    V = 11
+    ids = rng.integers(-V, V, ids_shape)         # repeats, and negative ids (NumPy indexing) too
+    ids.reshape(-1)[:3] = 4                      # one id three times: the adds must all count
+    dout = randn(rng, ids_shape + (H,), dtype)
+    dweight0 = randn(rng, (V, H), dtype)
+    dweight_ref, dweight = dweight0.copy(), dweight0.copy()
+    assert F.embedding_backward(dout, ids, dweight_ref) is None
+    assert K.embedding_backward(dout, ids, dweight) is None
+    assert_close(dweight, dweight_ref, dtype)
+
+
+def test_embedding_backward_layouts_and_errors(rng):
+    ids = rng.integers(0, 11, (2, 13)).astype(np.int32)
+    dout = randn(rng, (13, 2, 37), np.float64).transpose(1, 0, 2)
+    dweight_ref = randn(rng, (37, 11), np.float64).T              # a non-contiguous buffer, still in place
+    dweight = dweight_ref.copy(order="F")
+    F.embedding_backward(dout, ids, dweight_ref)
+    K.embedding_backward(dout, ids, dweight)
+    assert_close(dweight, dweight_ref, np.float64)
+    with pytest.raises(IndexError):
+        K.embedding_backward(dout, ids + 11, dweight)
+    with pytest.raises(ValueError, match="dout must have shape"):
+        K.embedding_backward(dout[:, :5], ids, dweight)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-entropy
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("N, C", [(13, 37), (1, 3), (40, 300)])
+def test_cross_entropy(rng, dtype, weighted, N, C):
+    logits = randn(rng, (N, C), dtype, 4.0)
+    targets = rng.integers(0, C, N)
+    weights = (rng.random(N) < 0.7).astype(dtype) if weighted else None
+    loss_ref, cache_ref = F.cross_entropy_forward(logits, targets, weights)
+    loss, cache = K.cross_entropy_forward(logits, targets, weights)
+    assert np.asarray(loss).shape == ()
+    assert_close(loss, loss_ref, dtype)
+    for dloss in (1.0, dtype(0.7)):
+        assert_close(K.cross_entropy_backward(dloss, cache), F.cross_entropy_backward(dloss, cache_ref), dtype)
+
+
+@pytest.mark.parametrize("bad", ["low", "high", "shape", "weights"])
+def test_cross_entropy_validation_matches_reference(rng, bad):
+    logits = randn(rng, (5, 7), np.float64)
+    targets, weights = rng.integers(0, 7, 5), None
+    if bad == "low":
+        targets[2] = -1
+    elif bad == "high":
+        targets[2] = 7
+    elif bad == "shape":
+        targets = targets[:4]
+    else:
+        weights = np.ones(4)
+    with pytest.raises(ValueError) as ref_error:
+        F.cross_entropy_forward(logits, targets, weights)
+    with pytest.raises(ValueError) as numba_error:
+        K.cross_entropy_forward(logits, targets, weights)
+    assert str(numba_error.value) == str(ref_error.value)
+
+
+def test_cross_entropy_empty():
+    logits = np.zeros((0, 7), np.float32)
+    loss, cache = K.cross_entropy_forward(logits, np.zeros(0, np.int64))
+    assert loss == F.cross_entropy_forward(logits, np.zeros(0, np.int64))[0] == 0
+    assert K.cross_entropy_backward(1.0, cache).shape == (0, 7)
+
+
+# ----------------------------------------------------------------------------------------------
+# dtype: float32 in, float32 out, everywhere
+# ----------------------------------------------------------------------------------------------
+def test_float32_stays_float32(rng):
+    f32 = np.float32
+    x = randn(rng, (2, 3, 5, 5), f32)
+    p, cache = K.softmax_forward(x, np.zeros((2, 5)))               # a float64 mask does not upcast
+    assert p.dtype == f32 and K.softmax_backward(x.astype(np.float64), cache).dtype == f32
+    h = randn(rng, (2, 5, 8), f32)
+    y, cache = K.layernorm_forward(h, np.ones(8, f32), np.zeros(8, f32))
+    assert all(a.dtype == f32 for a in cache if isinstance(a, np.ndarray))
+    assert y.dtype == f32 and K.layernorm_backward(h, cache, np.zeros(8, f32), np.zeros(8, f32)).dtype == f32
+    for approximate in (False, True):
+        y, cache = K.bias_gelu_forward(h, np.zeros(8, f32), approximate)
+        assert y.dtype == f32 and all(a.dtype == f32 for a in cache if isinstance(a, np.ndarray))
+        assert K.bias_gelu_backward(h, cache, np.zeros(8, f32)).dtype == f32
+    loss, cache = K.cross_entropy_forward(h[0], np.arange(5), np.ones(5))
+    assert loss.dtype == f32 and cache[0].dtype == f32 and cache[2].dtype == f32
+    assert K.cross_entropy_backward(np.float64(1.0), cache).dtype == f32
+
+
+# ----------------------------------------------------------------------------------------------
+# The switch
+# ----------------------------------------------------------------------------------------------
+def test_switch_selects_backend(rng):
+    x = randn(rng, (2, 7), np.float64)
+    with kernels.using("numpy"):
+        assert kernels.backend() == "numpy"
+        _, cache = kernels.layernorm_forward(x, np.ones(7), np.zeros(7))
+        assert len(cache) == 3                            # the reference's (xhat, rstd, gamma)
+        with kernels.using("numba"):
+            assert kernels.backend() == "numba"
+            _, cache = kernels.layernorm_forward(x, np.ones(7), np.zeros(7))
+            assert len(cache) == 5                        # the kernel's (x, mean, rstd, gamma, shape)
+        assert kernels.backend() == "numpy"
+    for name in kernels.KERNEL_NAMES:                     # every switchable op exists on both sides
+        assert callable(getattr(F, name)) and callable(getattr(K, name))
+
+
+def test_switch_reads_environment(monkeypatch):
+    previous = kernels.backend()
+    try:
+        for value, expected in (("numpy", "numpy"), (" Numba ", "numba"), ("", "numba")):
+            monkeypatch.setenv("MINIBERT_KERNELS", value)
+            monkeypatch.setattr(kernels, "_active", None)     # as if freshly imported
+            assert kernels.backend() == expected
+        monkeypatch.setenv("MINIBERT_KERNELS", "cuda")
+        monkeypatch.setattr(kernels, "_active", None)
+        with pytest.raises(ValueError, match="unknown kernel backend 'cuda'"):
+            kernels.backend()
+    finally:
+        kernels.use(previous)
+
+
+def test_switch_rejects_unknown_backend():
+    before = kernels.backend()
+    with pytest.raises(ValueError, match="unknown kernel backend 'torch'"):
+        kernels.use("torch")
+    with pytest.raises(ValueError, match="expected one of"):
+        with kernels.using("jax"):
+            pass
+    assert kernels.backend() == before
