@@ -63,14 +63,15 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def environment_lines() -> list[str]:
     """The versions and thread counts that a benchmark result depends on."""
     import numba
+
     try:
-        layer = numba.threading_layer()     # only known once a parallel kernel has run
+        layer = numba.threading_layer()     # known once a parallel kernel has run
     except ValueError:
         layer = "not started"
     return [
         f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
-        f"(threading layer {layer}, NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}), "
-        f"os.cpu_count()={os.cpu_count()}",
+        f"(threading layer {layer}, {numba.get_num_threads()} of NUMBA_NUM_THREADS="
+        f"{numba.config.NUMBA_NUM_THREADS} threads), os.cpu_count()={os.cpu_count()}",
     ]
 
 
@@ -168,7 +169,7 @@ def bench_kernels(args) -> int:
         raise ValueError(f"--seq-len {T} exceeds max_position_embeddings {config.max_position_embeddings}")
     rng = np.random.default_rng(args.seed)
     print(f"minibert bench kernels: NumPy reference vs Numba kernels, float32, median of {args.repeats} "
-          f"calls after 1 warm-up")
+          f"call{'s' if args.repeats > 1 else ''} after 1 warm-up")
     print(f"shapes of one training step of preset {args.preset!r}: B={B} T={T} H={config.hidden_size} "
           f"A={config.num_attention_heads} I={config.intermediate_size} L={config.num_hidden_layers}; "
           f"cross-entropy over P={PREDICTIONS_PER_SEQUENCE}*B={PREDICTIONS_PER_SEQUENCE * B} rows x "

@@ -17,12 +17,8 @@ Why it is faster, and what it takes:
   the exact GELU's Phi on it, so the exp- and erf-heavy kernels (softmax, cross-entropy, GELU) win.
   Loops that sum use four independent accumulators (``_row_sum`` ...): a single running sum is one
   long dependency chain, which LLVM may not split without ``fastmath`` (that would reorder additions).
-* Threads: rows are spread over the cores with ``prange`` (about 2x on 2 idle cores). Numba's
-  ``workqueue`` threading layer is selected unless ``NUMBA_THREADING_LAYER`` is set: the default
-  OpenMP layer's threads spin after each kernel and take the cores from OpenBLAS's threads in the
-  matmul that follows, which made a whole mini-BERT step ~30% slower on 2 cores (and much slower on a
-  busy machine). The workqueue layer does not support calling kernels from several Python threads
-  at once.
+* Threads: every kernel but the embedding scatter-add spreads its rows over the cores with ``prange``,
+  on Numba's ``workqueue`` threading layer (see the comment at ``_kernel`` for why, with measurements).
 
 Conventions shared by every kernel:
 
@@ -62,12 +58,21 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TANH_K = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
 
-if "NUMBA_THREADING_LAYER" not in os.environ:   # see the module docstring; no effect once threads run
-    numba.config.THREADING_LAYER = "workqueue"
-
 # Every kernel: compiled once per dtype and cached on disk; fastmath off; NumPy's error model, so that
 # x / 0 gives inf or nan like NumPy instead of raising, which also lets LLVM vectorise loops that
-# divide (Python's ZeroDivisionError check is a branch in the loop body).
+# divide (Python's ZeroDivisionError check is a branch in the loop body); parallel over rows.
+#
+# Threads, measured on 2 cores (mini shapes, float32). Alone, the kernels run 1.4-2.4x faster on two
+# threads than on one with Numba's default OpenMP layer, 1.2-1.8x with its workqueue layer. In a
+# training step each kernel follows a matmul, whose OpenBLAS threads keep spinning on the cores for a
+# while after it returns, so a kernel's second thread mostly waits: a whole mini-BERT forward + backward
+# took the same time on one or two kernel threads (750 vs 770 ms at B=32, T=128; NumPy path 1400 ms).
+# With the OpenMP layer, whose idle threads spin in turn and slow the next matmul, it took 1080 ms, on
+# one thread or two. Hence the workqueue layer (idle threads sleep), unless NUMBA_THREADING_LAYER says
+# otherwise; it cannot run kernels from several Python threads at once, which minibert never does.
+# The results do not depend on the number of threads (see _ROWS_PER_BLOCK).
+if "NUMBA_THREADING_LAYER" not in os.environ:   # takes effect only if no Numba threads were started yet
+    numba.config.THREADING_LAYER = "workqueue"
 _kernel = njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
 _serial_kernel = njit(cache=True, fastmath=False, error_model="numpy")
 
@@ -607,9 +612,9 @@ def bias_gelu_backward(dy, cache, dbias):
 @_serial_kernel
 def _embedding_backward_kernel(dout, ids, dweight):
     """dweight[ids[n]] += dout[n] for every row n, in row order: bit-identical to np.add.at, whose
-    per-element bookkeeping is what makes the reference slow. One thread: an add per element is
-    memory-bound and already ~10x faster than the reference; splitting the columns over threads
-    measured no faster on 2 cores."""
+    per-element bookkeeping is what makes the reference slow. One thread: rows with the same id would
+    race, and giving each thread a block of columns instead measured no faster (and broke LLVM's
+    vectorisation of the inner loop)."""
     N, H = dout.shape
     for n in range(N):
         v = ids[n]
