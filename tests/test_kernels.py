@@ -261,6 +261,26 @@ def test_cross_entropy_empty():
     assert K.cross_entropy_backward(1.0, cache).shape == (0, 7)
 
 
+def test_parameter_gradients_do_not_depend_on_thread_count(rng):
+    """Block sums are added in a fixed order, so one thread and all threads give identical bits."""
+    import numba
+    x, dy = randn(rng, (300, 37), np.float32), randn(rng, (300, 37), np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        try:
+            dgamma, dbeta, dbias = np.zeros(37, np.float32), np.zeros(37, np.float32), np.zeros(37, np.float32)
+            _, cache = K.layernorm_forward(x, np.ones(37, np.float32), np.zeros(37, np.float32))
+            dx = K.layernorm_backward(dy, cache, dgamma, dbeta)
+            _, cache = K.bias_gelu_forward(x, np.zeros(37, np.float32))
+            da = K.bias_gelu_backward(dy, cache, dbias)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        results.append((dx, dgamma, dbeta, da, dbias))
+    for one, many in zip(*results):
+        np.testing.assert_array_equal(one, many)
+
+
 # ----------------------------------------------------------------------------------------------
 # dtype: float32 in, float32 out, everywhere
 # ----------------------------------------------------------------------------------------------
