@@ -187,7 +187,8 @@ def _exp_overload(x):
 # with 25 coefficients in float64 (~1e-14 relative) and 13 in float32 (~1e-8), in both tails. The
 # coefficients are passed to the kernels as an argument (a global array would be frozen into the
 # on-disk cache) but their number is a compile-time constant, so LLVM unrolls the Clenshaw recurrence
-# and vectorises the loop around it: ~5x faster than calling the scalar C-library math.erfc.
+# and vectorises the loop around it: 2.5x (float64) to 5x (float32) faster than calling the C library's
+# erfc (math.erfc), which stays scalar.
 _CDF_COEFFS = {dtype: np.ascontiguousarray(c, dtype=dtype) for dtype, c in _ERFC_SERIES.items()}
 _CDF_TERMS_F64, _CDF_TERMS_F32 = 25, 13
 if (_CDF_COEFFS[np.dtype(np.float64)].size, _CDF_COEFFS[np.dtype(np.float32)].size) != (_CDF_TERMS_F64, _CDF_TERMS_F32):
