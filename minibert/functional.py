@@ -28,7 +28,8 @@ from minibert.special import normal_cdf, normal_pdf
 
 # Added to the attention scores of padded keys. exp(-10000) is exactly 0 in float32 and float64, so a
 # padded key gets exactly zero attention; a finite value (not -inf) keeps a fully padded row finite
-# (it becomes uniform) instead of NaN. The original BERT uses the same -10000.
+# instead of NaN (softmax ignores the common shift, so such a row is just softmax of its scores; its
+# output is never read). The original BERT uses the same -10000.
 MASK_BIAS = -10000.0
 
 
@@ -147,7 +148,7 @@ def bias_gelu_forward(x, bias, approximate=False):
 
     x (..., I) without bias, bias (I,) -> y (..., I); the cache keeps the pre-activation x + b.
     """
-    return gelu_forward(x + bias, approximate)
+    return gelu_forward(x + bias.astype(x.dtype, copy=False), approximate)
 
 
 def bias_gelu_backward(dy, cache, dbias):
@@ -190,6 +191,7 @@ def softmax_forward(x, mask_bias=None):
     exp from overflowing. The cache is p.
     """
     if mask_bias is not None:
+        mask_bias = mask_bias.astype(x.dtype, copy=False)
         x = x + mask_bias.reshape(mask_bias.shape[0], *([1] * (x.ndim - 2)), mask_bias.shape[1])
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     p = e / e.sum(axis=-1, keepdims=True)
@@ -252,7 +254,7 @@ def cross_entropy_forward(logits, targets, weights=None):
 
     logits (N, C), targets (N,) integer in [0, C), weights (N,) or None. With weights the denominator is
     sum(w) + 1e-5, as in the original BERT's masked-LM loss (padding predictions carry w = 0); without,
-    it is N (the plain mean, as for next-sentence prediction). Returns a 0-d array in logits' dtype and
+    it is N (the plain mean, as for next-sentence prediction). Returns a NumPy scalar of logits' dtype and
     the cache (softmax probabilities, targets, per-row scale w_n / denominator).
     """
     n, c = logits.shape

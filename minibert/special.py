@@ -8,9 +8,9 @@ so we build a vectorised one, and we build it ourselves from ``math.erfc`` at im
 Dividing out the Gaussian tail ``exp(-z^2)`` and the ``1/z`` decay leaves ``g`` smooth and bounded on
 all of [0, inf), so a short Chebyshev series in ``u`` fits it to machine precision (this change of
 variable is the one Numerical Recipes uses for erfc). The coefficients are interpolated once from
-``math.erfc`` (and, where erfc underflows, from its asymptotic series). 24 terms give about 1e-14
-relative error in float64; 12 terms give about 1e-8, below float32's resolution, so float32 inputs
-use the shorter series and stay float32.
+``math.erfc`` (and, where erfc underflows, from its asymptotic series). A series of degree 24 (25
+coefficients) gives about 1e-14 relative error in float64; degree 12 gives about 1e-8, below float32's
+resolution, so float32 inputs use the shorter series and stay float32.
 
 Phi(x) = P(N(0,1) <= x) = erfc(-x / sqrt 2) / 2 is computed from the tail on the far side of zero,
 so it keeps full relative accuracy in both tails.
