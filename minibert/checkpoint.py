@@ -74,7 +74,7 @@ def save_model(model, path, vocab: list[str] | None = None, extra=None) -> Path:
 
     def write(tmp: Path):
         model.config.to_json_file(tmp / CONFIG_NAME)
-        safetensors.save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "np"})
+        safetensors.save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})  # transformers requires "pt"
         if vocab is not None:
             (tmp / VOCAB_NAME).write_text("\n".join(vocab) + "\n", encoding="utf-8")
         if extra is not None:
