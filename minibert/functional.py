@@ -257,23 +257,29 @@ def cross_entropy_forward(logits, targets, weights=None):
     it is N (the plain mean, as for next-sentence prediction). Returns a NumPy scalar of logits' dtype and
     the cache (softmax probabilities, targets, per-row scale w_n / denominator).
     """
+    n = logits.shape[0]
+    row_scale = cross_entropy_row_scale(logits, targets, weights)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1))
+    nll = log_z - shifted[np.arange(n), targets]
+    probs = np.exp(shifted - log_z[:, None])
+    return (row_scale * nll).sum(dtype=logits.dtype), (probs, targets, row_scale)
+
+
+def cross_entropy_row_scale(logits, targets, weights=None):
+    """Check targets (and weights) against logits (N, C); return each row's factor w_n / denominator (N,).
+    Shared by the NumPy and Numba cross-entropy, so both validate and weigh identically."""
     n, c = logits.shape
     if targets.shape != (n,):
         raise ValueError(f"targets must have shape ({n},), got {targets.shape}")
     if n and (targets.min() < 0 or targets.max() >= c):
         raise ValueError(f"targets must be in [0, {c}), got values in [{targets.min()}, {targets.max()}]")
     if weights is None:
-        row_scale = np.full(n, 1 / max(n, 1), dtype=logits.dtype)
-    else:
-        if weights.shape != (n,):
-            raise ValueError(f"weights must have shape ({n},), got {weights.shape}")
-        weights = weights.astype(logits.dtype, copy=False)
-        row_scale = weights / (weights.sum() + logits.dtype.type(1e-5))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(axis=1))
-    nll = log_z - shifted[np.arange(n), targets]
-    probs = np.exp(shifted - log_z[:, None])
-    return (row_scale * nll).sum(dtype=logits.dtype), (probs, targets, row_scale)
+        return np.full(n, 1 / max(n, 1), dtype=logits.dtype)
+    if weights.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {weights.shape}")
+    weights = weights.astype(logits.dtype, copy=False)
+    return weights / (weights.sum() + logits.dtype.type(1e-5))
 
 
 def cross_entropy_backward(dloss, cache):

@@ -48,6 +48,7 @@ from llvmlite import ir as llvm_ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from minibert import functional as F
 from minibert import special
 from minibert.special import _COEFFS as _ERFC_SERIES
 
@@ -675,19 +676,9 @@ def cross_entropy_forward(logits, targets, weights=None):
     """loss = sum_n w_n nll_n / denominator; see ``functional.cross_entropy_forward`` (same validation,
     same denominators: sum(w) + 1e-5 with weights, N without). Returns a scalar in logits' dtype and the
     cache (probabilities, targets, per-row scale), as the reference does."""
-    n, c = logits.shape
-    if targets.shape != (n,):
-        raise ValueError(f"targets must have shape ({n},), got {targets.shape}")
-    if n and (targets.min() < 0 or targets.max() >= c):
-        raise ValueError(f"targets must be in [0, {c}), got values in [{targets.min()}, {targets.max()}]")
     logits = _float_array("logits", logits)
-    if weights is None:
-        row_scale = np.full(n, 1 / max(n, 1), dtype=logits.dtype)
-    else:
-        if weights.shape != (n,):
-            raise ValueError(f"weights must have shape ({n},), got {weights.shape}")
-        weights = weights.astype(logits.dtype, copy=False)
-        row_scale = weights / (weights.sum() + logits.dtype.type(1e-5))
+    n = logits.shape[0]
+    row_scale = F.cross_entropy_row_scale(logits, targets, weights)
     targets = np.ascontiguousarray(targets, dtype=np.int64)
     probs = np.empty_like(logits)
     nll = np.zeros(n)
