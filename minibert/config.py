@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 ACTIVATIONS = ("gelu", "gelu_new")  # exact erf GELU, tanh approximation (HF names)
+# Other Hugging Face names for the same two functions. A config given one of them stores the name above
+# (the models test ``hidden_act == "gelu_new"``), so a saved config.json says "gelu_new" instead:
+# transformers computes the same tanh formula under both names.
+ACTIVATION_ALIASES = {"gelu_pytorch_tanh": "gelu_new"}
 
 
 @dataclasses.dataclass
@@ -26,6 +30,8 @@ class BertConfig:
     model_type: str = "bert"
 
     def __post_init__(self):
+        if isinstance(self.hidden_act, str):
+            self.hidden_act = ACTIVATION_ALIASES.get(self.hidden_act, self.hidden_act)
         self.validate()
 
     @property
@@ -43,7 +49,8 @@ class BertConfig:
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})")
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unknown hidden_act {self.hidden_act!r}; expected one of {ACTIVATIONS}")
+            aliases = ", ".join(f"{a!r} = {b!r}" for a, b in ACTIVATION_ALIASES.items())
+            raise ValueError(f"unknown hidden_act {self.hidden_act!r}; expected one of {ACTIVATIONS} (or {aliases})")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:

@@ -41,10 +41,11 @@ def linear_forward(x, weight, bias=None):
 
     x (..., in), weight (out, in) as in PyTorch / Hugging Face, bias (out,) or None -> y (..., out).
     """
-    y = x @ weight.T
+    # One (N, in) @ (in, out) product: a 3-D x @ W^T would run B separate, smaller products.
+    y = x.reshape(-1, x.shape[-1]) @ weight.T
     if bias is not None:
         y += bias
-    return y, (x, weight)
+    return y.reshape(*x.shape[:-1], weight.shape[0]), (x, weight)
 
 
 def linear_backward(dy, cache, dweight, dbias=None):
@@ -56,9 +57,9 @@ def linear_backward(dy, cache, dweight, dbias=None):
         db += sum_n dy[n]
     """
     x, weight = cache
-    dx = dy @ weight
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
+    dx = (dy2 @ weight).reshape(x.shape)
     dweight += dy2.T @ x2
     if dbias is not None:
         dbias += dy2.sum(axis=0)
