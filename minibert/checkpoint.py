@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import safetensors
+from minibert import interop, safetensors
 from minibert.config import BertConfig
 
 CONFIG_NAME = "config.json"
@@ -69,11 +69,15 @@ def recover(path) -> None:
 
 
 def save_model(model, path, vocab: list[str] | None = None, extra=None) -> Path:
-    """Write config, weights (and vocab) to ``path`` atomically. ``extra(tmp_dir)`` may add files."""
+    """Write config, weights (and vocab) to ``path`` atomically. ``extra(tmp_dir)`` may add files.
+
+    ``config.json`` names the model's class in ``architectures`` (our class names are transformers'), so
+    ``transformers.AutoModel*.from_pretrained`` builds the right model from the folder.
+    """
     tensors = {name: np.asarray(a, dtype=np.float32) for name, a in model.named_parameters()}
 
     def write(tmp: Path):
-        model.config.to_json_file(tmp / CONFIG_NAME)
+        model.config.to_json_file(tmp / CONFIG_NAME, extra=interop.hf_config_fields(type(model).__name__))
         safetensors.save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})  # transformers requires "pt"
         if vocab is not None:
             (tmp / VOCAB_NAME).write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -87,7 +91,7 @@ def load_config(path) -> BertConfig:
     recover(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
-    return BertConfig.from_json_file(path / CONFIG_NAME)
+    return interop.read_config(path)[0]
 
 
 def load_weights(path) -> dict[str, np.ndarray]:
@@ -95,27 +99,26 @@ def load_weights(path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool = True):
+def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool = True,
+               allow_missing_heads: bool = False, output_loading_info: bool = False):
     """Build ``cls(config, rng)`` from the directory's config and load its weights.
 
-    The state dict of a ``BertForPreTraining`` checkpoint carries the ``bert.`` prefix; a ``BertModel``
-    checkpoint does not. Loading a pretraining checkpoint into a ``BertModel`` drops the prefix and the
-    heads; loading a ``BertModel`` checkpoint into a model with heads needs ``strict=False`` (the heads
-    keep their fresh initialisation).
+    The folder may come from minibert or from transformers (``minibert.interop`` maps the variants: with
+    or without the ``bert.`` prefix, legacy LayerNorm names, buffers, tied decoder copies, float16 and
+    bfloat16). A pretraining checkpoint loads into a ``BertModel`` (its heads are ignored); a ``BertModel``
+    checkpoint loads into a model with heads when ``allow_missing_heads=True`` (the heads keep their fresh
+    initialisation). Any other missing or unexpected key, and any shape mismatch, is a ValueError that
+    lists them all; ``strict=False`` allows missing and unexpected keys. With ``output_loading_info``
+    returns ``(model, interop.LoadingInfo)``.
     """
-    config = load_config(path)
+    path = Path(path)
+    recover(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {path}")
+    config, raw = interop.read_config(path)
     model = cls(config, rng if rng is not None else np.random.default_rng(0))
-    state = load_weights(path)
-    own = {n for n, _ in model.named_parameters()}
-    if not own & state.keys():
-        if all(k.startswith("bert.") or k.startswith("cls.") for k in state):   # heads checkpoint -> BertModel
-            state = {k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}
-        else:                                                                    # BertModel -> with heads
-            state = {"bert." + k: v for k, v in state.items()}
-    for key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
-        state.pop(key, None)   # tied to the word embeddings and to cls.predictions.bias
-    model.load_state_dict(state, strict=strict)
-    return model
+    info = interop.load_into(model, path, strict=strict, allow_missing_heads=allow_missing_heads, raw_config=raw)
+    return (model, info) if output_loading_info else model
 
 
 def save_training_state(tmp: Path, tensors: dict[str, np.ndarray], state: dict) -> None:
@@ -139,8 +142,10 @@ class PreTrainedModel:
     """``from_pretrained`` / ``save_pretrained`` for the model classes (mixed into them)."""
 
     @classmethod
-    def from_pretrained(cls, path, rng: np.random.Generator | None = None, strict: bool = True):
-        return load_model(cls, path, rng, strict)
+    def from_pretrained(cls, path, rng: np.random.Generator | None = None, strict: bool = True,
+                        allow_missing_heads: bool = False, output_loading_info: bool = False):
+        """A model from a minibert or Hugging Face folder; see ``load_model``."""
+        return load_model(cls, path, rng, strict, allow_missing_heads, output_loading_info)
 
     def save_pretrained(self, path, vocab: list[str] | None = None) -> Path:
         return save_model(self, path, vocab)

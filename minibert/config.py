@@ -85,8 +85,9 @@ class BertConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
-    def to_json_file(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+    def to_json_file(self, path, extra: dict | None = None) -> None:
+        """Write the fields as JSON; ``extra`` adds keys for other readers (transformers' ``architectures``)."""
+        Path(path).write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_json_file(cls, path) -> "BertConfig":

