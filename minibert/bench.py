@@ -1,10 +1,13 @@
 """``minibert bench WHAT``: benchmarks.
 
     minibert bench kernels [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini]
+    minibert bench train [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--predictions 20]
 
 ``kernels`` times every kernel pair of ``minibert.kernels`` (NumPy reference vs Numba), forward and
 backward separately, at the shapes one training step of the chosen preset meets, then one whole encoder
-forward + backward through each path. Each number is the median over ``--repeats`` calls in this one
+forward + backward through each path. ``train`` times a whole pretraining step (forward, backward,
+clipping, AdamW) of minibert's two paths and of Hugging Face's PyTorch model when it is installed, and
+reports each one's share of the machine's matmul peak and its peak memory. Each number is the median over ``--repeats`` calls in this one
 process, after one warm-up call (which also pays Numba's compilation, or loads it from the disk cache).
 
 Adding a benchmark is one function ``bench_NAME(args) -> int`` and one entry in ``BENCHMARKS``;
@@ -201,10 +204,196 @@ def bench_kernels(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# bench train
+# ----------------------------------------------------------------------------------------------
+def matmul_flops(config: BertConfig, B: int, T: int, P: int, mlm_rows: int | None = None) -> float:
+    """Analytic multiply-add FLOPs (2 per multiply-add) of the matrix products in one training step:
+    forward, plus twice that for the backward (the gradients of both operands). ``mlm_rows`` is how many
+    positions the MLM decoder scores: P per sequence for minibert (gathered), T for Hugging Face."""
+    H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+    N = B * T
+    per_layer = 2 * N * H * 3 * H + 2 * N * H * H + 2 * 2 * N * H * I + 2 * 2 * B * T * T * H
+    rows = B * (P if mlm_rows is None else mlm_rows)
+    heads = 2 * B * H * H + 2 * rows * H * H + 2 * rows * H * V + 2 * B * H * 2
+    return 3.0 * (L * per_layer + heads)
+
+
+def matmul_peak_gflops(repeats: int = 5) -> float:
+    """The machine's float32 matrix-multiply rate through NumPy's BLAS, best of a few square products."""
+    best = 0.0
+    rng = np.random.default_rng(0)
+    for n in (1024, 2048):
+        a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+        ms = min(median_ms(lambda: a @ b, 1) for _ in range(repeats))
+        best = max(best, 2 * n ** 3 / (ms * 1e-3) / 1e9)
+    return best
+
+
+def _pretraining_batch(config: BertConfig, B: int, T: int, P: int, rng: np.random.Generator) -> dict:
+    """A full-length batch as ``minibert prepare`` writes it: P sorted masked positions per sequence."""
+    ids = rng.integers(5, config.vocab_size, (B, T))
+    positions = np.sort(np.stack([rng.choice(np.arange(1, T - 1), P, replace=False) for _ in range(B)]), axis=1)
+    return {"input_ids": ids, "token_type_ids": (np.arange(T) >= T // 2).astype(np.int64)[None].repeat(B, 0),
+            "attention_mask": np.ones((B, T), np.int64), "masked_lm_positions": positions,
+            "masked_lm_ids": np.take_along_axis(ids, positions, 1), "masked_lm_weights": np.ones((B, P), np.float32),
+            "next_sentence_labels": rng.integers(0, 2, B)}
+
+
+def _minibert_step(config: BertConfig, batch: dict, seed: int):
+    from minibert.models import BertForPreTraining
+    from minibert.optim import AdamW, clip_grad_norm, triples_from_model
+
+    model = BertForPreTraining(config, np.random.default_rng(seed)).train()
+    optimizer = AdamW(triples_from_model(model), lr=1e-4)
+    grads = [g for _, g in model.named_grads()]
+
+    def step():
+        model.zero_grad()
+        model.forward(**batch)
+        model.backward()
+        clip_grad_norm(grads, 1.0)
+        optimizer.step()
+    return step
+
+
+def _huggingface_step(config: BertConfig, batch: dict, seed: int):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
+    model = transformers.BertForPreTraining(hf_config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6)
+    labels = np.full(batch["input_ids"].shape, -100)
+    np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], 1)
+    inputs = {"input_ids": torch.as_tensor(batch["input_ids"]), "token_type_ids": torch.as_tensor(batch["token_type_ids"]),
+              "attention_mask": torch.as_tensor(batch["attention_mask"]), "labels": torch.as_tensor(labels),
+              "next_sentence_label": torch.as_tensor(batch["next_sentence_labels"])}
+
+    def step():
+        optimizer.zero_grad()
+        model(**inputs).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return step
+
+
+def _peak_memory_child(path: str, preset: str, B: int, T: int, P: int, vocab_size: int) -> None:
+    """Run in a fresh process: print the peak resident memory (MiB) of building one path's model and
+    taking two steps, above the resident size just before the model was built.
+
+    A small warm-up model runs first, so Numba's compilation (or PyTorch's lazy set-up) is not counted,
+    and the kernel's high-water mark (VmHWM) is reset after it (``/proc/self/clear_refs``)."""
+    import gc
+
+    from minibert import kernels
+
+    def resident(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+    make = _huggingface_step if path == "huggingface" else _minibert_step
+    if path != "huggingface":
+        kernels.use(path)
+    warm = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=T)
+    make(warm, _pretraining_batch(warm, 2, T, P, np.random.default_rng(0)), 0)()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    baseline = resident("VmRSS:")
+    config = BertConfig.preset(preset, vocab_size=vocab_size)
+    step = make(config, _pretraining_batch(config, B, T, P, np.random.default_rng(0)), 0)
+    step()
+    step()
+    print(resident("VmHWM:") - baseline)
+
+
+def _peak_memory_mb(path: str, args, vocab_size: int) -> float | None:
+    import subprocess
+    import sys
+
+    code = (f"from minibert.bench import _peak_memory_child; _peak_memory_child({path!r}, {args.preset!r}, "
+            f"{args.batch_size}, {args.seq_len}, {args.predictions}, {vocab_size})")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def bench_train(args) -> int:
+    """One pretraining step (forward, backward, clipping, AdamW) of minibert's NumPy path, its Numba path
+    and, when installed, Hugging Face ``BertForPreTraining`` in PyTorch, on the same batch, interleaved."""
+    from minibert import kernels
+
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    B, T, P = args.batch_size, args.seq_len, args.predictions
+    vocab_size = args.vocab_size
+    config = BertConfig.preset(args.preset, vocab_size=vocab_size)
+    if T > config.max_position_embeddings:
+        raise ValueError(f"--seq-len {T} exceeds max_position_embeddings {config.max_position_embeddings}")
+    if not 1 <= P <= T - 2:
+        raise ValueError(f"--predictions must be in [1, {T - 2}], got {P}")
+    batch = _pretraining_batch(config, B, T, P, np.random.default_rng(args.seed))
+    print(f"minibert bench train: one pretraining step (forward, backward, clip, AdamW) of preset {args.preset!r} "
+          f"(L={config.num_hidden_layers} H={config.hidden_size} A={config.num_attention_heads} "
+          f"I={config.intermediate_size} V={vocab_size}), B={B} T={T}, {P} predictions per sequence, float32, "
+          f"dropout 0.1; median of {args.repeats} steps, interleaved, after 1 warm-up")
+    steps = {}
+    for label in ("numpy", "numba"):
+        with kernels.using(label):
+            step = _minibert_step(config, batch, args.seed)
+            step()                                       # warm-up (and Numba compilation)
+        steps[label] = (label, step)
+    if have_torch:
+        steps["huggingface"] = (None, _huggingface_step(config, batch, args.seed))
+        steps["huggingface"][1]()
+    else:
+        print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the Hugging Face row)")
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, (backend, step) in steps.items():
+            if backend:
+                with kernels.using(backend):
+                    times[name].append(median_ms(step, 1, warmup=0))
+            else:
+                times[name].append(median_ms(step, 1, warmup=0))
+    peak = matmul_peak_gflops()
+    ours_flops = matmul_flops(config, B, T, P)
+    hf_flops = matmul_flops(config, B, T, P, mlm_rows=T)
+    reference = statistics.median(times["huggingface"]) if have_torch else statistics.median(times["numpy"])
+    rows = []
+    for name, (backend, _) in steps.items():
+        ms = statistics.median(times[name])
+        flops = hf_flops if name == "huggingface" else ours_flops
+        memory = _peak_memory_mb(name, args, vocab_size)
+        label = {"numpy": "minibert, NumPy kernels", "numba": "minibert, Numba kernels",
+                 "huggingface": "Hugging Face BertForPreTraining (eager)"}[name]
+        rows.append([label, f"{ms:.0f}", f"{ms / reference:.2f}", f"{flops / 1e9:.1f}",
+                     f"{flops / (ms * 1e-3) / 1e9:.1f}", f"{100 * flops / (ms * 1e-3) / 1e9 / peak:.0f}%",
+                     "-" if memory is None else f"{memory:.0f}"])
+    for line in environment_lines():
+        print(line)
+    print(f"float32 matmul peak (NumPy BLAS, square 1024/2048): {peak:.1f} GFLOP/s\n")
+    print_table(["path", "ms/step", "x " + ("HF" if have_torch else "numpy"), "GFLOP", "GFLOP/s", "of peak",
+                 "peak MiB"], rows)
+    print("\nGFLOP counts the matrix products (forward + 2x backward). minibert scores the MLM head at the "
+          f"{P} masked positions of each sequence (as the original BERT); Hugging Face scores all {T}.")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------
 BENCHMARKS = {
     "kernels": (bench_kernels, "every Numba kernel against its NumPy reference, and one encoder step"),
+    "train": (bench_train, "one pretraining step: NumPy path, Numba path and (if installed) Hugging Face"),
 }
 
 
@@ -217,6 +406,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="mini",
                         help="model sizes H, A, I, L (default mini)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
+    parser.add_argument("--predictions", type=int, default=PREDICTIONS_PER_SEQUENCE,
+                        help="train: masked positions per sequence (default 20)")
+    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="train: V (default 8192)")
 
 
 def main(args) -> int:
