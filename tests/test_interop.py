@@ -243,3 +243,40 @@ def test_save_pretrained_writes_what_transformers_reads(tmp_path):
         again = cls.from_pretrained(tmp_path / cls.__name__)
         for (n, a), (_, b) in zip(model.named_parameters(), again.named_parameters()):
             np.testing.assert_array_equal(a, b, err_msg=n)
+
+
+def test_tokenizer_json_folder(tmp_path):
+    """transformers 5 saves a tokenizer as tokenizer.json without vocab.txt; the vocabulary and the
+    lower-casing come from there, and a pipeline minibert does not implement is refused."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "##s", "on", "mat", "."]
+    order = [3, 0, 11, 5, 1, 7, 2, 4, 10, 6, 8, 9]               # a JSON object in no particular order
+    spec = {"version": "1.0",
+            "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                           "strip_accents": None, "lowercase": True},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": {tokens[i]: i for i in order}}}
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    tokenizer = interop.load_tokenizer(folder)
+    assert tokenizer.convert_ids_to_tokens(range(len(tokens))) == tokens and tokenizer.do_lower_case
+    assert tokenizer.encode("The cats sat.").input_ids == [2, 5, 6, 8, 7, 11, 3]
+    spec["normalizer"]["lowercase"] = False
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    assert interop.load_tokenizer(folder).encode("The cats").input_ids == [2, 1, 6, 8, 3]
+    for change, message in ((("normalizer", "strip_accents"), True), (("model", "type"), "BPE"),
+                            (("model", "continuing_subword_prefix"), "@@")):
+        bad = json.loads(json.dumps(spec))
+        bad[change[0]][change[1]] = message
+        (folder / "tokenizer.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="not a BERT WordPiece tokenizer"):
+            interop.load_tokenizer(folder)
+    spec["model"]["vocab"]["extra"] = 40
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="without gaps"):
+        interop.load_tokenizer(folder)
+    # A folder with vocab.txt goes through BertTokenizer.from_pretrained as before.
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    assert interop.load_tokenizer(folder).vocab_size == len(tokens)
