@@ -19,6 +19,7 @@ COMMANDS = {
     "prepare": ("minibert.pretraining.data", "build MLM + NSP pretraining instances as .npz shards"),
     "pretrain": ("minibert.pretraining.cli", "pretrain BERT (MLM + NSP) from scratch, with checkpoints you can resume"),
     "evaluate": ("minibert.pretraining.evaluate", "held-out masked-LM and next-sentence accuracy of a checkpoint"),
+    "probe": ("minibert.probing.cli", "what did the model learn? cloze, layer-wise linear and attention probes, with baselines"),
 }
 
 
