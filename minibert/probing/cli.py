@@ -42,7 +42,9 @@ def add_arguments(parser) -> None:
                         help="seeds the random baseline model, subsampling, probes and control tasks")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most this many items per cell / set (a quick run); default: everything")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256, help="sequences per forward pass")
+    parser.add_argument("--probe-steps", type=int, default=ProbeConfig.steps,
+                        help=f"updates per linear probe (default {ProbeConfig.steps})")
 
 
 def parse_only(text: str) -> list[str]:
@@ -97,7 +99,7 @@ def _jsonable(x):
 
 
 def run_probes(model, random_model, tokenizer, only, rng: np.random.Generator, limit=None,
-               batch_size: int = 256, log=print) -> dict:
+               batch_size: int = 256, probe_config: ProbeConfig | None = None, log=print) -> dict:
     """Run the chosen probes on ``model`` (last layer and embedding layer) and ``random_model``.
 
     Returns a dict of plain Python values, keyed by probe, then by ``model`` / ``embeddings`` /
@@ -140,7 +142,7 @@ def run_probes(model, random_model, tokenizer, only, rng: np.random.Generator, l
             npi_rows = load_eval_set("npi")
             if limit is not None:
                 npi_rows = [r for r in npi_rows if r["group"] < max(limit, 10)]   # groups 0 and 5 are tested
-            config = ProbeConfig()
+            config = probe_config or ProbeConfig()
             out = {}
             for key, m in two.items():
                 tasks = representations.build_tasks(m, tokenizer, probing_rows, npi_rows,
@@ -304,10 +306,14 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
     if "layers" in results:
         r = results["layers"]
         two = {k: labels[k] for k in ("model", "random")}
-        fig = figures.plot_layers({k: r[k] for k in two}, labels, out / "layers.png")
-        sel = figures.plot_selectivity({k: r[k] for k in two}, labels, out / "selectivity.png")
+        done = [t for t, res in r["model"].items() if "skipped" not in res]
+        pictures = []
+        if done:
+            pictures.append(figures.plot_layers({k: r[k] for k in two}, labels, out / "layers.png"))
+        if any("selectivity" in r["model"][t] for t in done):
+            pictures.append(figures.plot_selectivity({k: r[k] for k in two}, labels, out / "selectivity.png"))
         rows = []
-        for task, res in r["model"].items():
+        for task in done:
             for k in two:
                 x = r[k][task]
                 acc = " / ".join(_f(a) for a in x["test_accuracy"])
@@ -323,7 +329,8 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
                   "selectivity = accuracy - control accuracy, at the best layer.", "",
                   *_table(["task", "model", "test accuracy by layer (0 / 1 / ...)", "control accuracy by layer",
                            "best layer (accuracy)", "selectivity there", "majority", "train/test"], rows), "",
-                  f"![layers]({fig.name})", "", f"![selectivity]({sel.name})", ""]
+                  *[f"task {t} skipped: {res['skipped']}" for t, res in r["model"].items() if "skipped" in res],
+                  "", *[f"![{p.stem}]({p.name})\n" for p in pictures]]
 
     if "attention" in results:
         r = results["attention"]
@@ -370,7 +377,7 @@ def main(args) -> int:
     labels = {"model": "random model" if args.model == "random" else "pretrained",
               "embeddings": "embedding layer", "random": "random init"}
     results = run_probes(model, random_model, tokenizer, only, np.random.default_rng(args.seed), args.limit,
-                         args.batch_size)
+                         args.batch_size, ProbeConfig(steps=args.probe_steps))
     results["model"] = description
     out = Path(args.out)
     report = write_report(results, out, model, random_model, tokenizer, description, labels)

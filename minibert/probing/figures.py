@@ -72,7 +72,9 @@ def plot_cloze_bars(results: dict, labels: dict, metrics: dict, title: str, path
 def plot_layers(results: dict, labels: dict, path) -> Path:
     """Held-out probe accuracy per layer for every task: model (solid), random model (dashed),
     control task (dotted), majority baseline (gray)."""
-    tasks = list(next(iter(results.values())))
+    tasks = [t for t, r in next(iter(results.values())).items() if "skipped" not in r]
+    if not tasks:
+        raise ValueError("plot_layers: every task was skipped")
     cols = min(3, len(tasks))
     rows = (len(tasks) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
@@ -97,6 +99,8 @@ def plot_layers(results: dict, labels: dict, path) -> Path:
 def plot_selectivity(results: dict, labels: dict, path) -> Path:
     """Selectivity (accuracy minus control accuracy) per layer, for the tasks with a control task."""
     tasks = [t for t, r in next(iter(results.values())).items() if "selectivity" in r]
+    if not tasks:
+        raise ValueError("plot_selectivity: no task has a control task")
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, task in enumerate(tasks):
         for name, res in results.items():

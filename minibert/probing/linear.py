@@ -24,13 +24,15 @@ from minibert.optim import AdamW
 
 @dataclasses.dataclass
 class ProbeConfig:
-    epochs: int = 20
+    """A fixed number of updates whatever the data size (a small task gets more epochs, so every probe
+    is trained about equally far)."""
+    steps: int = 1500
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.01
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
+        for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"ProbeConfig.{name} must be a positive integer, got {v!r}")
@@ -69,7 +71,8 @@ class LinearProbe:
         return float((self.predict(x) == np.asarray(y)).mean())
 
     def fit(self, x, y, rng: np.random.Generator, config: ProbeConfig | None = None) -> list[float]:
-        """Minibatch AdamW on the mean cross-entropy; returns the mean loss of each epoch."""
+        """Minibatch AdamW on the mean cross-entropy for ``config.steps`` updates (whole epochs of
+        shuffled minibatches, the last one cut short); returns the mean loss of each epoch."""
         config = config or ProbeConfig()
         x = np.asarray(x, np.float32)
         y = np.asarray(y)
@@ -80,23 +83,29 @@ class LinearProbe:
         if y.min() < 0 or y.max() >= len(self.bias):
             raise ValueError(f"labels must be in [0, {len(self.bias)}), got [{y.min()}, {y.max()}]")
         self.mean = x.mean(0)
-        self.std = x.std(0) + 1e-6
+        std = x.std(0)
+        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)   # a constant feature is left unscaled
         xs = self._scale(x)
         opt = AdamW([("weight", self.weight, self.dweight), ("bias", self.bias, self.dbias)],
                     lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
-        history = []
-        for _ in range(config.epochs):
+        history, step = [], 0
+        while step < config.steps:
             order = rng.permutation(len(xs))
-            total = 0.0
+            total, seen = 0.0, 0
             for s in range(0, len(order), config.batch_size):
+                if step == config.steps:
+                    break
                 idx = order[s:s + config.batch_size]
                 logits, cache = F.linear_forward(xs[idx], self.weight, self.bias)     # (N, C)
                 loss, ce_cache = F.cross_entropy_forward(logits, y[idx])
-                self.dweight.fill(0), self.dbias.fill(0)
+                self.dweight.fill(0)
+                self.dbias.fill(0)
                 F.linear_backward(F.cross_entropy_backward(1.0, ce_cache), cache, self.dweight, self.dbias)
                 opt.step()
                 total += float(loss) * len(idx)
-            history.append(total / len(xs))
+                seen += len(idx)
+                step += 1
+            history.append(total / seen)
         return history
 
 

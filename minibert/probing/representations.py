@@ -107,11 +107,18 @@ def _balanced(labels, train, rng) -> list[int]:
 def probe_tasks(tasks: dict, rng: np.random.Generator, config: ProbeConfig | None = None,
                 control_seed: int | None = 0) -> dict:
     """Run ``probe_layers`` on every task built by ``build_tasks``, with a control task where the task
-    has word types (none if ``control_seed`` is None). Returns ``{task: result}``. The control labels
+    has word types (none if ``control_seed`` is None). Returns ``{task: result}``; a task without
+    training or test examples, or with one class only, gets ``{"skipped": reason}``. The control labels
     come from their own generator (seeded by ``control_seed`` and the task), so every model probed
     with the same seed gets the same control task; ``rng`` draws the probes' initialisation and order."""
     out = {}
     for name, t in tasks.items():
+        train, labels = t["train"], t["labels"]
+        if not train.any() or train.all() or len(np.unique(labels[train])) < 2:
+            # a quick run (few sentences) may leave a task without a test set or with one class
+            out[name] = {"skipped": f"{int(train.sum())} training / {int((~train).sum())} test examples, "
+                                    f"{len(np.unique(labels[train]))} class(es) in training"}
+            continue
         control = None
         if control_seed is not None and t["types"] is not None:
             control = control_labels(t["types"], t["labels"], np.random.default_rng([control_seed, TASKS.index(name)]))
