@@ -3,7 +3,7 @@
 1. prepare MLM + NSP instances from part of the bundled corpus;
 2. pretrain a tiny BERT from scratch for a few hundred steps;
 3. evaluate it beside the pretrained model that ships in ``data/pretrained/tiny`` and a unigram baseline;
-4. ask both to fill in masked words;
+4. ask both to fill in masked words, and score subject-verb agreement across attractors;
 5. write a report (Markdown + PNG) to ``--out``.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ from minibert.models import BertForPreTraining
 from minibert.paths import data_dir, data_path
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import Trainer, TrainConfig, build_model, evaluate
+from minibert.probing import agreement_probe, load_eval_set
+from minibert.probing.data import subsample
 from minibert.tokenization import BertTokenizer
 
 CLOZE = [
@@ -103,6 +105,15 @@ def main(args) -> int:
         cloze.append(f"| {text} | " + " | ".join(cells) + " |")
     say("\n".join(cloze))
 
+    # one probe (`minibert probe` runs them all): is the masked verb's number right across attractors?
+    say("\n   Subject-verb agreement (verb masked, its two forms compared), by number of attractors ...")
+    items = subsample(load_eval_set("agreement"), 25, np.random.default_rng(args.seed), key=lambda r: r["attractors"])
+    agreement = ["| model | " + " | ".join(f"{k} attractors" for k in range(4)) + " |", "|---|" + "---|" * 4]
+    for name in rows:
+        by = agreement_probe(models[name], tokenizer, items)[None]["by_attractors"]
+        agreement.append(f"| {name} | " + " | ".join(f"{by[str(k)]['accuracy']:.2f}" for k in range(4)) + " |")
+    say("\n".join(agreement))
+
     # 5. the report
     figure = plots.plot_pretraining(out / "pretrain" / "metrics.jsonl", out / "pretraining.png")
     total = time.perf_counter() - t_start
@@ -122,6 +133,8 @@ def main(args) -> int:
         if shipped is not None else "(No pretrained model ships in data/pretrained/tiny yet.)", "",
         "## Masked-word predictions (top 3 with probabilities)", "",
         *cloze, "",
+        "## Subject-verb agreement across attractors (accuracy; chance 0.5)", "",
+        *agreement, "",
     ]) + "\n", encoding="utf-8")
     say(f"\nReport: {report} (figure {figure}); total time {total:.0f} s")
     return 0

@@ -160,10 +160,12 @@ def run_probes(model, random_model, tokenizer, only, rng: np.random.Generator, l
 
 
 def _chosen_sentences(rows, constructions=("subject_rc", "npi_licensed", "pp")) -> list[list[str]]:
-    """The first sentence of each of a few constructions (for attention heatmaps)."""
+    """The first sentence of each of a few constructions (for attention heatmaps), preferring one with
+    a number-marked verb (agreement) or an NPI."""
     chosen = []
     for c in constructions:
-        row = next((r for r in rows if r["construction"] == c), None)
+        candidates = [r for r in rows if r["construction"] == c]
+        row = next((r for r in candidates if r["agreement"] or r["npi"]), candidates[0] if candidates else None)
         if row is not None:
             chosen.append(row["tokens"])
     return chosen or [rows[0]["tokens"]]
