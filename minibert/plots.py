@@ -53,3 +53,29 @@ def plot_pretraining(metrics_path, out_path) -> Path:
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return Path(out_path)
+
+
+def plot_parity(ours, theirs, out_path, labels=("minibert", "Hugging Face (PyTorch)"),
+                title: str | None = None) -> Path:
+    """Two training-loss curves of the same run on one figure, and their absolute difference on a log scale.
+
+    ``ours`` and ``theirs`` are the losses of steps 1, 2, ...; the second panel shows |ours - theirs|,
+    which for a faithful re-implementation is float32 rounding that grows slowly as the runs drift apart.
+    """
+    ours, theirs = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    if ours.shape != theirs.shape or ours.ndim != 1 or len(ours) == 0:
+        raise ValueError(f"need two equally long, non-empty loss sequences, got shapes {ours.shape} and {theirs.shape}")
+    steps = np.arange(1, len(ours) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    axes[0].plot(steps, ours, lw=2.5, alpha=0.6, label=labels[0])
+    axes[0].plot(steps, theirs, lw=1, ls="--", color="black", label=labels[1])
+    axes[0].set(title=title or "training loss, same weights and batches", xlabel="step", ylabel="loss (MLM + NSP)")
+    axes[0].legend()
+    diff = np.abs(ours - theirs)
+    # Equal losses give exact zeros, which a log axis cannot show: draw them at the float32 spacing of the loss.
+    axes[1].semilogy(steps, np.maximum(diff, np.finfo(np.float32).eps * np.abs(theirs)), ".", ms=3)
+    axes[1].set(title=f"|difference|, largest {diff.max():.1e}", xlabel="step")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return Path(out_path)

@@ -280,3 +280,15 @@ def test_tokenizer_json_folder(tmp_path):
     # A folder with vocab.txt goes through BertTokenizer.from_pretrained as before.
     (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
     assert interop.load_tokenizer(folder).vocab_size == len(tokens)
+
+
+def test_bench_parity_without_torch_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from minibert.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)          # makes `import torch` fail, installed or not
+    assert main(["bench", "parity", "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "minibert bench parity needs PyTorch and Hugging Face transformers" in err
+    assert 'pip install "torch==2.13.0"' in err

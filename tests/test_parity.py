@@ -266,3 +266,16 @@ def test_tokenizer_folders_both_ways(do_lower_case, tmp_path):
         got = back.encode(a, b)
         assert got.input_ids == expected["input_ids"], (a, b)
         assert got.token_type_ids == expected["token_type_ids"]
+
+
+def test_bench_parity_trains_both_and_plots(tmp_path, capsys):
+    from minibert.cli import main
+
+    assert main(["bench", "parity", "--steps", "4", "--lines", "300", "--batch-size", "4", "--seq-len", "32",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^step\s+(\d+)\s+minibert (\S+)\s+huggingface (\S+)", out, flags=re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4]
+    assert all(abs(float(a) - float(b)) < LOSS_TOL for _, a, b in rows)
+    assert float(re.search(r"max \|loss difference\| over 4 steps: (\S+)", out).group(1)) < LOSS_TOL
+    assert (tmp_path / "parity_loss.png").is_file() and (tmp_path / "parity_losses.json").is_file()
