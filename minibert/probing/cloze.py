@@ -339,7 +339,8 @@ def malformed_items(sentences, rng: np.random.Generator, keep_before: int = 1) -
     """For each annotated sentence, mask one noun or verb (chosen by ``rng``) and build three inputs:
 
     original   the sentence with that word masked
-    shuffled   the other words in a random order (the mask keeps its position, the final period stays)
+    shuffled   the other words in a random order (the mask keeps its word position, the final period
+               stays; its piece position moves when a word of several pieces crosses it)
     truncated  only ``keep_before`` words before the mask are kept, everything after it stays
     Sentences without a noun or verb, or of fewer than four words, are skipped.
     """

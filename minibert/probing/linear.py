@@ -140,7 +140,9 @@ def probe_layers(features, labels, train, num_classes: int, rng: np.random.Gener
     features (L+1, N, H): the same N examples read at every layer; labels (N,); train (N,) bool, True
     for training examples (the rest is the test set); control (N,) control-task labels or None.
     Returns lists over layers: ``train_accuracy``, ``test_accuracy`` and, with a control task,
-    ``control_accuracy`` and ``selectivity``; plus ``majority`` (the majority-label baseline).
+    ``control_accuracy`` and ``selectivity`` (and ``control_majority``, the control task's own
+    majority baseline: a few frequent word types can skew it); plus ``majority`` (the majority-label
+    baseline of the real task).
     """
     features = np.asarray(features)
     labels = np.asarray(labels)
@@ -155,7 +157,8 @@ def probe_layers(features, labels, train, num_classes: int, rng: np.random.Gener
            "n_train": int(train.sum()), "n_test": int(test.sum())}
     if control is not None:
         control = np.asarray(control)
-        out.update(control_accuracy=[], selectivity=[])
+        out.update(control_accuracy=[], selectivity=[],
+                   control_majority=majority_accuracy(control[train], control[test]))
     for x in features:
         probe = LinearProbe(x.shape[1], num_classes, rng)
         probe.fit(x[train], labels[train], rng, config)

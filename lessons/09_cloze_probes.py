@@ -1,0 +1,324 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Lesson 09 — What did it learn? Cloze probes: agreement with attractors, NPIs, negation, facts
+#
+# Pretraining taught the model one game: guess the hidden word. This lesson uses that same game to
+# ask *what the model knows*, without training anything new. We hide a word whose identity depends on
+# a piece of grammar or of world knowledge and read the answer off the masked-LM head:
+#
+# | probe | question | hidden word | paper |
+# |---|---|---|---|
+# | agreement | does the verb agree with its subject, across other nouns? | the verb | Goldberg 2019 |
+# | NPIs | is *ever* allowed here (licensor, scope)? | every word in turn (pseudo-log-likelihood) | Warstadt et al. 2019 |
+# | negation | does *not* change the answer? | the category | Ettinger 2020 |
+# | facts | is a robin a bird? do robins have feathers? | the category / property | Petroni et al. 2019 |
+# | malformed input | do predictions move when the sentence is scrambled? | a noun or verb | Ettinger 2020 |
+#
+# Every number comes with two baselines, so you can see what pretraining added:
+# * a **randomly initialised model** of the same size (what the architecture alone gives), and
+# * the **embedding layer**: the model's own MLM head reading the embedding output instead of the last
+#   layer. At a `[MASK]` slot it sees the mask's embedding and its position, nothing about the sentence.
+#
+# The model is the one that ships in `data/pretrained/tiny` (2 layers, hidden 128, 2 heads; lesson 08
+# shows how it was trained). Set `MINIBERT_MODEL=path/to/model` to probe another one, e.g. your own run.
+#
+# **Run time:** about 1 minute on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 10 s, on a
+# sample of every set). Builds on lesson 08 (pretraining) and uses `minibert.probing`.
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minibert.models import BertForPreTraining
+from minibert.paths import data_dir
+from minibert.probing import cloze, figures
+from minibert.probing.data import encode_words, load_eval_set, subsample
+from minibert.tokenization import BertTokenizer
+
+QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
+try:
+    FIGURES = Path(__file__).resolve().parent / "figures"
+except NameError:                        # in a notebook the working directory is lessons/
+    FIGURES = Path("figures")
+FIGURES.mkdir(exist_ok=True)
+SEED = 0
+
+MODEL_DIR = Path(os.environ.get("MINIBERT_MODEL", data_dir() / "pretrained" / "tiny"))
+if not (MODEL_DIR / "config.json").is_file():
+    raise FileNotFoundError(f"no model in {MODEL_DIR}: this lesson probes the pretrained model that ships in "
+                            "data/pretrained/tiny (or set MINIBERT_MODEL to a model directory)")
+model = BertForPreTraining.from_pretrained(MODEL_DIR).eval()
+tokenizer = BertTokenizer.from_pretrained(MODEL_DIR if (MODEL_DIR / "vocab.txt").is_file() else data_dir())
+random_model = BertForPreTraining(model.config, np.random.default_rng(SEED)).eval()
+LABELS = {"model": "pretrained", "embeddings": "embedding layer", "random": "random init"}
+c = model.config
+print(f"model: {MODEL_DIR} ({c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+      f"{c.num_attention_heads} heads, {model.num_parameters():,} parameters)")
+
+# %% [markdown]
+# ## 1. One cloze question, by hand
+#
+# The sentence below hides the verb. Its subject, *dogs*, is plural; the noun right before the verb,
+# *cat*, is singular: an **attractor**. A model that only looked at the nearest noun would choose
+# *runs*. We encode the words, run the encoder, apply the MLM head at the masked position and compare
+# the log-probabilities of the two forms. That difference is the whole agreement probe.
+
+# %%
+words = ["The", "dogs", "near", "the", "cat", "[MASK]", "."]
+enc = encode_words(tokenizer, words)
+print("pieces:", tokenizer.convert_ids_to_tokens(enc.input_ids))
+mask_at = enc.word_starts[words.index("[MASK]")]
+out = model.forward(np.array([enc.input_ids]), masked_lm_positions=np.array([[mask_at]]))
+logits = out.prediction_logits[0, 0].astype(np.float64)                    # (V,)
+logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())  # log softmax
+top = np.argsort(-logp)[:5]
+print("top 5 at [MASK]:", [(tokenizer.convert_ids_to_tokens(int(i)), round(float(np.exp(logp[i])), 3)) for i in top])
+run, runs = tokenizer.convert_tokens_to_ids(["run", "runs"])
+margin = logp[run] - logp[runs]
+print(f"log p(run) - log p(runs) = {margin:+.3f}  ->  {'plural (right)' if margin > 0 else 'singular (wrong)'}")
+
+item = {"tokens": ["The", "dogs", "near", "the", "cat", "run", "."], "mask_index": 5, "correct": "run",
+        "wrong": "runs", "construction": "pp", "attractors": 1, "subject_number": "pl", "nearest_noun_number": "sg"}
+package_margin = cloze.agreement_margins(model, tokenizer, [item])[0][None][0]
+print(f"minibert.probing.cloze.agreement_margins: {package_margin:+.3f}  (same number: "
+      f"{abs(package_margin - margin) < 1e-4})")
+
+# %% [markdown]
+# ## 2. Agreement across attractors and constructions
+#
+# `data/eval/agreement.jsonl.gz` has 80 items per cell: six constructions (simple; subject modified by a
+# prepositional phrase; by a subject or object relative clause; an embedded sentential complement; VP
+# coordination) times 0-3 attractors. The **nearest-noun baseline** agrees the verb with the closest
+# noun before it: perfect without attractors, wrong whenever the closest noun is an attractor.
+
+# %%
+rng = np.random.default_rng(SEED)
+agreement_items = subsample(load_eval_set("agreement"), 12 if QUICK else None, rng,
+                            key=lambda r: (r["construction"], r["attractors"]))
+m = cloze.agreement_probe(model, tokenizer, agreement_items, layers=(None, 0))
+agreement = {"model": m[None], "embeddings": m[0], "random": cloze.agreement_probe(random_model, tokenizer, agreement_items)[None]}
+base = agreement["model"]["nearest_noun_baseline"]
+print(f"{len(agreement_items)} items")
+print(f"{'':22}" + "".join(f"{k} attr.  " for k in range(4)) + "  all")
+for name, r in [*agreement.items(), ("nearest noun", base)]:
+    print(f"{LABELS.get(name, name):22}" + "".join(f"{r['by_attractors'][str(k)]['accuracy']:7.2f}  " for k in range(4))
+          + f"{r['accuracy']:6.2f}")
+print()
+for cons in agreement["model"]["by_construction"]:
+    print(f"agreement {cons:16} pretrained {agreement['model']['by_construction'][cons]['accuracy']:.2f}   "
+          f"random {agreement['random']['by_construction'][cons]['accuracy']:.2f}   "
+          f"nearest noun {base['by_construction'][cons]['accuracy']:.2f}")
+print(f"\nwhere the nearest noun has the other number, the model follows it in "
+      f"{agreement['model']['follows_nearest_noun_when_it_differs']:.2f} of the items")
+figures.plot_agreement(agreement, LABELS, FIGURES / "09_agreement.png")
+
+# %% [markdown]
+# ![agreement](figures/09_agreement.png)
+#
+# **Reading it.** The random model and the embedding layer sit at 0.5: they have no idea which form is
+# right. Goldberg (2019) found BERT-base almost perfect on simple sentences (1.00) and still strong
+# across a prepositional phrase (0.85), a subject relative clause (0.84) and an object relative clause
+# (0.89). Our model has 2 layers, 1M parameters and 1.4M words of pretraining (BERT-base: 12 layers,
+# 110M parameters, 3.3B words), so expect it to be well above chance on simple sentences and to lose
+# ground with every attractor; the interesting number is how much of its error is *attraction*: picking
+# the nearest noun's number. An accuracy under 0.5 in a cell with attractors means the model follows a
+# heuristic that the attractors defeat.
+
+# %% [markdown]
+# ## 3. NPIs: pseudo-log-likelihood of minimal pairs
+#
+# *Ever* is a negative polarity item: it needs a **licensor** (here *whether*; *that* does not license
+# it) and must stand in the licensor's **scope** (inside the *whether* clause). Each group of
+# `npi.jsonl.gz` crosses licensor x scope x item (the NPI *ever* or the decoy *often*, fine anywhere):
+#
+#     whether, in,  ever   The neighbor learns whether the dog has ever sat.    acceptable
+#     that,    in,  ever   The neighbor learns that the dog has ever sat.       unacceptable (licensor)
+#     whether, out, ever   The neighbor has ever learned whether the dog sat.   unacceptable (scope)
+#
+# There is no single masked slot to compare, so we score whole sentences with the **pseudo-log-
+# likelihood** (Salazar et al. 2020): mask each piece in turn and add up log p(the true piece). Here it
+# is by hand for two sentences of the first group.
+
+# %%
+npi_rows = load_eval_set("npi")
+first = [r for r in npi_rows if r["group"] == 0]
+
+
+def pll_by_hand(words):
+    ids = encode_words(tokenizer, words).input_ids
+    total = 0.0
+    for t in range(1, len(ids) - 1):                   # every piece but [CLS] and [SEP]
+        masked = np.array([ids])
+        masked[0, t] = tokenizer.mask_token_id
+        lg = model.forward(masked, masked_lm_positions=np.array([[t]])).prediction_logits[0, 0].astype(np.float64)
+        total += lg[ids[t]] - lg.max() - np.log(np.exp(lg - lg.max()).sum())
+    return total
+
+
+for r in first[:3]:
+    print(f"{r['licensor']:8}{r['scope']:4}{r['item']:6} acceptable={str(r['acceptable']):5}  PLL {pll_by_hand(r['tokens']):8.3f}  "
+          f"{' '.join(r['tokens'])}")
+package_pll = cloze.pseudo_log_likelihood(model, tokenizer, [first[0]["tokens"]])[None][0]
+print(f"minibert.probing.cloze.pseudo_log_likelihood: {package_pll:.3f}")
+
+# %% [markdown]
+# A PLL comparison is confounded by the words themselves: *whether* and *that* have different
+# frequencies, so "licensor" pairs compare more than licensing. The **controlled** score subtracts the
+# same comparison made with the decoy *often* (acceptable in both sentences), so word frequency cancels
+# and only the interaction "ever needs whether, in scope" remains.
+
+# %%
+groups = sorted({r["group"] for r in npi_rows})
+chosen = set(rng.choice(groups, 25, replace=False).tolist()) if QUICK else set(groups)
+npi_items = [r for r in npi_rows if r["group"] in chosen]
+m = cloze.npi_probe(model, tokenizer, npi_items, layers=(None, 0))
+npi = {"model": m[None], "embeddings": m[0], "random": cloze.npi_probe(random_model, tokenizer, npi_items)[None]}
+print(f"{npi['model']['groups']} groups; accuracy (mean PLL difference, nats)")
+for name, r in npi.items():
+    cells = [f"{k} {r['pairs'][k]:.2f} ({r['margins'][k]:+.2f})" for k in r["pairs"]]
+    cells += [f"{k} controlled {r['controlled'][k]:.2f} ({r['controlled_margins'][k]:+.2f})" for k in r["controlled"]]
+    print(f"npi {LABELS[name]:16} " + "   ".join(cells))
+figures.plot_cloze_bars(npi, LABELS, {**{k: (lambda r, k=k: r["pairs"][k]) for k in npi["model"]["pairs"]},
+                                      **{f"{k} (controlled)": (lambda r, k=k: r["controlled"][k])
+                                         for k in npi["model"]["controlled"]}},
+                        "NPI minimal pairs", FIGURES / "09_npi.png", chance=0.5)
+
+# %% [markdown]
+# ![npi](figures/09_npi.png)
+#
+# **Reading it.** Look at the margins, not only the accuracies: every group repeats the same critical
+# words, so even the random model's tiny systematic preferences turn into accuracies of 0 or 1 (its
+# margins are a few hundredths of a nat). Warstadt et al. (2019) found that BERT detects the *presence*
+# of an NPI and of a licensor better than a *scope* violation. In our frames the scope contrast also
+# moves *ever* to another place in the sentence, so the embedding layer (which knows positions) already
+# separates it; the controlled licensor contrast is the cleanest test of licensing here.
+
+# %% [markdown]
+# ## 4. Negation: "A robin is (not) a [MASK]."
+#
+# Ettinger (2020) showed that BERT completes "A robin is not a ..." with *bird*, just as it completes
+# "A robin is a ...": the masked-LM objective rewards words that fit the topic, and *not* changes the
+# truth, not the topic. The frame "A X is (not) a Y." never occurs in our corpus (the corpus says
+# "Robins are birds.", "The robin is a kind of bird."), so this also tests whether a fact learned in
+# one wording transfers to another.
+
+# %%
+neg_items = subsample(load_eval_set("negation"), 80 if QUICK else None, rng)
+m = cloze.negation_probe(model, tokenizer, neg_items, layers=(None, 0))
+negation = {"model": m[None], "embeddings": m[0], "random": cloze.negation_probe(random_model, tokenizer, neg_items)[None]}
+print(f"{negation['model']['n']} items; chance for the affirmative frame {negation['model']['chance_affirmative']:.2f}")
+for name, r in negation.items():
+    print(f"negation {LABELS[name]:16} affirmative {r['affirmative_accuracy']:.2f} (real {r['real']['affirmative_accuracy']:.2f}, "
+          f"invented {r['invented']['affirmative_accuracy']:.2f})  negated {r['negated_accuracy']:.2f}  "
+          f"same best candidate {r['same_top_candidate']:.2f}  same top word {r['same_top_vocab']:.2f}  "
+          f"logp change {r['logp_change']:+.2f}")
+for e in negation["model"]["examples"][:4]:
+    print(f"   {e['sentence']:28} expected {e['expected']:8} top word: affirmative {e['affirmative_top']!r}, "
+          f"negated {e['negated_top']!r}")
+
+# %% [markdown]
+# **Reading it.** "negated" counts a true completion of the negated frame (any category but the right
+# one) ranked first. A model that ignored *not* would score about 1 - affirmative there, and its best
+# candidate would be the same in both frames. The log-probability change shows whether *not* pushes
+# the true category down at all.
+
+# %% [markdown]
+# ## 5. Facts: taxonomy and properties
+#
+# The corpus states facts about 9 categories of animals and plants, including 270 invented species
+# ("Every trodle is a fish.") that the model can only know from pretraining. `cloze.fact_items()` asks
+# "Robins are [MASK].", "The robin is a kind of [MASK]." and "Robins have [MASK]." for every species
+# and ranks the candidates (the categories at that level; all *have* properties).
+
+# %%
+fact_items = subsample(cloze.fact_items(), 60 if QUICK else None, rng, key=lambda r: r["frame"])
+m = cloze.facts_probe(model, tokenizer, fact_items, layers=(None, 0))
+facts = {"model": m[None], "embeddings": m[0], "random": cloze.facts_probe(random_model, tokenizer, fact_items)[None]}
+for frame in facts["model"]["frames"]:
+    f = {k: facts[k]["frames"][frame] for k in facts}
+    print(f"facts {frame:16} pretrained {f['model']['accuracy']:.2f} (real {f['model']['real']['accuracy']:.2f}, "
+          f"invented {f['model']['invented']['accuracy']:.2f})  embedding layer {f['embeddings']['accuracy']:.2f}  "
+          f"random {f['random']['accuracy']:.2f}  chance {f['model']['chance']:.2f}")
+figures.plot_cloze_bars(facts, LABELS, {fr: (lambda r, fr=fr: r["frames"][fr]["accuracy"]) for fr in facts["model"]["frames"]},
+                        "facts: the best candidate is true", FIGURES / "09_facts.png")
+
+# %% [markdown]
+# ## 6. Malformed input: shuffle or truncate
+#
+# Ettinger (2020) also found BERT's predictions surprisingly stable when the context is scrambled. We
+# mask one noun or verb per held-out sentence and compare the predictions for the original sentence,
+# the same words shuffled (the mask stays in place), and the sentence truncated to one word before the
+# mask. "Same top" is how often the top word survives; KL measures how far the whole distribution moves.
+
+# %%
+test_sentences = [r for r in load_eval_set("probing") if r["split"] == "test"][: 80 if QUICK else None]
+mal_items = cloze.malformed_items(test_sentences, rng)
+m = cloze.malformed_probe(model, tokenizer, mal_items, layers=(None, 0))
+malformed = {"model": m[None], "embeddings": m[0], "random": cloze.malformed_probe(random_model, tokenizer, mal_items)[None]}
+for name, r in malformed.items():
+    print(f"malformed {LABELS[name]:16} top-1 original {r['original']['accuracy']:.2f} shuffled {r['shuffled']['accuracy']:.2f} "
+          f"truncated {r['truncated']['accuracy']:.2f}  same top: shuffled {r['shuffled']['same_top']:.2f} "
+          f"truncated {r['truncated']['same_top']:.2f}  KL: shuffled {r['shuffled']['kl']:.2f} truncated {r['truncated']['kl']:.2f}")
+
+# %% [markdown]
+# **Reading it.** A model that ignores context (the random one, the embedding layer) has predictions
+# that cannot move when the words are shuffled: stability alone is not a virtue. The pretrained model
+# should lose accuracy on the masked word and move further (larger KL) than its baselines; how much it
+# keeps after shuffling tells you how much of its guess comes from which words are present rather than
+# from their order.
+
+# %% [markdown]
+# ## 7. What a cloze probe can and cannot tell you
+#
+# * It tests the model's *output*, through the head it was trained with, so nothing new is learned: a
+#   success is the model's own. But a failure may be the head's (a layer can hold information the
+#   head does not use; lesson 10 looks inside).
+# * It depends on the candidates. Agreement compares two forms of one verb, which cancels most word
+#   frequency; PLL comparisons between different words do not, hence the controlled scores.
+# * Template sets repeat the same words, so accuracies can be all-or-nothing for trivial reasons. Read
+#   them beside effect sizes and beside a random model of the same size.
+# * A small model trained on a small synthetic corpus is not BERT-base: the point is the method, and the
+#   comparison with the papers tells you how far a 2-layer model gets.
+#
+# `minibert probe --model data/pretrained/tiny --out runs/probe` runs all of this (and lesson 10's probes)
+# and writes a report with every figure.
+
+# %% [markdown]
+# ## What you should see
+#
+# Seed 0, the shipped `data/pretrained/tiny`. Full run (quick run in brackets; the quick run samples 12
+# items per agreement cell, 25 NPI groups, 80 negation items, 60 facts per frame, 80 sentences, so expect
+# +-0.1 there):
+#
+# * Section 1: the package's margin equals the hand-computed one.
+# * Agreement: the random model and the embedding layer at 0.50 +- 0.05 in every column; the pretrained
+#   model well above them without attractors and falling with each attractor (numbers in the
+#   report of `minibert probe`, reproduced in the README of the lessons).
+# * NPI: the random model's margins within +-0.3 nats; the pretrained model's larger.
+# * Negation, facts: the random model at chance +- 0.05.
+# * Malformed input: the random model's top word unchanged by shuffling in more than 0.9 of the items.
+#
+# ## Exercises
+#
+# 1. Replace the nearest-noun baseline by "agree with the first noun of the sentence". Predict its
+#    accuracy per construction before computing it (hint: sent_complement).
+# 2. Score agreement with the MLM head reading layer 1 instead of layer 2 (`layers=(1,)`). Is the
+#    number information there before the last layer? Compare with the linear probe of lesson 10.
+# 3. In section 3, score only the item's slot: mask *ever*/*often* alone and compare log p(ever) -
+#    log p(often) under *whether* and *that*. Does this cheaper measure agree with the controlled PLL?
+# 4. Write a new negation frame ("A robin is never a [MASK].", "No robin is a [MASK].") and predict,
+#    before running it, whether the model's answer will change.
