@@ -72,8 +72,13 @@ def plot_parity(ours, theirs, out_path, labels=("minibert", "Hugging Face (PyTor
     axes[0].set(title=title or "training loss, same weights and batches", xlabel="step", ylabel="loss (MLM + NSP)")
     axes[0].legend()
     diff = np.abs(ours - theirs)
-    # Equal losses give exact zeros, which a log axis cannot show: draw them at the float32 spacing of the loss.
-    axes[1].semilogy(steps, np.maximum(diff, np.finfo(np.float32).eps * np.abs(theirs)), ".", ms=3)
+    equal = diff == 0
+    axes[1].semilogy(steps[~equal], diff[~equal], ".", ms=3, label="|difference|")
+    if equal.any():
+        # A log axis cannot show 0: draw equal losses at the float32 spacing of the loss, marked apart.
+        spacing = np.spacing(np.abs(theirs[equal]).astype(np.float32)).astype(float)
+        axes[1].semilogy(steps[equal], spacing, "x", ms=4, color="gray", label="equal (drawn at float32 spacing)")
+        axes[1].legend(fontsize=8)
     axes[1].set(title=f"|difference|, largest {diff.max():.1e}", xlabel="step")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
