@@ -279,3 +279,20 @@ def test_bench_parity_trains_both_and_plots(tmp_path, capsys):
     assert all(abs(float(a) - float(b)) < LOSS_TOL for _, a, b in rows)
     assert float(re.search(r"max \|loss difference\| over 4 steps: (\S+)", out).group(1)) < LOSS_TOL
     assert (tmp_path / "parity_loss.png").is_file() and (tmp_path / "parity_losses.json").is_file()
+
+
+def test_a_model_folder_with_vocab_loads_whole_in_transformers(tmp_path):
+    """``save_pretrained(path, vocab)`` writes config.json, model.safetensors and vocab.txt: transformers'
+    Auto classes build the model and the tokenizer from it, and they tokenise as minibert does."""
+    from minibert.tokenization import BertTokenizer
+
+    tokenizer = BertTokenizer(data_path("vocab.txt"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=12, max_position_embeddings=32)
+    BertForPreTraining(config, np.random.default_rng(0)).save_pretrained(
+        tmp_path / "m", vocab=tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size)))
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "m")
+    model = transformers.AutoModelForPreTraining.from_pretrained(tmp_path / "m")
+    text = "The farmer fed the goats every morning."
+    assert theirs(text)["input_ids"] == tokenizer.encode(text).input_ids
+    assert model(**theirs(text, return_tensors="pt")).prediction_logits.shape[-1] == tokenizer.vocab_size
