@@ -41,7 +41,7 @@ from minibert import functional as F
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW
 from minibert.paths import data_dir
-from minibert.probing import attention, figures, representations
+from minibert.probing import attention, figures, representations, structural
 from minibert.probing.data import encode_words, hidden_states, load_eval_set
 from minibert.probing.linear import LinearProbe, ProbeConfig, control_labels, probe_layers
 from minibert.tokenization import BertTokenizer
@@ -206,7 +206,35 @@ print(f"\nbest layer for POS: {best} (accuracy {results['model']['pos']['test_ac
 # layers the lexical ones do not?
 
 # %% [markdown]
-# ## 5. Attention heads (Clark et al. 2019)
+# ## 5. The structural probe: is the parse tree a linear map away?
+#
+# Hewitt & Manning (2019) asked for more than a label per word. They learn one matrix B so that the
+# squared distance `||B (h_i - h_j)||^2` between two words' vectors approximates the number of edges
+# between them in the dependency tree, then read a tree back (the minimum spanning tree of the
+# predicted distances) and score it against the gold tree (UUAS, punctuation left out). The gradient is
+# derived in `minibert/probing/structural.py` (a graph Laplacian appears) and checked against finite
+# differences in the tests. The baseline is the **linear chain**: link every word to the next one.
+
+# %%
+tree = {}
+for name, m in (("model", model), ("random", random_model)):
+    vectors = representations.word_features(m, tokenizer, [r["tokens"] for r in rows])
+    tree[name] = structural.structural_probe_layers(vectors, rows, np.random.default_rng(SEED),
+                                                    steps=200 if QUICK else 400)
+    print(f"structural {LABELS[name]:11} UUAS " + " ".join(f"{u:.2f}" for u in tree[name]["uuas"])
+          + "   Spearman " + " ".join(f"{r:.2f}" for r in tree[name]["spearman"]))
+print(f"linear chain baseline UUAS {tree['model']['linear_chain_uuas']:.2f}")
+figures.plot_structural(tree, LABELS, FIGURES / "10_structural.png")
+
+# %% [markdown]
+# ![structural](figures/10_structural.png)
+#
+# Hewitt & Manning found the tree best encoded in the middle layers of BERT and ELMo, far above the
+# linear chain and above the same probe on non-contextual (layer-0) vectors. Compare the rise from
+# layer 0 in the pretrained model with the random model's flat curve.
+
+# %% [markdown]
+# ## 6. Attention heads (Clark et al. 2019)
 #
 # Per head we average, over every token of the test sentences: the attention mass on `[CLS]`, on
 # `[SEP]`, on punctuation, on the previous and the next token, and the entropy of the attention
@@ -253,7 +281,7 @@ print("heat map of:", " ".join(sentence))
 # ![dependencies](figures/10_dependencies.png)
 # ![map](figures/10_attention_map.png)
 #
-# ## 6. The limits of probing
+# ## 7. The limits of probing
 #
 # * **Decodable is not used.** A probe shows that a feature can be read out linearly, not that the
 #   model's predictions rely on it. (Lesson 09's cloze probes test use, but only through the head.)
@@ -288,6 +316,5 @@ print("heat map of:", " ".join(sentence))
 #    Predict what happens to accuracy and to selectivity on POS, then check.
 # 3. Build a control task for *subject_number* from the *verb's* word type instead of the subject's.
 #    Why is that a bad control here?
-# 4. Implement the structural probe of Hewitt & Manning (2019): learn B (k x H) so that
-#    `||B (h_i - h_j)||^2` matches the tree distance between words i and j (use `heads` to compute the
-#    distances). Which layer fits best, and how does the random model do?
+# 4. Give the structural probe rank 2 instead of 64 (`rank=2`). Predict the UUAS of each layer before
+#    running it: how many dimensions does a tree of ten words need?

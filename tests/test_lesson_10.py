@@ -32,5 +32,9 @@ def test_lesson_10_runs_in_quick_mode():
     assert min(b for _, b in entropy) > 2.0
     assert sum(a for a, _ in entropy) < sum(b for _, b in entropy)
     assert re.search(r"dependency det\s+n=\s*\d+\s+best head", out)
-    for name in ("10_layers.png", "10_selectivity.png", "10_head_stats.png", "10_dependencies.png", "10_attention_map.png"):
+    uuas = [float(v) for v in re.search(r"^structural pretrained\s+UUAS ([\d. ]+?)\s+Spearman", out, flags=re.M).group(1).split()]
+    chain = float(re.search(r"linear chain baseline UUAS ([\d.]+)", out).group(1))
+    assert len(uuas) == 3 and max(uuas) > chain
+    for name in ("10_layers.png", "10_selectivity.png", "10_structural.png", "10_head_stats.png", "10_dependencies.png",
+                 "10_attention_map.png"):
         assert (LESSON.parent / "figures" / name).is_file()

@@ -10,7 +10,7 @@ import pytest
 from minibert import cli
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
-from minibert.probing import attention, cloze
+from minibert.probing import attention, cloze, structural
 from minibert.probing.data import encode_words, masked_lm_log_probs
 from minibert.probing.linear import LinearProbe, control_labels, probe_layers
 from minibert.tokenization import BertTokenizer
@@ -232,6 +232,61 @@ def test_control_task_gives_each_word_type_one_label_from_the_task_distribution(
 
 
 # ----------------------------------------------------------------------------------------------
+# the structural probe
+# ----------------------------------------------------------------------------------------------
+def test_tree_distances_and_minimum_spanning_tree():
+    heads = [2, 0, 2, 3]                      # w0 <- w1 -> w2 -> w3
+    d = structural.tree_distances(heads)
+    assert d.tolist() == [[0, 1, 2, 3], [1, 0, 1, 2], [2, 1, 0, 1], [3, 2, 1, 0]]
+    assert structural.minimum_spanning_tree(d.astype(float) + np.eye(4)) == {(0, 1), (1, 2), (2, 3)}
+    with pytest.raises(ValueError, match="one tree"):
+        structural.tree_distances([2, 1, 0])
+
+
+def test_structural_probe_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    B, X = rng.standard_normal((4, 6)), rng.standard_normal((2, 5, 6))
+    mask = np.ones((2, 5))
+    mask[1, 3:] = 0                           # a padded sentence
+    T = rng.integers(0, 4, (2, 5, 5)).astype(float)
+    T = T + T.transpose(0, 2, 1)
+    _, dB = structural.pair_loss_and_grad(B, X, T, mask)
+    numeric = np.zeros_like(B)
+    for i in np.ndindex(B.shape):
+        e = np.zeros_like(B)
+        e[i] = 1e-6
+        numeric[i] = (structural.pair_loss_and_grad(B + e, X, T, mask)[0]
+                      - structural.pair_loss_and_grad(B - e, X, T, mask)[0]) / 2e-6
+    assert np.abs(numeric - dB).max() < 1e-6 * np.abs(dB).max()
+
+
+def test_structural_probe_recovers_a_planted_tree_and_fails_on_noise():
+    # Word i's vector is the sum of one-hot vectors of the edges from the root to i, so squared
+    # Euclidean distance is exactly the tree distance; it is rotated into 24 dimensions with noise.
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.standard_normal((24, 24)))[0]
+    rows, vectors = [], []
+    for n in range(160):
+        W = int(rng.integers(5, 11))
+        order = rng.permutation(W)
+        heads = [0] * W
+        for k in range(1, W):
+            heads[order[k]] = int(order[rng.integers(k)]) + 1
+        path = np.zeros((W, 12))
+        for i in range(W):
+            j = i
+            while heads[j]:
+                path[i, j] += 1
+                j = heads[j] - 1
+        x = np.concatenate([path, 0.3 * rng.standard_normal((W, 12))], 1) @ Q
+        rows.append({"heads": heads, "upos": ["NOUN"] * W, "split": "train" if n < 120 else "test"})
+        vectors.append(np.stack([x, rng.standard_normal((W, 24))]))
+    res = structural.structural_probe_layers(vectors, rows, rng, rank=16, steps=200)
+    assert res["uuas"][0] > 0.9 and res["spearman"][0] > 0.85
+    assert res["uuas"][1] < 0.45 and abs(res["spearman"][1]) < 0.2
+
+
+# ----------------------------------------------------------------------------------------------
 # attention
 # ----------------------------------------------------------------------------------------------
 def hand_made_attention():
@@ -302,9 +357,10 @@ def test_probe_command_writes_report_and_numbers(tmp_path):
     assert set(results["agreement"]) >= {"model", "embeddings", "random"}
     assert results["agreement"]["model"]["n"] == 21 * 3
     assert "pos" in results["layers"]["model"]
+    assert len(results["structural"]["random"]["uuas"]) == 3
     report = (out / "report.md").read_text()
     for section in ("Subject-verb agreement", "NPI licensing", "Negation", "Facts", "Malformed input",
-                    "Linear probes per layer", "Attention heads"):
+                    "Linear probes per layer", "Structural probe", "Attention heads"):
         assert section in report
     assert (out / "agreement.png").is_file() and (out / "attention_heads.png").is_file()
 

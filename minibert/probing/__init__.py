@@ -3,6 +3,7 @@
     cloze             the MLM head answers: agreement, NPIs (pseudo-log-likelihood), negation, facts, malformed input
     linear            softmax-regression probes with our own layers and AdamW; control tasks, selectivity
     representations   word-level features per layer (first WordPiece of each word) and the probing tasks
+    structural        the structural probe: a linear map under which distances are parse-tree distances
     attention         per-head statistics, dependency heads vs a fixed-offset baseline
     data              the evaluation sets, word -> piece alignment, batched forward passes
     figures, cli      ``minibert probe``: the report with its baselines (random model, embedding layer)

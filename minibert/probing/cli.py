@@ -8,7 +8,10 @@ Baselines, in every table and figure:
   * ``embeddings``: the probed model's embedding layer alone (for the cloze probes, its MLM head reads
     the embedding output, so it knows the masked slot's position but not the sentence; for the layer
     probes, layer 0 of every curve);
-  * each probe's own simple baseline (nearest noun, chance, majority label, control task, fixed offset).
+  * each probe's own simple baseline (nearest noun, chance, majority label, control task, linear chain,
+    fixed offset).
+
+``layers`` also runs the structural probe (Hewitt & Manning 2019) on the same sentences.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.paths import data_dir
 from minibert.probing import attention as attn_mod
-from minibert.probing import cloze, figures, representations
+from minibert.probing import cloze, figures, representations, structural
 from minibert.probing.data import load_eval_set, subsample
 from minibert.probing.linear import ProbeConfig
 from minibert.tokenization import BertTokenizer
@@ -143,12 +146,17 @@ def run_probes(model, random_model, tokenizer, only, rng: np.random.Generator, l
             if limit is not None:
                 npi_rows = [r for r in npi_rows if r["group"] < max(limit, 10)]   # groups 0 and 5 are tested
             config = probe_config or ProbeConfig()
-            out = {}
+            out, tree = {}, {}
             for key, m in two.items():
                 tasks = representations.build_tasks(m, tokenizer, probing_rows, npi_rows,
                                                      np.random.default_rng([int(rng.integers(2**32)), 0]))
                 out[key] = representations.probe_tasks(tasks, np.random.default_rng(int(rng.integers(2**32))), config)
+                vectors = representations.word_features(m, tokenizer, [r["tokens"] for r in probing_rows])
+                tree[key] = structural.structural_probe_layers(vectors, probing_rows,
+                                                               np.random.default_rng(int(rng.integers(2**32))),
+                                                               steps=max(config.steps // 4, 50))
             results[name] = out
+            results["structural"] = tree
         elif name == "attention":
             test = [r for r in probing_rows if r["split"] == "test"]
             results[name] = {key: attn_mod.attention_analysis(m, tokenizer, test) for key, m in two.items()}
@@ -333,6 +341,20 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
                            "best layer (accuracy)", "selectivity there", "majority", "train/test"], rows), "",
                   *[f"task {t} skipped: {res['skipped']}" for t, res in r["model"].items() if "skipped" in res],
                   "", *[f"![{p.stem}]({p.name})\n" for p in pictures]]
+
+    if "structural" in results:
+        r = results["structural"]
+        fig = figures.plot_structural({k: r[k] for k in ("model", "random")}, labels, out / "structural.png")
+        rows = [[labels[k], " / ".join(_f(v) for v in r[k]["uuas"]), " / ".join(_f(v) for v in r[k]["spearman"])]
+                for k in ("model", "random")]
+        lines += ["## Structural probe (Hewitt & Manning 2019)", "",
+                  "A linear map B (rank 64) trained so that ||B(h_i - h_j)||^2 matches the number of edges between "
+                  "words i and j in the dependency tree. UUAS: the minimum spanning tree of the predicted distances "
+                  "against the gold tree, punctuation left out; Spearman: predicted vs true distances per word "
+                  "(sentences of 5+ words). Baseline: the linear chain (each word linked to the next) scores UUAS "
+                  f"{_f(r['model']['linear_chain_uuas'])}.", "",
+                  *_table(["", "UUAS by layer (0 / 1 / ...)", "Spearman by layer"], rows), "",
+                  f"![structural probe]({fig.name})", ""]
 
     if "attention" in results:
         r = results["attention"]

@@ -113,6 +113,23 @@ def plot_selectivity(results: dict, labels: dict, path) -> Path:
     return _save(fig, path)
 
 
+def plot_structural(results: dict, labels: dict, path) -> Path:
+    """UUAS and Spearman of the structural probe per layer, with the linear-chain baseline."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, r in results.items():
+        layers = np.arange(len(r["uuas"]))
+        style = "o-" if name == "model" else "o--"
+        axes[0].plot(layers, r["uuas"], style, color=COLORS.get(name), label=labels.get(name, name))
+        axes[1].plot(layers, r["spearman"], style, color=COLORS.get(name), label=labels.get(name, name))
+    axes[0].axhline(next(iter(results.values()))["linear_chain_uuas"], color=COLORS["baseline"], ls="--",
+                    label="linear chain")
+    axes[0].set(title="structural probe: UUAS", xlabel="layer (0 = embeddings)", ylim=(0, 1.02), xticks=layers)
+    axes[1].set(title="structural probe: Spearman (distances)", xlabel="layer (0 = embeddings)", ylim=(0, 1.02),
+                xticks=layers)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_head_stats(stats: dict, labels: dict, path) -> Path:
     """One heatmap (layers x heads) per statistic and model."""
     names = list(stats)
