@@ -32,6 +32,7 @@
 # %%
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -379,6 +380,7 @@ print(f"training: max |loss difference| over {steps} steps: {gap.max():.1e}")
 figure = plot_parity(losses["ours"], losses["theirs"], FIGURES / "15_parity.png",
                      title=f"{steps} steps, same weights and batches")
 print("saved", figure)
+shutil.rmtree(WORK)                      # the folders of this lesson (comment out to look at them)
 
 # %% [markdown]
 # ## What you should see
