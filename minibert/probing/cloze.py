@@ -6,10 +6,12 @@
     facts       "Robins are [MASK]." / "Robins have [MASK]." over the corpus's taxonomy  (Petroni et al. 2019)
     malformed   shuffle or truncate the sentence: how far do the predictions move?      (Ettinger 2020)
 
-Every probe takes ``layer``: None reads the last layer (the model's real prediction); 0 feeds the
-embedding output straight into the MLM head, a baseline that sees the masked word's position but no
-context. Scores are log-probabilities over the whole vocabulary, compared between candidate words;
-candidates must be single WordPiece tokens (items whose words are split are counted and skipped).
+Every probe takes ``layers`` and returns one summary per entry: None reads the last layer (the
+model's real prediction); 0 feeds the embedding output straight into the MLM head, a baseline that
+sees the masked word's position but no context; l reads encoder layer l. All layers come from one
+forward pass. Scores are log-probabilities over the whole vocabulary, compared between candidate
+words; candidates must be single WordPiece tokens (items whose words are split are counted and
+skipped).
 """
 from __future__ import annotations
 
