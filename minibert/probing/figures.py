@@ -108,7 +108,8 @@ def plot_selectivity(results: dict, labels: dict, path) -> Path:
             ax.plot(range(len(sel)), sel, "o-" if name == "model" else "o--", color=f"C{k}",
                     label=f"{task}, {labels.get(name, name)}")
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set(title="selectivity = accuracy - control accuracy", xlabel="layer (0 = embeddings)", ylabel="selectivity")
+    ax.set(title="selectivity = accuracy - control accuracy", xlabel="layer (0 = embeddings)", ylabel="selectivity",
+           xticks=range(len(sel)))
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -157,7 +158,7 @@ def plot_dependency(best: dict, labels: dict, path) -> Path:
     rels = [r for r in next(iter(best.values())) if r != "all"] + ["all"]
     series = {n: {r: best[n][r]["accuracy"] for r in rels if r in best[n]} for n in names}
     series["baseline"] = {r: best[names[0]][r]["offset_accuracy"] for r in rels}
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rels) + 2), 4))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(rels) + 2)), 4))
     _bars(ax, rels, series, {**labels, "baseline": "best fixed offset"})
     ax.set(title="does the best head's attention argmax hit the dependency head?", ylabel="accuracy")
     ax.legend(fontsize=8)
