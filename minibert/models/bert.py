@@ -20,7 +20,13 @@ from minibert.nn import Dropout, Embedding, LayerNorm, Linear, Module
 
 
 class BertEmbeddings(Module):
-    """e = LayerNorm(word[ids] + position[t] + token_type[segment]), then dropout.  (B, T) -> (B, T, H)"""
+    """e = LayerNorm(word[ids] + position[t] + token_type[segment]), then dropout.  (B, T) -> (B, T, H)
+
+    The [PAD] row starts at zero as in Hugging Face, but, as in the original BERT, it is an ordinary
+    row afterwards: Hugging Face's ``padding_idx`` also withholds the lookup's gradient from it. The two
+    agree whenever [PAD] sits only at padded positions (their gradient is zero anyway); they differ when
+    MLM's random replacement puts [PAD] inside a sentence.
+    """
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
         std = config.initializer_range

@@ -91,7 +91,8 @@ class BertTokenizer:
     # ---------------------------------------------------------------- loading and saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, do_lower_case: bool | None = None) -> "BertTokenizer":
-        """Load from a folder with ``vocab.txt`` (and optionally ``tokenizer_config.json``), or a vocab file.
+        """Load from a folder with ``vocab.txt`` (and optionally ``tokenizer_config.json``), a folder with
+        only a transformers ``tokenizer.json``, or a vocab file.
 
         ``do_lower_case``: None takes the value from ``tokenizer_config.json`` when present, else True.
         """
@@ -101,6 +102,10 @@ class BertTokenizer:
                                     f"or a vocab.txt file)")
         folder = path if path.is_dir() else path.parent
         vocab_file = path / "vocab.txt" if path.is_dir() else path
+        if path.is_dir() and not vocab_file.is_file() and (path / "tokenizer.json").is_file():
+            # transformers 5 saves only tokenizer.json; its vocabulary and lower-casing are read there.
+            from minibert.interop import load_tokenizer
+            return load_tokenizer(path)
         if do_lower_case is None:
             do_lower_case = True
             config_file = folder / "tokenizer_config.json"
