@@ -1,14 +1,20 @@
-"""matplotlib figures. Everything renders off-screen (Agg) to PNG files."""
+"""matplotlib figures, written to PNG files.
+
+Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot, so saving one needs no
+display and does not change the backend of the caller (a notebook keeps showing its own figures inline).
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _subplots(nrows=1, ncols=1, **kwargs):
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols)
 
 
 def read_jsonl(path) -> list[dict]:
@@ -34,7 +40,7 @@ def plot_pretraining(metrics_path, out_path) -> Path:
     records = [by_step[s] for s in sorted(by_step)]
     steps = [r["step"] for r in records]
     window = max(1, len(records) // 50)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = _subplots(1, 3, figsize=(15, 4))
     for key, label in (("loss", "total"), ("mlm_loss", "masked LM"), ("nsp_loss", "next sentence")):
         axes[0].plot(steps, smooth([r[key] for r in records], window), label=label)
     evals = [r for r in records if "eval_mlm_loss" in r]
@@ -51,7 +57,6 @@ def plot_pretraining(metrics_path, out_path) -> Path:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
     return Path(out_path)
 
 
@@ -66,7 +71,7 @@ def plot_parity(ours, theirs, out_path, labels=("minibert", "Hugging Face (PyTor
     if ours.shape != theirs.shape or ours.ndim != 1 or len(ours) == 0:
         raise ValueError(f"need two equally long, non-empty loss sequences, got shapes {ours.shape} and {theirs.shape}")
     steps = np.arange(1, len(ours) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = _subplots(1, 2, figsize=(12, 4))
     axes[0].plot(steps, ours, lw=2.5, alpha=0.6, label=labels[0])
     axes[0].plot(steps, theirs, lw=1, ls="--", color="black", label=labels[1])
     axes[0].set(title=title or "training loss, same weights and batches", xlabel="step", ylabel="loss (MLM + NSP)")
@@ -82,5 +87,4 @@ def plot_parity(ours, theirs, out_path, labels=("minibert", "Hugging Face (PyTor
     axes[1].set(title=f"|difference|, largest {diff.max():.1e}", xlabel="step")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
     return Path(out_path)
