@@ -54,9 +54,12 @@ def tree_distances(heads) -> np.ndarray:
 def pair_loss_and_grad(B, X, T, mask):
     """Loss and dL/dB for a padded batch. X (S, W, H), T (S, W, W) tree distances, mask (S, W) 1 for real
     words; B (k, H). Returns (loss summed over sentences, dB (k, H))."""
-    A = X @ B.T                                                          # (S, W, k)
+    # einsum rather than matmul for the products summed over the batch's words: OpenBLAS sends a
+    # (k, S*W) @ (S*W, H) product to several threads, which costs 100x more when a core is busy.
+    S, W, H = X.shape
+    A = (X.reshape(S * W, H) @ B.T).reshape(S, W, -1)                    # (S, W, k)
     sq = (A * A).sum(-1)                                                 # (S, W)
-    P = sq[:, :, None] + sq[:, None, :] - 2 * A @ A.transpose(0, 2, 1)    # (S, W, W) predicted squared distances
+    P = sq[:, :, None] + sq[:, None, :] - 2 * np.einsum("swk,svk->swv", A, A)   # (S, W, W) predicted squared distances
     m2 = mask[:, :, None] * mask[:, None, :]
     n = mask.sum(1)                                                      # (S,)
     scale = (1.0 / np.maximum(n, 1) ** 2)[:, None, None]
@@ -65,8 +68,8 @@ def pair_loss_and_grad(B, X, T, mask):
     lap = -G
     idx = np.arange(G.shape[1])
     lap[:, idx, idx] += G.sum(-1)                                        # diag(r) - G
-    LX = lap @ X                                                         # (S, W, H)
-    dB = 4 * A.reshape(-1, A.shape[-1]).T @ LX.reshape(-1, LX.shape[-1])   # (k, H)
+    LX = np.einsum("swv,svh->swh", lap, X)                               # (S, W, H)
+    dB = 4 * np.einsum("nk,nh->kh", A.reshape(-1, A.shape[-1]), LX.reshape(-1, H))   # (k, H)
     return loss, dB
 
 
