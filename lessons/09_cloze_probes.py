@@ -34,13 +34,8 @@
 
 # %%
 import os
-import sys
 from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert.models import BertForPreTraining

@@ -1,22 +1,27 @@
-"""The probes' figures (matplotlib, off-screen). Every figure shows the probed model beside its
-baselines: the same model's embedding layer and a randomly initialised model of the same size."""
+"""The probes' figures, written to PNG files. Every figure shows the probed model beside its
+baselines: the same model's embedding layer and a randomly initialised model of the same size.
+
+Figures are ``matplotlib.figure.Figure`` objects, not pyplot's, so drawing one changes no backend (a
+notebook keeps its inline figures), as in ``minibert.plots``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 COLORS = {"model": "C0", "embeddings": "C2", "random": "C3", "baseline": "0.45"}
+
+
+def _subplots(nrows=1, ncols=1, squeeze=True, **kwargs):
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _save(fig, path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 
@@ -37,7 +42,7 @@ def _bars(ax, groups, series: dict, labels: dict, chance=None):
 def plot_agreement(results: dict, labels: dict, path) -> Path:
     """Accuracy by number of attractors (left) and by construction (right), with the nearest-noun
     baseline."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = _subplots(1, 2, figsize=(12, 4))
     any_run = next(iter(results.values()))
     baseline = any_run["nearest_noun_baseline"]
     att = sorted(any_run["by_attractors"], key=int)
@@ -61,7 +66,7 @@ def plot_agreement(results: dict, labels: dict, path) -> Path:
 
 def plot_cloze_bars(results: dict, labels: dict, metrics: dict, title: str, path, chance=None) -> Path:
     """One group of bars per metric: ``metrics`` maps a display name to a function of a run's result."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) + 2), 4))
+    fig, ax = _subplots(figsize=(max(6, 1.4 * len(metrics) + 2), 4))
     series = {name: {m: f(r) for m, f in metrics.items()} for name, r in results.items()}
     _bars(ax, list(metrics), series, labels, chance)
     ax.set(title=title, ylabel="accuracy / rate")
@@ -77,7 +82,7 @@ def plot_layers(results: dict, labels: dict, path) -> Path:
         raise ValueError("plot_layers: every task was skipped")
     cols = min(3, len(tasks))
     rows = (len(tasks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         for name, res in results.items():
             r = res[task]
@@ -101,7 +106,7 @@ def plot_selectivity(results: dict, labels: dict, path) -> Path:
     tasks = [t for t, r in next(iter(results.values())).items() if "selectivity" in r]
     if not tasks:
         raise ValueError("plot_selectivity: no task has a control task")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     for k, task in enumerate(tasks):
         for name, res in results.items():
             sel = res[task]["selectivity"]
@@ -116,7 +121,7 @@ def plot_selectivity(results: dict, labels: dict, path) -> Path:
 
 def plot_structural(results: dict, labels: dict, path) -> Path:
     """UUAS and Spearman of the structural probe per layer, with the linear-chain baseline."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = _subplots(1, 2, figsize=(10, 3.6))
     for name, r in results.items():
         layers = np.arange(len(r["uuas"]))
         style = "o-" if name == "model" else "o--"
@@ -135,7 +140,7 @@ def plot_head_stats(stats: dict, labels: dict, path) -> Path:
     """One heatmap (layers x heads) per statistic and model."""
     names = list(stats)
     keys = list(next(iter(stats.values())))
-    fig, axes = plt.subplots(len(keys), len(names), figsize=(3.2 * len(names) + 1, 1.9 * len(keys)), squeeze=False)
+    fig, axes = _subplots(len(keys), len(names), figsize=(3.2 * len(names) + 1, 1.9 * len(keys)), squeeze=False)
     for i, key in enumerate(keys):
         vmax = max(float(np.max(stats[n][key])) for n in names)
         for j, name in enumerate(names):
@@ -158,7 +163,7 @@ def plot_dependency(best: dict, labels: dict, path) -> Path:
     rels = [r for r in next(iter(best.values())) if r != "all"] + ["all"]
     series = {n: {r: best[n][r]["accuracy"] for r in rels if r in best[n]} for n in names}
     series["baseline"] = {r: best[names[0]][r]["offset_accuracy"] for r in rels}
-    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(rels) + 2)), 4))
+    fig, ax = _subplots(figsize=(min(14, max(6, 0.6 * len(rels) + 2)), 4))
     _bars(ax, rels, series, {**labels, "baseline": "best fixed offset"})
     ax.set(title="does the best head's attention argmax hit the dependency head?", ylabel="accuracy")
     ax.legend(fontsize=8)
@@ -171,7 +176,7 @@ def plot_attention_maps(maps: dict, pieces, labels: dict, title: str, path) -> P
     panels = [(name, l) for name, m in maps.items() for l in range(np.shape(m)[0])]
     A, T = np.shape(next(iter(maps.values())))[1], len(pieces)
     size = 0.2 * T + 1.4
-    fig, axes = plt.subplots(len(panels), A, figsize=(size * A, size * len(panels)), squeeze=False)
+    fig, axes = _subplots(len(panels), A, figsize=(size * A, size * len(panels)), squeeze=False)
     for row, (name, l) in enumerate(panels):
         for h in range(A):
             ax = axes[row, h]
