@@ -76,11 +76,12 @@ def build_tasks(model, tokenizer, probing_rows, npi_rows, rng: np.random.Generat
                 labels.append(int(link["number"] == "pl"))
                 train.append(r["split"] == "train")
                 types.append(r["tokens"][link["subject"]].lower())
-        keep = _balanced(np.asarray(labels), np.asarray(train), rng)
+        keep = _balanced(np.asarray(labels), np.asarray(train), rng) if labels else []
         sents, labels, train, types = ([v[i] for i in keep] for v in (sents, labels, train, types))
-        feats = word_features(model, tokenizer, [w for w, _ in sents], batch_size)
-        x = np.stack([f[:, v] for f, (_, v) in zip(feats, sents)], axis=1)        # (L+1, N, H)
-        out["subject_number"] = _task(x, labels, ["sg", "pl"], train, types)
+        if sents:               # a small sample may hold no number-marked verb of one number
+            feats = word_features(model, tokenizer, [w for w, _ in sents], batch_size)
+            x = np.stack([f[:, v] for f, (_, v) in zip(feats, sents)], axis=1)        # (L+1, N, H)
+            out["subject_number"] = _task(x, labels, ["sg", "pl"], train, types)
     npi_tasks = [t for t in ("npi", "licensor", "scope") if t in tasks]
     if npi_tasks:
         feats = word_features(model, tokenizer, [r["tokens"] for r in npi_rows], batch_size)
