@@ -87,10 +87,11 @@ def main(args) -> int:
     if shipped is not None:
         rows["shipped pretrained model"] = evaluate(shipped, heldout, 64)
     baseline = unigram_accuracy(train, heldout)
+    nsp_majority = max(heldout.arrays["next_sentence_labels"].mean(), 1 - heldout.arrays["next_sentence_labels"].mean())
     table = ["| model | masked LM loss | masked LM accuracy | NSP accuracy |", "|---|---|---|---|"]
     for name, r in rows.items():
         table.append(f"| {name} | {r['eval_mlm_loss']:.3f} | {r['eval_mlm_accuracy']:.3f} | {r['eval_nsp_accuracy']:.3f} |")
-    table.append(f"| unigram baseline (most frequent token) / chance | - | {baseline:.3f} | 0.500 |")
+    table.append(f"| baselines: most frequent token / majority NSP label | - | {baseline:.3f} | {nsp_majority:.3f} |")
     say("\n".join(table))
 
     # 4. fill in masked words
