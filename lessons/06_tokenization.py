@@ -46,7 +46,7 @@ from minibert.tokenization import (SPECIAL_TOKENS, BasicTokenizer, BertTokenizer
 from minibert.tokenization.basic import clean_text, is_punctuation, split_on_punctuation, strip_accents
 from minibert.tokenization.trainer import count_words, learn_wordpiece
 
-QUICK = os.environ.get("MINIBERT_QUICK") == "1"
+QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
 FIGURES = Path(__file__).resolve().parent / "figures" if "__file__" in globals() else Path("figures")
 FIGURES.mkdir(parents=True, exist_ok=True)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .lexicon import (ANIMAL_CATS, DECOYS, FREQUENCY_ADVERBS, MANNER_ADVERBS, NPIS, PERSON_PREPOSITIONS,
+from .lexicon import (ANIMAL_CATS, DECOYS, MANNER_ADVERBS, NPIS, PERSON_PREPOSITIONS,
                       PREPOSITIONS, TAXONOMY, Adjective, Lexicon, Noun, Verb, lexicon)
 
 PUNCT = {".", ",", "?", "!"}

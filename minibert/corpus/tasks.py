@@ -20,7 +20,7 @@ from . import grammar as g
 from . import io
 from .documents import rng_for
 from .evalsets import BOTH_VERBS
-from .lexicon import ANIMAL_CATS, Adjective, Noun, Verb, lexicon
+from .lexicon import Adjective, Noun, Verb, lexicon
 
 SIZES = {"acceptability": (500, 300, 300), "sentiment": (1000, 300, 300), "entailment": (500, 300, 300),
          "nli": (30000, 2000, 2000)}
