@@ -143,12 +143,15 @@ class Linear(Module):
         linear.weight, linear.bias = weight, None
         return linear
 
-    def forward(self, x):
-        y, self.cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
+    def forward(self, x, add_bias: bool = True):
+        """``add_bias=False`` leaves the bias to the caller (BERT adds it inside the fused bias+GELU
+        kernel); the bias gradient is then the caller's too."""
+        self.bias_added = add_bias and self.bias is not None
+        y, self.cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias_added else None)
         return y
 
     def backward(self, dy):
-        return F.linear_backward(dy, self.cache, self.weight.grad, self.bias.grad if self.bias else None)
+        return F.linear_backward(dy, self.cache, self.weight.grad, self.bias.grad if self.bias_added else None)
 
 
 class LayerNorm(Module):

@@ -141,13 +141,13 @@ class BertIntermediate(Module):
         self.approximate = config.hidden_act == "gelu_new"
 
     def forward(self, x):
-        y, self.cache = F.linear_forward(x, self.dense.weight.data)
+        y = self.dense.forward(x, add_bias=False)
         h, self.gelu_cache = kernels.bias_gelu_forward(y, self.dense.bias.data, self.approximate)
         return h
 
     def backward(self, dh):
         dy = kernels.bias_gelu_backward(dh, self.gelu_cache, self.dense.bias.grad)
-        return F.linear_backward(dy, self.cache, self.dense.weight.grad)
+        return self.dense.backward(dy)
 
 
 class BertOutput(Module):
