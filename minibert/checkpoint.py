@@ -11,6 +11,7 @@ checkpoint untouched. Loading never unpickles; a truncated or tampered file gets
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -100,7 +101,7 @@ def load_weights(path) -> dict[str, np.ndarray]:
 
 
 def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool = True,
-               allow_missing_heads: bool = False, output_loading_info: bool = False):
+               allow_missing_heads: bool = False, output_loading_info: bool = False, **config_overrides):
     """Build ``cls(config, rng)`` from the directory's config and load its weights.
 
     The folder may come from minibert or from transformers (``minibert.interop`` maps the variants: with
@@ -109,13 +110,19 @@ def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool =
     checkpoint loads into a model with heads when ``allow_missing_heads=True`` (the heads keep their fresh
     initialisation). Any other missing or unexpected key, and any shape mismatch, is a ValueError that
     lists them all; ``strict=False`` allows missing and unexpected keys. With ``output_loading_info``
-    returns ``(model, interop.LoadingInfo)``.
+    returns ``(model, interop.LoadingInfo)``. ``config_overrides`` replace fields of the stored config
+    (``num_labels=3``, ``hidden_dropout_prob=0.0``) before the model is built.
     """
     path = Path(path)
     recover(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
     config, raw = interop.read_config(path)
+    if config_overrides:
+        unknown = sorted(set(config_overrides) - {f.name for f in dataclasses.fields(config)})
+        if unknown:
+            raise ValueError(f"unknown BertConfig fields: {', '.join(unknown)}")
+        config = dataclasses.replace(config, **config_overrides)
     model = cls(config, rng if rng is not None else np.random.default_rng(0))
     info = interop.load_into(model, path, strict=strict, allow_missing_heads=allow_missing_heads, raw_config=raw)
     return (model, info) if output_loading_info else model
@@ -143,9 +150,9 @@ class PreTrainedModel:
 
     @classmethod
     def from_pretrained(cls, path, rng: np.random.Generator | None = None, strict: bool = True,
-                        allow_missing_heads: bool = False, output_loading_info: bool = False):
+                        allow_missing_heads: bool = False, output_loading_info: bool = False, **config_overrides):
         """A model from a minibert or Hugging Face folder; see ``load_model``."""
-        return load_model(cls, path, rng, strict, allow_missing_heads, output_loading_info)
+        return load_model(cls, path, rng, strict, allow_missing_heads, output_loading_info, **config_overrides)
 
     def save_pretrained(self, path, vocab: list[str] | None = None) -> Path:
         return save_model(self, path, vocab)

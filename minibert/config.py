@@ -10,6 +10,9 @@ ACTIVATIONS = ("gelu", "gelu_new")  # exact erf GELU, tanh approximation (HF nam
 # (the models test ``hidden_act == "gelu_new"``), so a saved config.json says "gelu_new" instead:
 # transformers computes the same tanh formula under both names.
 ACTIVATION_ALIASES = {"gelu_pytorch_tanh": "gelu_new"}
+# last: pooler([CLS] of the last layer), as BERT; mix: a learned scalar mix of every hidden state's [CLS];
+# concat4: the [CLS] vectors of the last four hidden states side by side (4H inputs).
+CLASSIFIER_LAYERS = ("last", "mix", "concat4")
 
 
 @dataclasses.dataclass
@@ -28,6 +31,12 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     model_type: str = "bert"
+    # Sequence classification (BertForSequenceClassification). num_labels and classifier_dropout are Hugging
+    # Face's names; classifier_layers and layer_dropout are minibert's (transformers ignores them).
+    num_labels: int = 2                    # 1 = regression (mean squared error)
+    classifier_dropout: float | None = None   # None: hidden_dropout_prob
+    classifier_layers: str = "last"        # what the classifier reads, one of CLASSIFIER_LAYERS
+    layer_dropout: float = 0.0             # scalar mix only: probability of dropping a layer's weight
 
     def __post_init__(self):
         if isinstance(self.hidden_act, str):
@@ -59,6 +68,14 @@ class BertConfig:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         if not self.initializer_range > 0:
             raise ValueError(f"initializer_range must be positive, got {self.initializer_range!r}")
+        if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 1:
+            raise ValueError(f"BertConfig.num_labels must be a positive integer, got {self.num_labels!r}")
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"BertConfig.classifier_dropout must be None or in [0, 1), got {self.classifier_dropout!r}")
+        if self.classifier_layers not in CLASSIFIER_LAYERS:
+            raise ValueError(f"unknown classifier_layers {self.classifier_layers!r}; expected one of {CLASSIFIER_LAYERS}")
+        if not 0.0 <= self.layer_dropout < 1.0:
+            raise ValueError(f"BertConfig.layer_dropout must be in [0, 1), got {self.layer_dropout!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
 
@@ -83,7 +100,10 @@ class BertConfig:
         if model_type != "bert":
             raise ValueError(f"config.json has model_type {model_type!r}; minibert reads 'bert' configs")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        fields = {k: v for k, v in d.items() if k in known}
+        if "num_labels" not in d and isinstance(d.get("id2label"), dict):
+            fields["num_labels"] = len(d["id2label"])   # transformers stores the labels, not their number
+        return cls(**fields)
 
     def to_json_file(self, path, extra: dict | None = None) -> None:
         """Write the fields as JSON; ``extra`` adds keys for other readers (transformers' ``architectures``)."""

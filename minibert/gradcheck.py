@@ -324,6 +324,48 @@ def _pretraining_check(rng):
     return check_module("BertForPreTraining", model, forward, backward, {}, rng)
 
 
+def _scalar_mix_check(rng):
+    """Five (B, H) states mixed, with layer dropout on (replayed), so one weight gets no gradient."""
+    from minibert.finetuning.scalar_mix import ScalarMix
+
+    mix = ScalarMix(5, 0.3, np.random.default_rng(3)).astype(np.float64).train()
+    mix.weights.data[:] = rng.standard_normal(5)
+    mix.gamma.data[:] = 1.7
+    inputs = {f"X{l}": rng.standard_normal((B, H)) for l in range(5)}
+    return check_module("ScalarMix", mix, lambda: mix.forward(list(inputs.values())),
+                        lambda g: dict(zip(inputs, mix.backward(g))), inputs, rng)
+
+
+def _classification_check(layers: str, num_labels: int = 3):
+    """The whole fine-tuning model, loss included: classification (cross-entropy) or regression (MSE),
+    reading the pooler, a scalar mix (layer dropout on) or the last four hidden states. An extra
+    gradient on the logits (as SMART adds) and the word-embedding perturbation (FreeLB, SMART) are
+    checked too."""
+    def check(rng):
+        from minibert.models import BertForSequenceClassification
+
+        config = tiny_config(num_labels=num_labels, classifier_layers=layers, layer_dropout=0.2)
+        model = BertForSequenceClassification(config, np.random.default_rng(rng.integers(1 << 31)))
+        model.astype(np.float64).train()
+        if layers == "mix":
+            model.scalar_mix.weights.data[:] = rng.standard_normal(config.num_hidden_layers + 1)
+        ids, types = _ids_and_types()
+        mask = _padding_mask()
+        labels = rng.standard_normal(B) if num_labels == 1 else rng.integers(0, num_labels, B)
+        inputs = {"inputs_embeds_delta": 0.1 * rng.standard_normal((B, T, H))}
+        extra = rng.standard_normal((B, num_labels))     # L = loss * g + sum(logits * extra * g)
+
+        def forward():
+            out = model.forward(ids, types, mask, labels, inputs["inputs_embeds_delta"])
+            return out.loss + np.sum(out.logits * extra)
+
+        def backward(g):
+            return {"inputs_embeds_delta": model.backward(float(g), extra * float(g))}
+        name = f"BertForSequenceClassification[{layers}{', regression' if num_labels == 1 else ''}]"
+        return check_module(name, model, forward, backward, inputs, rng)
+    return check
+
+
 CHECKS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -364,6 +406,11 @@ CHECKS = {
         lambda m, x, mb: m.forward(x["x"]), lambda m, g: {"x": m.backward(g)}),
     "BertModel": _model_check,
     "BertForPreTraining": _pretraining_check,
+    "ScalarMix": _scalar_mix_check,
+    "BertForSequenceClassification": _classification_check("last"),
+    "BertForSequenceClassification_mix": _classification_check("mix"),
+    "BertForSequenceClassification_concat4": _classification_check("concat4"),
+    "BertForSequenceClassification_regression": _classification_check("last", num_labels=1),
 }
 
 

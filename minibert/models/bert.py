@@ -200,9 +200,19 @@ class BertEncoder(Module):
         return x, (tuple(hidden_states) if output_hidden_states else None), \
             (tuple(attentions) if output_attentions else None)
 
-    def backward(self, dy):
-        for layer in reversed(self.layer):
+    def backward(self, dy, d_hidden_states=None):
+        """``d_hidden_states``: optionally L + 1 gradients (or None) for the hidden states returned by
+        ``forward``, from a head that read intermediate layers; hidden state l is layer l's input, so its
+        gradient joins the flow just below that layer."""
+        d_hidden = d_hidden_states if d_hidden_states is not None else (None,) * (len(self.layer) + 1)
+        if len(d_hidden) != len(self.layer) + 1:
+            raise ValueError(f"d_hidden_states must hold {len(self.layer) + 1} gradients, got {len(d_hidden)}")
+        if d_hidden[-1] is not None:
+            dy = dy + d_hidden[-1]
+        for layer, d_input in zip(reversed(self.layer), reversed(d_hidden[:-1])):
             dy = layer.backward(dy)
+            if d_input is not None:
+                dy = dy + d_input
         return dy
 
 
@@ -266,13 +276,20 @@ class BertModel(Module, PreTrainedModel):
         pooled = self.pooler.forward(last)                                                # (B, H)
         return BertModelOutput(last, pooled, hidden_states, attentions)
 
-    def backward(self, d_last_hidden_state, d_pooler_output=None):
-        """Fill every parameter gradient (accumulating) from the gradients of the two outputs, and return
-        the gradient with respect to the word-embedding output (B, T, H)."""
+    def backward(self, d_last_hidden_state=None, d_pooler_output=None, d_hidden_states=None):
+        """Fill every parameter gradient (accumulating) from the gradients of the outputs, and return
+        the gradient with respect to the word-embedding output (B, T, H). Any of the three may be None;
+        ``d_hidden_states`` (L + 1 entries, each (B, T, H) or None) needs a forward with
+        ``output_hidden_states=True``."""
+        if d_last_hidden_state is None and d_pooler_output is None and d_hidden_states is None:
+            raise ValueError("backward needs at least one output gradient")
         d = d_last_hidden_state
         if d_pooler_output is not None:
-            d = d + self.pooler.backward(d_pooler_output)     # the pooler read the last layer's [CLS]
-        return self.embeddings.backward(self.encoder.backward(d))
+            d_pool = self.pooler.backward(d_pooler_output)    # the pooler read the last layer's [CLS]
+            d = d_pool if d is None else d + d_pool
+        if d is None:
+            d = np.zeros_like(next(g for g in d_hidden_states if g is not None))
+        return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
 
     def check_inputs(self, input_ids, token_type_ids=None, attention_mask=None):
         """Validate and normalise the three input arrays; every error names expected and actual."""

@@ -1,0 +1,132 @@
+"""BertForSequenceClassification: the encoder with a classifier on top, for fine-tuning.
+
+    features = pooled                             classifier_layers = "last"  (BERT, Hugging Face)
+             = gamma sum_l softmax(w)_l CLS_l     "mix"      (a learned scalar mix of every hidden state)
+             = [CLS_{L-3}; ...; CLS_L]            "concat4"  (the last four hidden states, 4H features)
+    logits = dropout(features) W_c^T + b_c        (B, num_labels)
+    loss = mean_b CE(logits_b, y_b)               num_labels >= 2
+         = mean_b (logits_b - y_b)^2              num_labels == 1 (regression)
+
+CLS_l is the [CLS] vector of hidden state l (l = 0 is the embedding output). The pooler was trained
+(by next-sentence prediction) on the last layer only, so the mixing heads read the [CLS] vectors directly.
+With fewer than four hidden states, "concat4" concatenates all of them.
+
+Parameter names are Hugging Face's (``bert.*``, ``classifier.weight``, ``classifier.bias``) plus
+``scalar_mix.weights`` and ``scalar_mix.gamma`` for the mix. A pretraining checkpoint loads with
+``allow_missing_heads=True``: the encoder is copied, the classifier starts from its initialisation and
+the MLM/NSP heads are left out.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from minibert import kernels
+from minibert.checkpoint import PreTrainedModel
+from minibert.config import BertConfig
+from minibert.finetuning.scalar_mix import ScalarMix
+from minibert.models.bert import BertModel
+from minibert.nn import Dropout, Linear, Module
+
+
+@dataclasses.dataclass
+class SequenceClassifierOutput:
+    loss: np.ndarray | None          # () when labels were given
+    logits: np.ndarray               # (B, num_labels)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+class BertForSequenceClassification(Module, PreTrainedModel):
+    def __init__(self, config: BertConfig, rng: np.random.Generator):
+        self.config = config
+        self.bert = BertModel(config, rng)
+        n_states = config.num_hidden_layers + 1
+        self.n_concat = min(4, n_states)
+        if config.classifier_layers == "mix":
+            self.scalar_mix = ScalarMix(n_states, config.layer_dropout, rng)
+        p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = Dropout(p, rng)
+        n_features = config.hidden_size * (self.n_concat if config.classifier_layers == "concat4" else 1)
+        self.classifier = Linear(n_features, config.num_labels, rng, config.initializer_range)
+
+    @property
+    def rng(self):
+        return self.bert.rng
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                inputs_embeds_delta=None, output_hidden_states=False,
+                output_attentions=False) -> SequenceClassifierOutput:
+        """labels (B,): class ids in [0, num_labels), or real targets when num_labels == 1.
+        ``inputs_embeds_delta`` (B, T, H) perturbs the word-embedding output (FreeLB, SMART)."""
+        layers = self.config.classifier_layers
+        out = self.bert.forward(input_ids, token_type_ids, attention_mask,
+                                output_hidden_states=output_hidden_states or layers != "last",
+                                output_attentions=output_attentions, inputs_embeds_delta=inputs_embeds_delta)
+        self.seq_shape = out.last_hidden_state.shape
+        if layers == "last":
+            features = out.pooler_output                                              # (B, H)
+        elif layers == "mix":
+            features = self.scalar_mix.forward([h[:, 0] for h in out.hidden_states])  # (B, H)
+        else:
+            features = np.concatenate([h[:, 0] for h in out.hidden_states[-self.n_concat:]], axis=-1)  # (B, kH)
+        logits = self.classifier.forward(self.dropout.forward(features))              # (B, num_labels)
+
+        self.loss_cache = None
+        loss = None
+        if labels is not None:
+            loss, self.loss_cache = self._loss(logits, labels)
+        return SequenceClassifierOutput(loss, logits, out.hidden_states if output_hidden_states else None,
+                                        out.attentions)
+
+    def _loss(self, logits, labels):
+        B, C = logits.shape
+        labels = np.asarray(labels)
+        if labels.shape != (B,):
+            raise ValueError(f"labels must have shape ({B},) like the batch, got {labels.shape}")
+        if C == 1:
+            if not np.issubdtype(labels.dtype, np.number):
+                raise ValueError(f"regression labels must be numbers, got dtype {labels.dtype}")
+            diff = logits[:, 0] - labels.astype(logits.dtype)                         # (B,)
+            return np.mean(diff * diff), ("mse", diff)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"class labels must be integers, got dtype {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() >= C):
+            raise ValueError(f"labels must be in [0, {C}), got values in [{labels.min()}, {labels.max()}]")
+        loss, cache = kernels.cross_entropy_forward(logits, labels)
+        return loss, ("ce", cache)
+
+    def backward(self, dloss=1.0, dlogits=None):
+        """Accumulate every parameter gradient from ``dloss`` times the gradient of the loss (if labels
+        were given) plus ``dlogits`` (B, num_labels) if given, e.g. a regulariser's gradient; return the
+        gradient with respect to the word-embedding output (B, T, H), which is also that of
+        ``inputs_embeds_delta``."""
+        g = None
+        if self.loss_cache is not None and dloss:
+            kind, cache = self.loss_cache
+            if kind == "ce":
+                g = kernels.cross_entropy_backward(dloss, cache)
+            else:                                   # d mean(diff^2) / d logits = 2 diff / B
+                g = (2 * dloss / cache.size * cache)[:, None].astype(cache.dtype)
+        if dlogits is not None:
+            g = dlogits if g is None else g + dlogits
+        if g is None:
+            raise RuntimeError("backward() needs a forward() with labels, or dlogits")
+        dfeatures = self.dropout.backward(self.classifier.backward(g))
+        layers = self.config.classifier_layers
+        if layers == "last":
+            return self.bert.backward(None, dfeatures)
+        B, T, H = self.seq_shape
+        if layers == "mix":
+            dcls = self.scalar_mix.backward(dfeatures)
+        else:
+            dcls = [None] * (len(self.bert.encoder.layer) + 1 - self.n_concat) + np.split(dfeatures, self.n_concat, axis=1)
+        d_hidden = []
+        for d in dcls:                               # only position 0 ([CLS]) was read
+            if d is not None:
+                dh = np.zeros((B, T, H), dtype=d.dtype)
+                dh[:, 0] = d
+                d = dh
+            d_hidden.append(d)
+        return self.bert.backward(None, None, d_hidden)
