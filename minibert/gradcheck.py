@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import sys
 
 import numpy as np
@@ -411,7 +412,13 @@ CHECKS = {
     "BertForSequenceClassification_mix": _classification_check("mix"),
     "BertForSequenceClassification_concat4": _classification_check("concat4"),
     "BertForSequenceClassification_regression": _classification_check("last", num_labels=1),
+    # The fine-tuning techniques keep their checks beside their code (imported late: they import this module).
+    "mixout": lambda rng: _finetuning("mixout").check_mixout(rng),
 }
+
+
+def _finetuning(module: str):
+    return importlib.import_module(f"minibert.finetuning.{module}")
 
 
 def run_check(name: str, seed: int = 0) -> list[CheckResult]:

@@ -1,0 +1,107 @@
+"""``minibert finetune``: fine-tune a pretrained model on a task, with any of the techniques.
+
+    minibert finetune --task entailment                         # the shipped model, dropout 0.1
+    minibert finetune --task entailment --mixout 0.8
+    minibert finetune --task entailment --layers mix
+    minibert finetune --task entailment --intermediate nli      # two-stage
+    minibert finetune --task entailment --freelb 2,0.1,0        # K, alpha, eps (0: unbounded)
+    minibert finetune --task entailment --smart 1
+    minibert finetune --task entailment --random-init           # the baseline: no pretraining
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from minibert.paths import data_path
+
+
+def freelb_triple(text: str) -> tuple[int, float, float]:
+    parts = text.split(",")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return int(parts[0]), float(parts[1]), float(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--freelb wants K,alpha,eps such as 2,0.1,0; got {text!r}") from None
+
+
+def add_config_arguments(parser) -> None:
+    """The options shared by ``finetune`` and ``stability`` (everything but the strategy and the seed)."""
+    parser.add_argument("--task", required=True,
+                        help="a bundled task: acceptability, sentiment, entailment, nli")
+    parser.add_argument("--from", dest="init", default=None,
+                        help="model folder to start from (default: the shipped pretrained model)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="the same architecture with fresh weights: what pretraining is worth")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training examples")
+    parser.add_argument("--max-length", type=int, default=128)
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    reg = parser.add_mutually_exclusive_group()
+    reg.add_argument("--dropout", type=float, default=None, help="dropout probability (default: the model's, 0.1)")
+    reg.add_argument("--mixout", type=float, default=0.0, help="Mixout probability p (replaces dropout)")
+    parser.add_argument("--layers", choices=("last", "mix", "concat4"), default="last",
+                        help="classifier input: pooler, scalar mix of all layers, or the last four [CLS]")
+    parser.add_argument("--layer-dropout", type=float, default=0.0, help="layer dropout of the scalar mix")
+    parser.add_argument("--freelb", type=freelb_triple, default=None, metavar="K,ALPHA,EPS",
+                        help="FreeLB adversarial training: K ascent steps of size alpha, norm bound eps (0: none)")
+    parser.add_argument("--freelb-init-mag", type=float, default=0.0, help="FreeLB's initial perturbation size")
+    parser.add_argument("--smart", type=float, default=0.0, metavar="LAMBDA",
+                        help="SMART smoothness regularisation weight (0: off)")
+    parser.add_argument("--smart-mu", type=float, default=1.0, help="SMART's Bregman proximal term weight")
+    parser.add_argument("--intermediate", default=None, metavar="TASK",
+                        help="two-stage fine-tuning: first fine-tune on TASK (e.g. nli)")
+    parser.add_argument("--intermediate-epochs", type=float, default=1.0)
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="Adam without bias correction, as BERT's original optimiser")
+    parser.add_argument("--reinit-layers", type=int, default=0, metavar="K",
+                        help="re-initialise the pooler and the top K layers before fine-tuning")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder for the fine-tuned model and results.json")
+
+
+def config_from_args(args, **changes):
+    from minibert.finetuning.trainer import FinetuneConfig
+
+    init = args.init if args.init is not None else str(data_path("pretrained", "tiny"))
+    fields = dict(task=args.task, init=init, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
+                  batch_size=args.batch_size, train_limit=args.train_limit, max_length=args.max_length)
+    for name in ("dropout", "mixout", "layers", "layer_dropout", "freelb", "freelb_init_mag", "smart",
+                 "smart_mu", "intermediate", "intermediate_epochs", "reinit_layers", "seed"):
+        if hasattr(args, name):
+            fields[name] = getattr(args, name)
+    if hasattr(args, "no_bias_correction"):
+        fields["correct_bias"] = not args.no_bias_correction
+    fields.update(changes)
+    return FinetuneConfig(**fields)
+
+
+def result_record(result) -> dict:
+    return {"config": dataclasses.asdict(result.config),
+            "stages": [dataclasses.asdict(s) for s in result.stages]}
+
+
+def main(args) -> int:
+    from minibert.finetuning.trainer import finetune
+
+    config = config_from_args(args)
+    result = finetune(config)
+    final = result.final
+    metric = final.metric
+    print(f"\n{config.task}: dev {metric} {final.dev[metric]:.4f} (majority baseline {final.majority:.4f}"
+          f"{', FAILED' if final.failed else ''}), test {metric} {final.test[metric]:.4f}; "
+          f"{sum(s.seconds for s in result.stages):.1f} s")
+    if args.out:
+        out = Path(args.out)
+        result.model.save_pretrained(out, vocab=result.tokenizer.convert_ids_to_tokens(range(len(result.tokenizer))))
+        (out / "results.json").write_text(json.dumps(result_record(result), indent=1) + "\n")
+        print(f"model and results.json written to {out}")
+    return 0

@@ -1,0 +1,271 @@
+"""``minibert stability``: the experiment behind Mixout, at laptop scale.
+
+Fine-tune the same pretrained model on a small task N times per strategy, changing only the seed (the
+classifier's initialisation, the dropout masks, the order of the examples), and look at the spread of
+the dev scores. A run *fails* when its dev score is at or below the majority-class baseline: it learned
+nothing a constant answer would not. Dodge et al. (2020) and Lee et al. (2020) found that on small
+data sets (RTE, MRPC, CoLA) a good fraction of BERT-large restarts fail; Mixout, bias-corrected Adam,
+longer training and re-initialised top layers were proposed to make failures rarer.
+
+Strategies (comma-separated, each a name and an optional number):
+    dropout[P]       dropout P (default 0.1): the usual fine-tuning
+    mixoutP          Mixout with probability P (dropout off)
+    mix, concat4     the classifier reads a scalar mix of all layers / the last four [CLS] vectors
+    twostage         fine-tune on the intermediate task (nli) first
+    freelb           FreeLB with K=2, alpha=0.1, no norm bound, init_mag 0.1
+    smart[L]         SMART with lambda L (default 1)
+    nobiascorr       Adam without bias correction (BERT's original optimiser)
+    reinit[K]        re-initialise the pooler and the top K layers (default 1)
+    long             twice the epochs
+    random           no pretraining: the same architecture from random weights
+
+Runs go to ``OUT/runs.jsonl`` one line each as they finish, so an interrupted experiment resumes where it
+stopped (a run already on file is not repeated). Workers are separate processes (one per core by
+default), each with single-threaded BLAS: small matrices gain nothing from threads, and two processes
+each wanting two threads on two cores slow each other down.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minibert.finetuning.cli import add_config_arguments, config_from_args
+
+STRATEGY_PATTERN = re.compile(r"^(dropout|mixout|mix|concat4|twostage|freelb|smart|nobiascorr|reinit|long|random)"
+                              r"(\d*\.?\d*)$")
+
+
+def strategy_changes(name: str, base_epochs: float) -> dict:
+    """FinetuneConfig fields for one strategy name; ValueError for an unknown or malformed name."""
+    m = STRATEGY_PATTERN.match(name)
+    if not m:
+        raise ValueError(f"unknown strategy {name!r}; expected dropout[P], mixoutP, mix, concat4, twostage, "
+                         "freelb, smart[L], nobiascorr, reinit[K], long or random")
+    kind, number = m.group(1), m.group(2)
+    value = float(number) if number else None
+    if number and kind in ("mix", "concat4", "twostage", "freelb", "nobiascorr", "long", "random"):
+        raise ValueError(f"strategy {name!r}: {kind} takes no number")
+    if kind == "dropout":
+        return {"dropout": 0.1 if value is None else value}
+    if kind == "mixout":
+        if value is None or not 0 < value < 1:
+            raise ValueError(f"strategy {name!r}: mixout needs a probability in (0, 1), e.g. mixout0.7")
+        return {"mixout": value}
+    if kind in ("mix", "concat4"):
+        return {"layers": kind}
+    if kind == "twostage":
+        return {"intermediate": "nli"}
+    if kind == "freelb":
+        return {"freelb": (2, 0.1, 0.0), "freelb_init_mag": 0.1}
+    if kind == "smart":
+        return {"smart": 1.0 if value is None else value}
+    if kind == "nobiascorr":
+        return {"correct_bias": False}
+    if kind == "reinit":
+        k = 1 if value is None else value
+        if k != int(k) or k < 1:
+            raise ValueError(f"strategy {name!r}: reinit needs a whole number of layers")
+        return {"reinit_layers": int(k)}
+    if kind == "long":
+        return {"epochs": 2 * base_epochs}
+    return {"random_init": True}
+
+
+def _run_one(job):
+    """Worker: one fine-tuning run -> a JSON-able record (an exception becomes a record with ``error``)."""
+    from minibert.finetuning.trainer import Finetuner
+
+    strategy, seed, config = job
+    t0 = time.perf_counter()
+    try:
+        finetuner = _FINETUNERS.get(_cache_key(config))
+        if finetuner is None:
+            finetuner = _FINETUNERS[_cache_key(config)] = Finetuner(config, log=lambda s: None)
+        finetuner.config = config
+        result = finetuner.run()
+        final = result.final
+        return {"strategy": strategy, "seed": seed, "metric": final.metric, "dev": final.dev[final.metric],
+                "test": final.test[final.metric], "majority": final.majority, "failed": final.failed,
+                "seconds": time.perf_counter() - t0, "stages": [s.task for s in result.stages]}
+    except Exception as exc:        # a crashed run is reported, not silently counted
+        return {"strategy": strategy, "seed": seed, "error": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - t0}
+
+
+_FINETUNERS: dict = {}   # per worker process: the tokenizer and the encoded data, reused across runs
+
+
+def _cache_key(config):
+    return (config.init, config.max_length, config.train_limit, config.task)
+
+
+def summarise(records: list[dict], strategies: list[str]) -> list[dict]:
+    rows = []
+    for s in strategies:
+        runs = [r for r in records if r["strategy"] == s and "error" not in r]
+        if not runs:
+            continue
+        dev = np.array([r["dev"] for r in runs])
+        rows.append({"strategy": s, "runs": len(runs), "mean": float(dev.mean()),
+                     "std": float(dev.std(ddof=1)) if len(dev) > 1 else 0.0, "max": float(dev.max()),
+                     "median": float(np.median(dev)), "failed": int(sum(r["failed"] for r in runs)),
+                     "mean_not_failed": float(dev[[not r["failed"] for r in runs]].mean())
+                     if not all(r["failed"] for r in runs) else float("nan"),
+                     "seconds": float(np.median([r["seconds"] for r in runs]))})
+    return rows
+
+
+def format_table(rows: list[dict], task: str, metric: str, majority: float) -> str:
+    lines = [f"{task}: dev {metric} over restarts (failed = at or below the majority baseline {majority:.3f})", "",
+             "| strategy | runs | mean | std | median | max | failed | mean of the rest | s/run |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['strategy']} | {r['runs']} | {r['mean']:.3f} | {r['std']:.3f} | {r['median']:.3f} | "
+                     f"{r['max']:.3f} | {r['failed']}/{r['runs']} | {r['mean_not_failed']:.3f} | {r['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def swarm_offsets(values: np.ndarray, width: float = 0.35, resolution: float = 0.004) -> np.ndarray:
+    """Horizontal offsets for a swarm plot: points closer than ``resolution`` share a bin and spread
+    out sideways, alternating right and left, so every run stays visible."""
+    order = np.argsort(values, kind="stable")
+    offsets = np.zeros(len(values))
+    bins = np.round(values[order] / resolution).astype(np.int64)
+    start = 0
+    while start < len(order):
+        end = start
+        while end < len(order) and bins[end] == bins[start]:
+            end += 1
+        k = end - start
+        step = min(0.06, 2 * width / max(k, 1))
+        for j in range(k):
+            offsets[order[start + j]] = step * ((j + 1) // 2) * (1 if j % 2 else -1)
+        start = end
+    return offsets
+
+
+def plot_swarm(records: list[dict], strategies: list[str], majority: float, title: str, path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1.3 * len(strategies) + 2, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for i, s in enumerate(strategies):
+        runs = [r for r in records if r["strategy"] == s and "error" not in r]
+        if not runs:
+            continue
+        dev = np.array([r["dev"] for r in runs])
+        failed = np.array([r["failed"] for r in runs])
+        x = i + swarm_offsets(dev)
+        ax.scatter(x[~failed], dev[~failed], s=18, color="tab:blue", zorder=3)
+        ax.scatter(x[failed], dev[failed], s=18, color="tab:red", zorder=3)
+        ax.hlines(dev.mean(), i - 0.3, i + 0.3, color="black", linewidth=1)
+    ax.axhline(majority, color="tab:red", linestyle="--", linewidth=1, label=f"majority baseline {majority:.2f}")
+    ax.set_xticks(range(len(strategies)), strategies, rotation=20)
+    ax.set_ylabel("dev score")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=20, help="restarts per strategy (seeds 0..N-1)")
+    parser.add_argument("--strategies", default="dropout,mixout0.7,mixout0.8,mixout0.9",
+                        help="comma-separated: dropout[P], mixoutP, mix, concat4, twostage, freelb, smart[L], "
+                             "nobiascorr, reinit[K], long, random")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    parser.add_argument("--out", required=True, help="folder for runs.jsonl, table.md and stability.png")
+
+
+def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies:
+        raise ValueError("--strategies is empty")
+    if len(set(strategies)) != len(strategies):
+        raise ValueError(f"--strategies lists a strategy twice: {args.strategies}")
+    if args.seeds < 1 or args.workers < 1:
+        raise ValueError("--seeds and --workers must be positive")
+    jobs = []
+    for s in strategies:
+        changes = strategy_changes(s, args.epochs)
+        for seed in range(args.seeds):
+            jobs.append((s, seed, config_from_args(args, seed=seed, **changes)))   # validates every config first
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_file = out / "runs.jsonl"
+    records = []
+    if runs_file.exists():
+        for i, line in enumerate(runs_file.read_text().splitlines(), 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{runs_file}:{i} is not valid JSON; move the file away to start over") from None
+        if records and records[0].get("task", args.task) != args.task:
+            raise ValueError(f"{runs_file} holds runs of task {records[0]['task']!r}, not {args.task!r}")
+    records = [r for r in records if "error" not in r]
+    done = {(r["strategy"], r["seed"]) for r in records}
+    todo = [j for j in jobs if (j[0], j[1]) not in done]
+    log(f"stability: {args.task}, {len(strategies)} strategies x {args.seeds} seeds = {len(jobs)} runs "
+        f"({len(jobs) - len(todo)} already in {runs_file}), {args.workers} worker(s)")
+
+    t0 = time.perf_counter()
+    with open(runs_file, "a") as fh:
+        for i, record in enumerate(_map(todo, args.workers), 1):
+            record["task"] = args.task
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            if "error" in record:
+                log(f"  run {record['strategy']} seed {record['seed']} FAILED WITH AN ERROR: {record['error']}")
+            else:
+                records.append(record)
+                log(f"  [{i}/{len(todo)}] {record['strategy']:>11} seed {record['seed']:>3}: dev {record['dev']:.3f}"
+                    f"{'  (failed)' if record['failed'] else ''}  {record['seconds']:.1f} s")
+    log(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s")
+    return records, strategies
+
+
+def _map(jobs, workers):
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_run_one, jobs)
+        return
+    import multiprocessing
+
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    try:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap_unordered(_run_one, jobs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main(args) -> int:
+    from minibert.finetuning import data as task_data
+
+    info = task_data.task_info(args.task)
+    records, strategies = run_experiment(args)
+    majority = task_data.majority_score(info, "dev")
+    rows = summarise(records, strategies)
+    if not rows:
+        raise ValueError("no run finished; see the errors above")
+    table = format_table(rows, args.task, info.metric, majority)
+    out = Path(args.out)
+    (out / "table.md").write_text(table + "\n")
+    n = min(r["runs"] for r in rows)
+    figure = plot_swarm(records, strategies, majority, f"{args.task}: {n}+ restarts per strategy", out / "stability.png")
+    print("\n" + table)
+    print(f"\ntable: {out / 'table.md'}\nfigure: {figure}")
+    return 0 if all(r["runs"] == args.seeds for r in rows) else 1
+
+
