@@ -414,6 +414,9 @@ CHECKS = {
     "BertForSequenceClassification_regression": _classification_check("last", num_labels=1),
     # The fine-tuning techniques keep their checks beside their code (imported late: they import this module).
     "mixout": lambda rng: _finetuning("mixout").check_mixout(rng),
+    "symmetric_kl": lambda rng: _finetuning("adversarial").check_symmetric_kl(rng),
+    "freelb": lambda rng: _finetuning("adversarial").check_freelb(rng),
+    "smart": lambda rng: _finetuning("adversarial").check_smart(rng),
 }
 
 

@@ -29,7 +29,6 @@ from typing import Callable
 
 import numpy as np
 
-from minibert.config import BertConfig
 from minibert.finetuning import data as task_data
 from minibert.finetuning import metrics
 from minibert.models import BertForSequenceClassification
