@@ -4,7 +4,9 @@
 2. pretrain a tiny BERT from scratch for a few hundred steps;
 3. evaluate it beside the pretrained model that ships in ``data/pretrained/tiny`` and a unigram baseline;
 4. ask both to fill in masked words, and score subject-verb agreement across attractors;
-5. write a report (Markdown + PNG) to ``--out``.
+5. fine-tune the shipped model on the small entailment task with dropout and with Mixout over a few
+   seeds, beside the same fine-tuning from random weights;
+6. write a report (Markdown + PNG) to ``--out``.
 """
 from __future__ import annotations
 
@@ -39,6 +41,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="folder for the report (default: runs/demo)")
     parser.add_argument("--steps", type=int, default=300, help="pretraining steps from scratch (default 300)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--finetune-seeds", type=int, default=3, help="fine-tuning restarts per setting (default 3)")
+
+
+def finetune_comparison(seeds: int, say) -> list[str]:
+    """Dev accuracy on entailment: the shipped model with dropout 0.1 and with Mixout 0.8, and the same
+    architecture from random weights; one row per setting, one column per seed, then the mean."""
+    from minibert.finetuning.trainer import FinetuneConfig, finetune
+
+    settings = {"shipped model, dropout 0.1": {}, "shipped model, Mixout 0.8": {"mixout": 0.8},
+                "random weights, dropout 0.1": {"random_init": True}}
+    table = ["| setting | " + " | ".join(f"seed {s}" for s in range(seeds)) + " | mean |",
+             "|---|" + "---|" * (seeds + 1)]
+    for name, changes in settings.items():
+        scores = []
+        for seed in range(seeds):
+            config = FinetuneConfig(task="entailment", init=str(data_path("pretrained", "tiny")), seed=seed, **changes)
+            scores.append(finetune(config, log=lambda line: None).final.dev["accuracy"])
+        table.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in scores) + f" | {np.mean(scores):.3f} |")
+        say(table[-1])
+    return table
 
 
 def unigram_accuracy(train: PretrainingDataset, heldout: PretrainingDataset) -> float:
@@ -115,7 +137,11 @@ def main(args) -> int:
         agreement.append(f"| {name} | " + " | ".join(f"{by[str(k)]['accuracy']:.2f}" for k in range(4)) + " |")
     say("\n".join(agreement))
 
-    # 5. the report
+    # 5. fine-tuning: dropout vs Mixout on the small pair task, and what pretraining is worth
+    say(f"\n5. Fine-tuning on the entailment task (500 training pairs), {args.finetune_seeds} seeds per setting ...")
+    finetuning = finetune_comparison(args.finetune_seeds, say)
+
+    # 6. the report
     figure = plots.plot_pretraining(out / "pretrain" / "metrics.jsonl", out / "pretraining.png")
     total = time.perf_counter() - t_start
     report = out / "report.md"
@@ -136,6 +162,10 @@ def main(args) -> int:
         *cloze, "",
         "## Subject-verb agreement across attractors (accuracy; chance 0.5)", "",
         *agreement, "",
+        "## Fine-tuning the shipped model on the entailment task (dev accuracy; majority baseline 0.5)", "",
+        *finetuning, "",
+        "`minibert stability --task entailment --seeds 20 --strategies dropout,mixout0.7,mixout0.8,mixout0.9 "
+        "--out DIR` runs the full experiment (lesson 12).", "",
     ]) + "\n", encoding="utf-8")
     say(f"\nReport: {report} (figure {figure}); total time {total:.0f} s")
     return 0

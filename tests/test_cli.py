@@ -8,7 +8,8 @@ from minibert.paths import data_path
 def test_help_lists_the_commands(capsys):
     assert main([]) == 2
     out = capsys.readouterr().out
-    for name in ("demo", "gradcheck", "bench", "pretrain", "evaluate", "vocab", "prepare", "corpus"):
+    for name in ("demo", "gradcheck", "bench", "pretrain", "evaluate", "vocab", "prepare", "corpus", "finetune",
+                 "stability", "probe"):
         assert name in out
 
 
@@ -32,7 +33,8 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_demo_writes_a_report(tmp_path):
-    assert main(["demo", "--steps", "2", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--steps", "2", "--finetune-seeds", "1", "--out", str(tmp_path / "demo")]) == 0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Held-out evaluation" in report and "[MASK]" in report
+    assert "| shipped model, Mixout 0.8 | 0." in report and "| random weights, dropout 0.1 | 0." in report
     assert (tmp_path / "demo" / "pretraining.png").stat().st_size > 0

@@ -37,7 +37,7 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--random-init", action="store_true",
                         help="the same architecture with fresh weights: what pretraining is worth")
     parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3, for the tiny model)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--max-length", type=int, default=128)
@@ -57,6 +57,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--smart", type=float, default=0.0, metavar="LAMBDA",
                         help="SMART smoothness regularisation weight (0: off)")
     parser.add_argument("--smart-mu", type=float, default=1.0, help="SMART's Bregman proximal term weight")
+    parser.add_argument("--smart-eps", type=float, default=1e-2,
+                        help="size of SMART's adversarial step and bound of the perturbation (inf-norm)")
     parser.add_argument("--intermediate", default=None, metavar="TASK",
                         help="two-stage fine-tuning: first fine-tune on TASK (e.g. nli)")
     parser.add_argument("--intermediate-epochs", type=float, default=1.0)
@@ -75,7 +77,7 @@ def config_from_args(args, **changes):
     fields = dict(task=args.task, init=init, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
                   batch_size=args.batch_size, train_limit=args.train_limit, max_length=args.max_length)
     for name in ("dropout", "mixout", "layers", "layer_dropout", "freelb", "freelb_init_mag", "smart",
-                 "smart_mu", "intermediate", "intermediate_epochs", "reinit_layers", "seed"):
+                 "smart_mu", "smart_eps", "intermediate", "intermediate_epochs", "reinit_layers", "seed"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)
     if hasattr(args, "no_bias_correction"):
