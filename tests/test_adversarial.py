@@ -447,3 +447,47 @@ def test_bad_arguments_are_rejected():
         smart_step(model, [batch["input_ids"]], lambda_s=1.0, rng=rng)
     with pytest.raises(ValueError, match="token_type_ids"):
         freelb_step(model, {**batch, "token_type_ids": np.zeros((B, T + 1), np.int64)}, **ok)
+
+
+def test_freelb_makes_the_model_robust_to_adversarial_perturbations():
+    """Thirty steps on a tiny task from the same start, with the same batches: after FreeLB training the
+    loss rises less under a worst-case-direction perturbation of the word embeddings (one normalised
+    gradient step of Frobenius norm r per example) than after plain training (measured: a rise of
+    0.0012 against 0.032, 27x less)."""
+    def data(rng, n):
+        ids = rng.integers(3, 20, (n, 8))
+        ids[:, 0] = 1
+        mask = (np.arange(8)[None] < rng.integers(4, 9, n)[:, None]).astype(np.int64)
+        ids = ids * mask
+        labels = ((ids == 5).sum(1) > (ids == 6).sum(1)).astype(np.int64)
+        return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask, "labels": labels}
+
+    train, test = data(np.random.default_rng(3), 128), data(np.random.default_rng(4), 64)
+    r = 0.5
+
+    def adversarial_gap(freelb):
+        config = tiny_config(hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=20,
+                             initializer_range=0.1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        model = BertForSequenceClassification(config, np.random.default_rng(1))
+        optimizer = AdamW([(n, p.data, p.grad) for n, p in model.named_parameter_objects()], lr=5e-3,
+                          weight_decay=0.0)
+        order, noise = np.random.default_rng(1), np.random.default_rng(2)
+        for _ in range(30):
+            batch = {k: v[order.choice(128, 16, replace=False)] for k, v in train.items()}
+            model.zero_grad()
+            if freelb:
+                freelb_step(model, batch, steps=3, alpha=r / 2, eps=r, init_mag=0.0, rng=noise)
+            else:
+                model.forward(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["labels"])
+                model.backward()
+            optimizer.step()
+        model.eval()
+        ids, types, mask, labels = (test[k] for k in ("input_ids", "token_type_ids", "attention_mask", "labels"))
+        clean = float(model.forward(ids, types, mask, labels).loss)
+        g = perturbation_gradient(model, test, np.zeros(ids.shape + (16,), np.float32))
+        norms = np.sqrt((g.astype(np.float64) ** 2).sum(axis=(1, 2), keepdims=True))
+        delta = (r * g / np.maximum(norms, 1e-12)).astype(np.float32)
+        return float(model.forward(ids, types, mask, labels, inputs_embeds_delta=delta).loss) - clean
+
+    plain, robust = adversarial_gap(False), adversarial_gap(True)
+    assert robust < 0.5 * plain, (robust, plain)
