@@ -9,7 +9,9 @@ The options, and what they change:
     mixout P               Mixout on every Linear weight, towards the pretrained weights; dropout off
     layers                 what the classifier reads: pooler ("last"), a scalar mix, or the last four [CLS]
     freelb K,alpha,eps     K adversarial ascent steps on the word embeddings per update
-    smart LAMBDA           the SMART smoothness regulariser (+ its Bregman proximal term)
+    smart LAMBDA           the SMART smoothness regulariser (+ its Bregman proximal term); its ascent step
+                           and bound are eta = eps = ``smart_eps`` (1e-2, a sixth of the word embeddings'
+                           std): the paper's eps = 1e-5 gives R_s ~ 1e-7 on this model, no regularisation
     intermediate TASK      two-stage: fine-tune on TASK first, then a fresh head on the target task
     correct_bias False     BERT's original Adam without bias correction (Mosbach et al. 2021)
     reinit_layers K        re-initialise the pooler and the top K layers before training (Zhang et al. 2021)
