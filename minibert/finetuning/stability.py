@@ -27,6 +27,7 @@ each wanting two threads on two cores slow each other down.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -125,8 +126,9 @@ def format_table(rows: list[dict], task: str, metric: str, majority: float) -> s
              "| strategy | runs | mean | std | median | max | failed | mean of the rest | s/run |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        rest = "-" if math.isnan(r["mean_not_failed"]) else f"{r['mean_not_failed']:.3f}"
         lines.append(f"| {r['strategy']} | {r['runs']} | {r['mean']:.3f} | {r['std']:.3f} | {r['median']:.3f} | "
-                     f"{r['max']:.3f} | {r['failed']}/{r['runs']} | {r['mean_not_failed']:.3f} | {r['seconds']:.1f} |")
+                     f"{r['max']:.3f} | {r['failed']}/{r['runs']} | {rest} | {r['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -152,7 +154,7 @@ def swarm_offsets(values: np.ndarray, width: float = 0.35, resolution: float = 0
 def plot_swarm(records: list[dict], strategies: list[str], majority: float, title: str, path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(1.3 * len(strategies) + 2, 4.2), layout="constrained")
+    fig = Figure(figsize=(0.9 * len(strategies) + 2, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, s in enumerate(strategies):
         runs = [r for r in records if r["strategy"] == s and "error" not in r]
