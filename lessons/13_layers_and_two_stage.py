@@ -412,7 +412,7 @@ print(f"stability settings found: {found} of 4 (in {RESULTS})")
 #   (std 0.028, median 1.000): after a full epoch of nli, most runs classify every dev pair correctly,
 #   well above the 0.840 of section 4 after a tenth of an epoch.
 #
-# Reading more layers gains 0.01-0.02 over the pooler in both settings, one to two standard errors of the
+# Reading more layers gains 0.01-0.02 over the pooler in both settings, 1.1 to 2.2 standard errors of the
 # difference: small if real. Two-stage fine-tuning is the one strategy with a large effect, and only on
 # the task that is the intermediate task in disguise.
 
