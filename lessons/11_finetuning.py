@@ -141,7 +141,8 @@ model.backward()
 print(f"same classifier mask as the package's Dropout: {np.array_equal(model.dropout.cache, drop_mask)}")
 print(f"loss by hand {loss:.6f}, package {float(out.loss):.6f}")
 print(f"max |package - by hand|: logits {np.abs(out.logits - logits).max():.1e}, dW "
-      f"{np.abs(model.classifier.weight.grad - dW).max():.1e}, db {np.abs(model.classifier.bias.grad - db).max():.1e}")
+      f"{np.abs(model.classifier.weight.grad - dW).max():.1e}, "
+      f"db {np.abs(model.classifier.bias.grad - db).max():.1e}")
 
 # %% [markdown]
 # (Differences of order 1e-8 are float32 rounding: the package computes the same formulas in another
@@ -329,7 +330,8 @@ records = [{"strategy": name, "seed": seed, "dev": score, "failed": score <= maj
 scores = np.array([dev["pretrained"][s] for s in RESTART_SEEDS])
 print("pretrained, dev accuracy by seed: " + "  ".join(f"{s}: {dev['pretrained'][s]:.3f}" for s in RESTART_SEEDS))
 print(f"{len(scores)} restarts: mean {scores.mean():.3f}, std {scores.std(ddof=1):.3f}, min {scores.min():.3f} "
-      f"(seed {RESTART_SEEDS[int(scores.argmin())]}), max {scores.max():.3f} (seed {RESTART_SEEDS[int(scores.argmax())]}), "
+      f"(seed {RESTART_SEEDS[int(scores.argmin())]}), max {scores.max():.3f} "
+      f"(seed {RESTART_SEEDS[int(scores.argmax())]}), "
       f"range {scores.max() - scores.min():.3f}; failed {int((scores <= majority).sum())}")
 print(f"one dev example is worth {1 / info.sizes['dev']:.4f}; the binomial standard error of an accuracy "
       f"of {scores.mean():.2f} on {info.sizes['dev']} examples is "
@@ -344,12 +346,13 @@ print("saved", FIGURES / "11_restarts.png")
 #
 # The spread between restarts is much larger than the sampling error of the dev set: the runs really
 # end in different places. Most land together, and now and then one lands far below the others (in the
-# full run seed 7 ends at 0.583, against a median of 0.790, and no run fails). Dodge et al. (2020) report the same picture for BERT
-# on GLUE: most restarts fine, a few far worse, and which seeds fail depends on the task. Their advice,
+# full run seed 7 ends at 0.583, against a median of 0.790, and no run fails). Dodge et al. (2020)
+# measured the same with BERT on GLUE's small tasks: large differences between seeds, to which the
+# classifier's initialisation and the order of the training data contribute about equally. Their advice,
 # and everyone's since: **report several seeds** (mean and spread, or the median), never one.
 #
-# Where do the differences come from? Each seed changes three things at once: the classifier's initial
-# weights, the dropout masks and the order of the training examples (exercise 1 separates them).
+# Where do the differences come from here? Each seed changes three things at once: the classifier's
+# initial weights, the dropout masks and the order of the training examples (exercise 1 separates them).
 #
 # ## 7. Three remedies: bias correction, re-initialising the top layers, training longer
 #
@@ -459,8 +462,12 @@ print(f"\nlesson time {time.perf_counter() - T_START:.0f} s")
 # of layer 0 shows the mechanism of the first: updates 3-6 times too large for 21 steps carry the weights
 # five times as far from where pretraining left them. A warning about the size of such claims: the
 # standard error of each mean is std / sqrt(8) = 0.006-0.013, so differences of 0.02 between means are
-# suggestive, not conclusive; the papers used 20-25 seeds per setting.
-# Lesson 12 runs a bigger experiment, with Mixout and the other techniques of this package.
+# suggestive, not conclusive; the papers used 20-25 seeds per setting. Lesson 12 (section 9) reads the
+# project's bigger experiment: 20 seeds per strategy, two tasks, 100 and 500 training examples, with
+# Mixout and the other techniques of this package. A run there is the same pure function of its seed as
+# here: this section's runs are, to the last digit, the first 8 seeds of its `entailment-100` rows
+# `dropout`, `nobiascorr`, `reinit1` and `long`, and section 6's (full mode) the first 10 of
+# `entailment-500`'s `dropout`.
 
 # %% [markdown]
 # ## What you should see

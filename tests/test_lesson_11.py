@@ -71,8 +71,8 @@ def test_lesson_11_runs_in_quick_mode():
     assert number(r"pretraining is worth ([-+][0-9.]+)", out) == round(pretrained - random_init, 3)
 
     # 6. restarts: the summary matches the per-seed scores; failures are counted against the baseline
-    seeds = [float(v) for v in re.findall(r"\d+: ([0-9.]+)",
-                                         re.search(r"^pretrained, dev accuracy by seed: (.*)$", out, flags=re.M).group(1))]
+    by_seed = re.search(r"^pretrained, dev accuracy by seed: (.*)$", out, flags=re.M).group(1)
+    seeds = [float(v) for v in re.findall(r"\d+: ([0-9.]+)", by_seed)]
     assert len(seeds) == 2
     assert abs(number(r"restarts: mean ([0-9.]+)", out) - sum(seeds) / len(seeds)) < 1e-3
     assert number(r"restarts: .*failed (\d+)", out) == sum(s <= 0.5 for s in seeds)
