@@ -77,7 +77,7 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
     signs = numbers(rf"random signs, same inf-norm\s*: {NUM}", out)[0]
     assert start < signs and step > 5 * signs
     assert numbers(rf"by hand max difference {NUM}", out)[0] < 1e-6
-    assert numbers(rf"one clean forward: relative difference {NUM}", out)[0] > 0.1
+    assert "one clean forward: refused: backward(dloss=...) needs the last forward() to have had labels" in out
     ok, total = numbers(r"run_check\('smart'\).*: (\d+) of (\d+) ok", out)
     assert ok == total > 0
 

@@ -97,11 +97,19 @@ class BertForSequenceClassification(Module, PreTrainedModel):
         loss, cache = kernels.cross_entropy_forward(logits, labels)
         return loss, ("ce", cache)
 
-    def backward(self, dloss=1.0, dlogits=None):
-        """Accumulate every parameter gradient from ``dloss`` times the gradient of the loss (if labels
-        were given) plus ``dlogits`` (B, num_labels) if given, e.g. a regulariser's gradient; return the
-        gradient with respect to the word-embedding output (B, T, H), which is also that of
-        ``inputs_embeds_delta``."""
+    def backward(self, dloss: float | None = None, dlogits=None):
+        """Accumulate every parameter gradient from ``dloss`` (default 1) times the gradient of the loss
+        plus ``dlogits`` (B, num_labels) if given, e.g. a regulariser's gradient; return the gradient with
+        respect to the word-embedding output (B, T, H), which is also that of ``inputs_embeds_delta``.
+
+        The caches are those of the last forward. If it had no labels there is no loss to differentiate:
+        ``backward(dlogits=...)`` is then the only valid call, and passing ``dloss`` is an error rather
+        than a gradient that silently lacks the loss term (an easy mistake when passes are interleaved,
+        as in SMART)."""
+        if self.loss_cache is None and dloss is not None:
+            raise RuntimeError("backward(dloss=...) needs the last forward() to have had labels: it computed no "
+                               "loss (run forward with labels again, or pass only dlogits)")
+        dloss = 1.0 if dloss is None else dloss
         g = None
         if self.loss_cache is not None and dloss:
             kind, cache = self.loss_cache
