@@ -215,3 +215,16 @@ def test_stability_experiment_resumes(tmp_path, capsys):
     assert stability.main(args) == 0                      # everything on file: nothing is rerun
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 4
     assert "(4 already in" in capsys.readouterr().out
+
+
+def test_backward_refuses_a_loss_gradient_after_a_forward_without_labels():
+    model = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(0), allow_missing_heads=True)
+    ids = np.array([[2, 40, 41, 3]])
+    model.forward(ids)
+    with pytest.raises(RuntimeError, match="needs the last forward"):
+        model.backward(1.0, np.ones((1, 2), np.float32))
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        model.backward()
+    assert model.backward(dlogits=np.ones((1, 2), np.float32)).shape == (1, 4, 128)
+    model.forward(ids, labels=np.array([1]))
+    assert model.backward().shape == (1, 4, 128)
