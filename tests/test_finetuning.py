@@ -175,7 +175,8 @@ def test_finetune_command_rejects_bad_options(args, message):
 @pytest.mark.parametrize("name, changes", [
     ("dropout", {"dropout": 0.1}), ("dropout0.3", {"dropout": 0.3}), ("mixout0.8", {"mixout": 0.8}),
     ("mix", {"layers": "mix"}), ("concat4", {"layers": "concat4"}), ("twostage", {"intermediate": "nli"}),
-    ("smart", {"smart": 1.0}), ("smart3", {"smart": 3.0}), ("nobiascorr", {"correct_bias": False}),
+    ("freelb", {"freelb": (2, 0.1, 0.0), "freelb_init_mag": 0.1}),
+    ("freelb0.03", {"freelb": (2, 0.03, 0.0), "freelb_init_mag": 0.1}), ("smart", {"smart": 1.0}), ("smart3", {"smart": 3.0}), ("nobiascorr", {"correct_bias": False}),
     ("reinit2", {"reinit_layers": 2}), ("long", {"epochs": 6.0}), ("random", {"random_init": True}),
 ])
 def test_strategy_names(name, changes):

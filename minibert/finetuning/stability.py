@@ -12,7 +12,7 @@ Strategies (comma-separated, each a name and an optional number):
     mixoutP          Mixout with probability P (dropout off)
     mix, concat4     the classifier reads a scalar mix of all layers / the last four [CLS] vectors
     twostage         fine-tune on the intermediate task (nli) first
-    freelb           FreeLB with K=2, alpha=0.1, no norm bound, init_mag 0.1
+    freelb[A]        FreeLB with K=2, step alpha = A (default 0.1), no norm bound, init_mag 0.1
     smart[L]         SMART with lambda L (default 1)
     nobiascorr       Adam without bias correction (BERT's original optimiser)
     reinit[K]        re-initialise the pooler and the top K layers (default 1)
@@ -46,10 +46,10 @@ def strategy_changes(name: str, base_epochs: float) -> dict:
     m = STRATEGY_PATTERN.match(name)
     if not m:
         raise ValueError(f"unknown strategy {name!r}; expected dropout[P], mixoutP, mix, concat4, twostage, "
-                         "freelb, smart[L], nobiascorr, reinit[K], long or random")
+                         "freelb[A], smart[L], nobiascorr, reinit[K], long or random")
     kind, number = m.group(1), m.group(2)
     value = float(number) if number else None
-    if number and kind in ("mix", "concat4", "twostage", "freelb", "nobiascorr", "long", "random"):
+    if number and kind in ("mix", "concat4", "twostage", "nobiascorr", "long", "random"):
         raise ValueError(f"strategy {name!r}: {kind} takes no number")
     if kind == "dropout":
         return {"dropout": 0.1 if value is None else value}
@@ -62,7 +62,7 @@ def strategy_changes(name: str, base_epochs: float) -> dict:
     if kind == "twostage":
         return {"intermediate": "nli"}
     if kind == "freelb":
-        return {"freelb": (2, 0.1, 0.0), "freelb_init_mag": 0.1}
+        return {"freelb": (2, 0.1 if value is None else value, 0.0), "freelb_init_mag": 0.1}
     if kind == "smart":
         return {"smart": 1.0 if value is None else value}
     if kind == "nobiascorr":
@@ -179,7 +179,7 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--seeds", type=int, default=20, help="restarts per strategy (seeds 0..N-1)")
     parser.add_argument("--strategies", default="dropout,mixout0.7,mixout0.8,mixout0.9",
-                        help="comma-separated: dropout[P], mixoutP, mix, concat4, twostage, freelb, smart[L], "
+                        help="comma-separated: dropout[P], mixoutP, mix, concat4, twostage, freelb[A], smart[L], "
                              "nobiascorr, reinit[K], long, random")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
     parser.add_argument("--out", required=True, help="folder for runs.jsonl, table.md and stability.png")
