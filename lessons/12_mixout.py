@@ -629,7 +629,7 @@ print(f"\nlesson time {time.perf_counter() - T_START:.0f} s")
 # - Section 6: **14 mixed weights** (6 per layer, the pooler, the classifier), 8 Dropout modules at
 #   p = 0.0, the classifier's target is its initialisation, and the first training forward equals the
 #   eval forward exactly (0.0).
-# - Section 7: step time ratio Mixout 0.9 / dropout **0.95** (0.94-0.99 over our runs; about 30-40 ms
+# - Section 7: step time ratio Mixout 0.9 / dropout **0.95** (0.94-1.00 over our runs; about 20-40 ms
 #   a step on a busy machine): dropout draws 298,048 random numbers per forward, Mixout 2,560 and builds
 #   409,856 mixed weights. Gradient entries of the mixed weights at the start: median 4.5e-05, RMS
 #   1.5e-03, 90th percentile 2.7e-04.
