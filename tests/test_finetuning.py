@@ -229,3 +229,17 @@ def test_backward_refuses_a_loss_gradient_after_a_forward_without_labels():
     assert model.backward(dlogits=np.ones((1, 2), np.float32)).shape == (1, 4, 128)
     model.forward(ids, labels=np.array([1]))
     assert model.backward().shape == (1, 4, 128)
+
+
+def test_report_reads_the_shipped_runs(tmp_path):
+    runs = data_path("results", "stability", "entailment-500", "runs.jsonl")
+    table = stability.report(runs, ["dropout", "long"], tmp_path / "f.png", "entailment, 500")
+    assert table.startswith("entailment, 500: dev accuracy") and "| long | 20 |" in table and "| mix |" not in table
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert stability.report(runs, ["bagging"]) is None
+    bad = tmp_path / "runs.jsonl"
+    bad.write_text('{"strategy": "dropout", "seed": 0}\nnot json\n')
+    with pytest.raises(ValueError, match="runs.jsonl:2 is not valid JSON"):
+        stability.read_runs(bad)
+    with pytest.raises(FileNotFoundError):
+        stability.read_runs(tmp_path / "missing.jsonl")

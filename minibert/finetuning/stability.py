@@ -105,6 +105,41 @@ def _cache_key(config):
     return (config.init, config.max_length, config.train_limit, config.task)
 
 
+def read_runs(path) -> list[dict]:
+    """The finished runs of a ``runs.jsonl`` (runs that ended in an error are left out)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no runs file at {path}")
+    records = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}:{i} is not valid JSON; move the file away to start over") from None
+        if not isinstance(record, dict) or not {"strategy", "seed"} <= record.keys():
+            raise ValueError(f"{path}:{i} is not a run record (strategy, seed, dev, ...)")
+        if "error" not in record:
+            records.append(record)
+    return records
+
+
+def report(runs_file, strategies: list[str] | None = None, figure=None, title: str | None = None) -> str | None:
+    """The table of a finished experiment for ``strategies`` (all on file if None), and its swarm plot
+    saved to ``figure`` if given; None when the file has no run of those strategies."""
+    records = read_runs(runs_file)
+    if strategies is None:
+        strategies = list(dict.fromkeys(r["strategy"] for r in records))
+    rows = summarise(records, strategies)
+    if not rows:
+        return None
+    task, metric, majority = records[0]["task"], records[0]["metric"], records[0]["majority"]
+    if figure is not None:
+        plot_swarm(records, [r["strategy"] for r in rows], majority, title or task, figure)
+    return format_table(rows, title or task, metric, majority)
+
+
 def summarise(records: list[dict], strategies: list[str]) -> list[dict]:
     rows = []
     for s in strategies:
@@ -202,16 +237,9 @@ def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"
-    records = []
-    if runs_file.exists():
-        for i, line in enumerate(runs_file.read_text().splitlines(), 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(f"{runs_file}:{i} is not valid JSON; move the file away to start over") from None
-        if records and records[0].get("task", args.task) != args.task:
-            raise ValueError(f"{runs_file} holds runs of task {records[0]['task']!r}, not {args.task!r}")
-    records = [r for r in records if "error" not in r]
+    records = read_runs(runs_file) if runs_file.exists() else []
+    if records and records[0].get("task", args.task) != args.task:
+        raise ValueError(f"{runs_file} holds runs of task {records[0]['task']!r}, not {args.task!r}")
     done = {(r["strategy"], r["seed"]) for r in records}
     todo = [j for j in jobs if (j[0], j[1]) not in done]
     log(f"stability: {args.task}, {len(strategies)} strategies x {args.seeds} seeds = {len(jobs)} runs "
