@@ -23,7 +23,8 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
     # A stability folder with one setting of made-up runs: the lesson must tabulate it and skip the others.
     records = [{"strategy": s, "seed": i, "metric": "accuracy", "dev": dev, "test": dev, "majority": 0.5,
                 "failed": dev <= 0.5, "seconds": 1.0, "task": "entailment"}
-               for s, devs in (("dropout", (0.6, 0.7, 0.8)), ("freelb", (0.5, 0.5, 0.56)), ("mix", (0.9, 0.9, 0.9)))
+               for s, devs in (("dropout", (0.6, 0.7, 0.8)), ("freelb", (0.5, 0.5, 0.56)),
+                               ("freelb0.03", (0.62, 0.64, 0.5)), ("mix", (0.9, 0.9, 0.9)))
                for i, dev in enumerate(devs)]
     (tmp_path / "entailment-500").mkdir()
     (tmp_path / "entailment-500" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -104,8 +105,10 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
     assert (FIGURES / "14_adversarial.png").stat().st_mtime >= started - 1
 
     # 9. the stability folder: the one setting present is tabulated with this lesson's strategies only
+    # (freelb0.03 when it has runs; smart has none here and is left out)
     assert out.count("note: no stability runs for") == 3
     assert "| dropout | 3 | 0.700 | 0.100 | 0.700 | 0.800 | 0/3 | 0.700 |" in out
-    assert "| freelb | 3 | 0.520 |" in out and "| mix |" not in out
+    assert "| freelb | 3 | 0.520 |" in out and "| mix |" not in out and "| smart |" not in out
+    assert "| freelb0.03 | 3 | 0.587 | 0.076 | 0.620 | 0.640 | 1/3 | 0.630 |" in out
     assert "stability settings found: 1 of 4" in out
     assert (FIGURES / "14_stability_entailment-500.png").stat().st_mtime >= started - 1
