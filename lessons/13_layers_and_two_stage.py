@@ -32,7 +32,6 @@
 
 # %%
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -371,11 +370,11 @@ for task in ("entailment", "acceptability"):
 # record per run: strategy, seed, dev and test score, majority baseline, failed). A run *fails* when its
 # dev score is at or below the majority baseline (0.5). Here are the strategies of this lesson next to
 # plain dropout. Its `twostage` runs use a whole epoch of nli (the `--intermediate-epochs` default, 1.0),
-# each seed its own. (Set `MINIBERT_STABILITY_DIR` to read your own `minibert stability --out` folders
+# each seed its own. (Set `MINIBERT_STABILITY_RESULTS` to read your own `minibert stability --out` folders
 # instead.)
 
 # %%
-RESULTS = Path(os.environ.get("MINIBERT_STABILITY_DIR") or data_dir() / "results" / "stability")
+RESULTS = Path(os.environ.get("MINIBERT_STABILITY_RESULTS") or data_dir() / "results" / "stability")
 STRATEGIES = ["dropout", "mix", "concat4", "twostage"]
 found = 0
 for task in ("acceptability", "entailment"):
@@ -384,17 +383,14 @@ for task in ("acceptability", "entailment"):
         if not runs_file.is_file():
             print(f"note: no stability runs for {task}-{size} ({runs_file} is absent); skipped")
             continue
-        records = [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
-        records = [r for r in records if "error" not in r]
-        rows = stability.summarise(records, STRATEGIES)
-        if not rows:
+        figure = FIGURES / f"13_stability_{task}-{size}.png"
+        table = stability.report(runs_file, STRATEGIES, figure, f"{task}, N={size}")
+        if table is None:
             print(f"note: {runs_file} has no runs of {', '.join(STRATEGIES)} yet; skipped")
             continue
         found += 1
-        print(stability.format_table(rows, f"{task}, N={size}", records[0]["metric"], records[0]["majority"]) + "\n")
-        print("saved", stability.plot_swarm(records, [r["strategy"] for r in rows], records[0]["majority"],
-                                            f"{task}, {size} training examples",
-                                            FIGURES / f"13_stability_{task}-{size}.png"))
+        print(table + "\n")
+        print("saved", figure)
 print(f"stability settings found: {found} of 4 (in {RESULTS})")
 
 # %% [markdown]

@@ -30,7 +30,6 @@
 # `minibert.finetuning.adversarial`, measure what each costs, and then fine-tune with both.
 
 # %%
-import json
 import os
 import sys
 import time
@@ -43,7 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import gradcheck, kernels
-from minibert.finetuning import (BregmanTeacher, batches, freelb_step, perturbation_gradient, smart_step, stability,
+from minibert.finetuning import (BregmanTeacher, batches, freelb_step, smart_step, stability,
                                  symmetric_kl, symmetric_kl_backward)
 from minibert.finetuning.adversarial import smart_ascent
 from minibert.finetuning.trainer import FinetuneConfig, Finetuner, finetune, plain_step
@@ -675,10 +674,10 @@ print("saved", FIGURES / "14_adversarial.png")
 # `minibert stability` fine-tunes each strategy with 20 seeds on acceptability and entailment with 100 and
 # 500 training examples and keeps every run in `data/results/stability/<task>-<N>/runs.jsonl`. The rows for
 # plain dropout, FreeLB and SMART, and for FreeLB with alpha = 0.03 (`freelb0.03`) where a folder has its runs
-# (set `MINIBERT_STABILITY_DIR` to read your own `--out` folders instead):
+# (set `MINIBERT_STABILITY_RESULTS` to read your own `--out` folders instead):
 
 # %%
-RESULTS = Path(os.environ.get("MINIBERT_STABILITY_DIR") or data_dir() / "results" / "stability")
+RESULTS = Path(os.environ.get("MINIBERT_STABILITY_RESULTS") or data_dir() / "results" / "stability")
 STRATEGIES = ["dropout", "freelb", "freelb0.03", "smart"]     # summarise skips a strategy with no runs
 found = 0
 for task in ("acceptability", "entailment"):
@@ -687,17 +686,14 @@ for task in ("acceptability", "entailment"):
         if not runs_file.is_file():
             print(f"note: no stability runs for {task}-{size} ({runs_file} is absent); skipped")
             continue
-        records = [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
-        records = [r for r in records if "error" not in r]
-        rows = stability.summarise(records, STRATEGIES)
-        if not rows:
+        figure = FIGURES / f"14_stability_{task}-{size}.png"
+        table = stability.report(runs_file, STRATEGIES, figure, f"{task}, N={size}")
+        if table is None:
             print(f"note: {runs_file} has no runs of {', '.join(STRATEGIES)} yet; skipped")
             continue
         found += 1
-        print(stability.format_table(rows, f"{task}, N={size}", records[0]["metric"], records[0]["majority"]) + "\n")
-        print("saved", stability.plot_swarm(records, [r["strategy"] for r in rows], records[0]["majority"],
-                                            f"{task}, {size} training examples",
-                                            FIGURES / f"14_stability_{task}-{size}.png"))
+        print(table + "\n")
+        print("saved", figure)
 print(f"stability settings found: {found} of 4 (in {RESULTS})")
 
 # %% [markdown]

@@ -31,7 +31,7 @@ def test_lesson_13_runs_in_quick_mode(tmp_path):
 
     started = time.time()
     env = dict(os.environ, MINIBERT_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1",
-               MINIBERT_STABILITY_DIR=str(tmp_path))
+               MINIBERT_STABILITY_RESULTS=str(tmp_path))
     proc = subprocess.run([sys.executable, str(LESSON)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

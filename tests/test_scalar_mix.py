@@ -31,7 +31,7 @@ def test_layer_dropout_drops_layers_in_training_only_and_never_all():
     states = [np.full((1, 1), float(10 ** i), np.float32) for i in range(3)]
     dropped_some = False
     for _ in range(200):
-        out = float(mix.forward(states)[0, 0])
+        mix.forward(states)
         _, s = mix.cache
         assert np.isclose(s.sum(), 1) and (s > 0).any()
         dropped_some |= bool((s == 0).any())
