@@ -31,16 +31,17 @@ def freelb_triple(text: str) -> tuple[int, float, float]:
 def add_config_arguments(parser) -> None:
     """The options shared by ``finetune`` and ``stability`` (everything but the strategy and the seed)."""
     parser.add_argument("--task", required=True,
-                        help="a bundled task: acceptability, sentiment, entailment, nli")
+                        help="a bundled task (acceptability, sentiment, entailment, nli) or a folder with "
+                             "train/dev/test.jsonl and a task.json (see minibert.finetuning.data)")
     parser.add_argument("--from", dest="init", default=None,
                         help="model folder to start from (default: the shipped pretrained model)")
     parser.add_argument("--random-init", action="store_true",
                         help="the same architecture with fresh weights: what pretraining is worth")
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=3.0, help="passes over the training set (default 3)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3, for the tiny model)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per update (default 16)")
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training examples")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per example, pairs truncated to fit")
 
 
 def add_arguments(parser) -> None:
@@ -61,7 +62,7 @@ def add_arguments(parser) -> None:
                         help="size of SMART's adversarial step and bound of the perturbation (inf-norm)")
     parser.add_argument("--intermediate", default=None, metavar="TASK",
                         help="two-stage fine-tuning: first fine-tune on TASK (e.g. nli)")
-    parser.add_argument("--intermediate-epochs", type=float, default=1.0)
+    parser.add_argument("--intermediate-epochs", type=float, default=1.0, help="epochs of the intermediate task")
     parser.add_argument("--no-bias-correction", action="store_true",
                         help="Adam without bias correction, as BERT's original optimiser")
     parser.add_argument("--reinit-layers", type=int, default=0, metavar="K",
