@@ -12,11 +12,11 @@ from minibert.paths import data_path
 RESULTS = data_path("results", "stability")
 EXPERIMENTS = sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else []
 STRATEGIES = ["dropout", "mixout0.7", "mixout0.8", "mixout0.9", "freelb", "smart", "mix", "concat4", "twostage",
-              "nobiascorr", "reinit1", "long", "random"]
+              "nobiascorr", "reinit1", "long", "random", "freelb0.03"]
 
 
 def test_the_experiments_of_the_lessons_are_shipped():
-    assert {"acceptability-100", "entailment-100", "acceptability-500", "entailment-500"} <= set(EXPERIMENTS)
+    assert set(EXPERIMENTS) == {f"{task}-{size}" for task in ("acceptability", "entailment") for size in (100, 200, 500)}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
