@@ -87,9 +87,9 @@ def test_lesson_13_runs_in_quick_mode(tmp_path):
     assert figure.is_file() and figure.stat().st_mtime >= started - 1
 
     # 5. the stability folder: the one setting present is tabulated (only this lesson's strategies), the
-    # three others are skipped with a note
-    assert out.count("note: no stability runs for") == 3
+    # five others are skipped with a note
+    assert out.count("note: no stability runs for") == 5
     assert "| dropout | 3 | 0.600 | 0.100 | 0.600 | 0.700 | 1/3 | 0.650 |" in out
     assert "| twostage | 3 | 0.607 |" in out and "| smart |" not in out and "| mix |" not in out
-    assert "stability settings found: 1 of 4" in out
+    assert "stability settings found: 1 of 6" in out
     assert (FIGURES / "13_stability_acceptability-100.png").stat().st_mtime >= started - 1

@@ -106,9 +106,9 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
 
     # 9. the stability folder: the one setting present is tabulated with this lesson's strategies only
     # (freelb0.03 when it has runs; smart has none here and is left out)
-    assert out.count("note: no stability runs for") == 3
+    assert out.count("note: no stability runs for") == 5
     assert "| dropout | 3 | 0.700 | 0.100 | 0.700 | 0.800 | 0/3 | 0.700 |" in out
     assert "| freelb | 3 | 0.520 |" in out and "| mix |" not in out and "| smart |" not in out
     assert "| freelb0.03 | 3 | 0.587 | 0.076 | 0.620 | 0.640 | 1/3 | 0.630 |" in out
-    assert "stability settings found: 1 of 4" in out
+    assert "stability settings found: 1 of 6" in out
     assert (FIGURES / "14_stability_entailment-500.png").stat().st_mtime >= started - 1
