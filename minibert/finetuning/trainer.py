@@ -31,15 +31,15 @@ from typing import Callable
 
 import numpy as np
 
+from minibert.checkpoint import load_config
 from minibert.finetuning import data as task_data
 from minibert.finetuning import metrics
+from minibert.finetuning.adversarial import BregmanTeacher, freelb_step, smart_step
+from minibert.finetuning.mixout import apply_mixout
 from minibert.models import BertForSequenceClassification
 from minibert.nn import LayerNorm, Linear
 from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
 from minibert.tokenization import BertTokenizer
-
-STRATEGY_FIELDS = ("dropout", "mixout", "layers", "freelb", "smart", "intermediate", "correct_bias",
-                   "reinit_layers", "epochs")
 
 
 @dataclasses.dataclass
@@ -199,7 +199,6 @@ class Finetuner:
             overrides.update(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
         rng = streams["model"]
         if c.random_init:
-            from minibert.checkpoint import load_config
             config = dataclasses.replace(load_config(c.init), **overrides)
             model = BertForSequenceClassification(config, rng)
         else:
@@ -210,21 +209,18 @@ class Finetuner:
         if c.reinit_layers:
             reinit_top_layers(model, c.reinit_layers, rng)
         if c.mixout > 0:
-            from minibert.finetuning.mixout import apply_mixout
             apply_mixout(model, c.mixout, rng)    # targets: the weights as they are now (pretrained; head's init)
         return model.train()
 
     def step_function(self, streams):
         c = self.config
         if c.freelb is not None:
-            from minibert.finetuning.adversarial import freelb_step
             k, alpha, eps = c.freelb
             return lambda model, batch: freelb_step(model, batch, steps=int(k), alpha=alpha, eps=eps,
                                                     init_mag=c.freelb_init_mag, rng=streams["adversarial"])
         if c.smart > 0:
-            from minibert.finetuning.adversarial import smart_step
-            return lambda model, batch: smart_step(model, batch, lambda_s=c.smart, mu=c.smart_mu, eps=c.smart_eps, eta=c.smart_eps,
-                                                   teacher=self.teacher, rng=streams["adversarial"])
+            return lambda model, batch: smart_step(model, batch, lambda_s=c.smart, mu=c.smart_mu, eta=c.smart_eps,
+                                                   eps=c.smart_eps, teacher=self.teacher, rng=streams["adversarial"])
         return plain_step
 
     # ---- one stage --------------------------------------------------------------------------
@@ -237,7 +233,6 @@ class Finetuner:
         model = self.build_model(info, streams, encoder_state)
         self.teacher = None
         if c.smart > 0 and c.smart_mu > 0:
-            from minibert.finetuning.adversarial import BregmanTeacher
             self.teacher = BregmanTeacher(model)
         step_fn = self.step_function(streams)
         optimizer = AdamW(triples_from_model(model), lr=c.lr, weight_decay=c.weight_decay,
