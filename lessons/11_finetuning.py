@@ -9,8 +9,8 @@
 # %% [markdown]
 # # Lesson 11 — Fine-tuning: a classification head, and why fine-tuning is unstable across seeds
 #
-# **Run time:** about 1.5 minutes on a 2-core laptop (we measured 70 s of computation, and 5 minutes of
-# wall-clock time on a machine whose two cores were busy with other fine-tuning runs), almost all of it in
+# **Run time:** about 2 minutes on an idle 2-core laptop (we measured 132 s; 5 minutes when its two cores
+# were busy with other fine-tuning runs), almost all of it in
 # 45 short fine-tuning runs (quick mode `MINIBERT_QUICK=1`: about 15 s of computation, with one epoch per
 # run on the 500 pairs and two seeds per setting).
 # Builds on lesson 08 (the pretrained encoder, AdamW, warmup, bias correction) and starts from the model

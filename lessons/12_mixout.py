@@ -9,8 +9,8 @@
 # %% [markdown]
 # # Lesson 12 — Mixout: the derivation, the implementation, the gradient check, the stability experiment
 #
-# **Run time:** about 1-1.5 minutes on a 2-core laptop (we measured 61 s of computation, and 7 minutes
-# of wall-clock time while the project's stability experiment kept both cores busy), most of it 36 short
+# **Run time:** about 1 minute on an idle 2-core laptop (we measured 48 s; 7 minutes while the project's
+# stability experiment kept both cores busy), most of it 36 short
 # fine-tuning runs (quick mode `MINIBERT_QUICK=1`: about 15 s, with 8 runs). Builds on lesson 01 (a
 # linear layer, gradient checks) and lesson 11 (fine-tuning, restarts, failed runs); uses
 # `minibert.finetuning.mixout` and `minibert.finetuning.stability`.

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # Lesson 13 — Taking more layers into account, and two-stage fine-tuning
 #
-# **Run time:** about 3 minutes on a 2-core laptop, measured while two other fine-tuning jobs shared its two
-# cores (76 s of CPU time, so less on an idle machine); most of it is the 39 fine-tuning runs of sections
+# **Run time:** about 75 s on an idle 2-core laptop (3 minutes while two other fine-tuning jobs shared its
+# two cores); most of it is the 39 fine-tuning runs of sections
 # 3 and 4. Quick mode (`MINIBERT_QUICK=1`: one seed, 32-64 training examples, a 19-step intermediate
 # stage): about 1 minute under the same load (14 s of CPU time). Builds on lesson 11 (the classification
 # head, the fine-tuning loop, failed runs) and lesson 01 (gradient checks).

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # Lesson 14 — Adversarial fine-tuning: token perturbations (FreeLB) and adversarial regularisation (SMART)
 #
-# **Run time:** about 6 minutes measured on a 2-core machine that two fine-tuning workers and another lesson
-# were using at the same time (81 s of CPU time, so much less on an idle laptop); most of it is the 15
+# **Run time:** about 80 s on an idle 2-core laptop (6 minutes on one that two fine-tuning workers and
+# another lesson were using at the same time); most of it is the 15
 # fine-tuning runs of sections 7 and 8, where a SMART step costs about four plain ones. Quick mode
 # (`MINIBERT_QUICK=1`: 4-step runs, one seed): about 1.5 minutes under the same load (15 s of CPU time).
 # Builds on lesson 11 (the classification head and the fine-tuning loop), lesson 01
