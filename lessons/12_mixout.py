@@ -579,8 +579,9 @@ print(f"\nlesson time {time.perf_counter() - T_START:.0f} s")
 # mean (0.575 and 0.562 against 0.569), with 1 and 0 failed runs against dropout's 1; Mixout 0.9 falls to
 # 0.520 with 6 failed. On entailment-200 the means go down with p (0.630, 0.616, 0.586 against 0.643), the
 # spreads are again smaller (0.030-0.034 against 0.045), and one Mixout 0.9 run fails where no dropout run
-# does. The one property of the paper's result that shows up at every size is the smaller spread at
-# p = 0.7-0.8; the fewer failures and the higher mean do not.
+# does. The one property of the paper's result that shows up here is a smaller spread at p = 0.7-0.8, and
+# only in some settings (acceptability-100 and -200, entailment-200; not entailment-100, where dropout's
+# spread is the smallest); the fewer failures and the higher mean do not.
 #
 # **Lesson 11's remedies, with 20 seeds.** Adam without bias correction is the clearest effect of the
 # whole experiment: 19, 11, 16 and 16 failed runs of 20 on acceptability-100, entailment-100,
