@@ -374,25 +374,10 @@ for task in ("entailment", "acceptability"):
 # instead.)
 
 # %%
-SIZES = (100, 200, 500)
 RESULTS = Path(os.environ.get("MINIBERT_STABILITY_RESULTS") or data_dir() / "results" / "stability")
 STRATEGIES = ["dropout", "mix", "concat4", "twostage"]
-found = 0
-for task in ("acceptability", "entailment"):
-    for size in SIZES:
-        runs_file = RESULTS / f"{task}-{size}" / "runs.jsonl"
-        if not runs_file.is_file():
-            print(f"note: no stability runs for {task}-{size} ({runs_file} is absent); skipped")
-            continue
-        figure = FIGURES / f"13_stability_{task}-{size}.png"
-        table = stability.report(runs_file, STRATEGIES, figure, f"{task}, N={size}")
-        if table is None:
-            print(f"note: {runs_file} has no runs of {', '.join(STRATEGIES)} yet; skipped")
-            continue
-        found += 1
-        print(table + "\n")
-        print("saved", figure)
-print(f"stability settings found: {found} of {len(SIZES) * 2} (in {RESULTS})")
+found = stability.report_settings(RESULTS, STRATEGIES, FIGURES, "13")
+print(f"stability settings found: {found} of {len(stability.SHIPPED_SETTINGS)} (in {RESULTS})")
 
 # %% [markdown]
 # Reading the table: `mean` and `std` over all restarts; `failed` counts the runs at or below the majority

@@ -677,25 +677,10 @@ print("saved", FIGURES / "14_adversarial.png")
 # (set `MINIBERT_STABILITY_RESULTS` to read your own `--out` folders instead):
 
 # %%
-SIZES = (100, 200, 500)
 RESULTS = Path(os.environ.get("MINIBERT_STABILITY_RESULTS") or data_dir() / "results" / "stability")
 STRATEGIES = ["dropout", "freelb", "freelb0.03", "smart"]     # summarise skips a strategy with no runs
-found = 0
-for task in ("acceptability", "entailment"):
-    for size in SIZES:
-        runs_file = RESULTS / f"{task}-{size}" / "runs.jsonl"
-        if not runs_file.is_file():
-            print(f"note: no stability runs for {task}-{size} ({runs_file} is absent); skipped")
-            continue
-        figure = FIGURES / f"14_stability_{task}-{size}.png"
-        table = stability.report(runs_file, STRATEGIES, figure, f"{task}, N={size}")
-        if table is None:
-            print(f"note: {runs_file} has no runs of {', '.join(STRATEGIES)} yet; skipped")
-            continue
-        found += 1
-        print(table + "\n")
-        print("saved", figure)
-print(f"stability settings found: {found} of {len(SIZES) * 2} (in {RESULTS})")
+found = stability.report_settings(RESULTS, STRATEGIES, FIGURES, "14")
+print(f"stability settings found: {found} of {len(stability.SHIPPED_SETTINGS)} (in {RESULTS})")
 
 # %% [markdown]
 # **The 100-example settings** (20 seeds each; `data/results/stability/*-100`): on acceptability, plain

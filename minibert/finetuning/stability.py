@@ -140,6 +140,31 @@ def report(runs_file, strategies: list[str] | None = None, figure=None, title: s
     return format_table(rows, title or task, metric, majority)
 
 
+SHIPPED_SETTINGS = [(task, size) for task in ("acceptability", "entailment") for size in (100, 200, 500)]
+
+
+def report_settings(results, strategies: list[str], figures, prefix: str, settings=SHIPPED_SETTINGS,
+                    log=print) -> int:
+    """For every (task, size) setting, print the table of ``strategies`` from ``results/TASK-SIZE/runs.jsonl``
+    and save its swarm plot as ``figures/PREFIX_stability_TASK-SIZE.png``; a setting without such runs gets
+    a note instead. Returns the number of settings found (the lessons read the shipped experiments so)."""
+    found = 0
+    for task, size in settings:
+        runs_file = Path(results) / f"{task}-{size}" / "runs.jsonl"
+        if not runs_file.is_file():
+            log(f"note: no stability runs for {task}-{size} ({runs_file} is absent); skipped")
+            continue
+        figure = Path(figures) / f"{prefix}_stability_{task}-{size}.png"
+        table = report(runs_file, strategies, figure, f"{task}, N={size}")
+        if table is None:
+            log(f"note: {runs_file} has no runs of {', '.join(strategies)} yet; skipped")
+            continue
+        found += 1
+        log(table + "\n")
+        log(f"saved {figure}")
+    return found
+
+
 def summarise(records: list[dict], strategies: list[str]) -> list[dict]:
     rows = []
     for s in strategies:
