@@ -10,6 +10,7 @@ import random
 import unicodedata
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from minibert import cli
@@ -271,6 +272,47 @@ def test_encode_pads_and_rejects_impossible_lengths(tok):
         tok.encode("a", pad_to_max_length=True)
 
 
+def test_calling_the_tokenizer_encodes_like_encode(tok):
+    assert tok("the cat") == {"input_ids": [3, 1, 10, 4], "token_type_ids": [0] * 4,
+                              "attention_mask": [1] * 4}
+    assert tok("the cat", "sat")["token_type_ids"] == tok.encode("the cat", "sat").token_type_ids
+    batch = tok(["the cat", "cat"], padding=True)
+    assert batch["input_ids"] == [[3, 1, 10, 4], [3, 10, 4, 0]]
+    assert batch["attention_mask"] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert tok(["cat", "cat"])["input_ids"] == [[3, 10, 4], [3, 10, 4]]       # no padding asked
+
+
+def test_calling_the_tokenizer_pads_truncates_and_returns_arrays(tok):
+    a, b = ["the cat sat on the mat", "cat"], ["a cat", "sat"]
+    arrays = tok(a, b, padding="max_length", truncation=True, max_length=9, return_tensors="np")
+    assert set(arrays) == {"input_ids", "token_type_ids", "attention_mask"}
+    assert all(v.shape == (2, 9) and v.dtype == np.int64 for v in arrays.values())
+    assert arrays["input_ids"][0].tolist() == tok.encode(a[0], b[0], max_length=9).input_ids
+    assert arrays["input_ids"][1].tolist() == [3, 10, 4, 11, 4, 0, 0, 0, 0]
+    assert arrays["token_type_ids"][1].tolist() == [0, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert arrays["attention_mask"].sum(1).tolist() == [9, 5]
+    one = tok("the cat", return_tensors="np")["input_ids"]
+    assert one.shape == (1, 4) and one.tolist() == [[3, 1, 10, 4]]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda t: t("the cat sat", max_length=3), ValueError, "pass truncation=True"),
+    (lambda t: t("cat", truncation=True), ValueError, "truncation needs max_length"),
+    (lambda t: t("cat", padding="max_length"), ValueError, "needs max_length"),
+    (lambda t: t(["cat", "the cat"], return_tensors="np"), ValueError, "pass padding=True"),
+    (lambda t: t("cat", return_tensors="pt"), ValueError, "NumPy arrays"),
+    (lambda t: t("cat", padding="everything"), ValueError, "padding='everything'"),
+    (lambda t: t("cat", truncation="only_second", max_length=5), ValueError, "longest_first"),
+    (lambda t: t(["a", "b"], ["c"]), ValueError, "one second segment per text"),
+    (lambda t: t("a", ["b"]), TypeError, "both be strings or both lists"),
+    (lambda t: t([]), TypeError, "non-empty list of strings"),
+    (lambda t: t(["a", 3]), TypeError, "non-empty list of strings"),
+])
+def test_calling_the_tokenizer_rejects_what_it_cannot_do(tok, call, error, message):
+    with pytest.raises(error, match=message):
+        call(tok)
+
+
 def test_decode_joins_continuation_pieces(tok):
     ids = tok.encode("UnAffable cats!", "the [MASK]", max_length=12, pad_to_max_length=True).input_ids
     assert tok.decode(ids) == "unaffable cats ! the"
@@ -500,6 +542,12 @@ def test_matches_transformers_bert_tokenizer(tmp_path, do_lower_case):
     enc = theirs("the cats sat on the mat", "wait what", truncation="longest_first", max_length=9)
     ours_enc = ours.encode("the cats sat on the mat", "wait what", max_length=9)
     assert ours_enc.input_ids == enc["input_ids"] and ours_enc.token_type_ids == enc["token_type_ids"]
+    texts, pairs = ["the cats sat on the mat", "wait"], ["wait what", "the mat"]
+    for padding in (True, "max_length"):
+        options = dict(padding=padding, truncation=True, max_length=9, return_tensors="np")
+        theirs_np, ours_np = theirs(texts, pairs, **options), ours(texts, pairs, **options)
+        for key in ("input_ids", "token_type_ids", "attention_mask"):
+            np.testing.assert_array_equal(ours_np[key], theirs_np[key])
 
 
 def test_unicode_database_is_what_the_expectations_assume():

@@ -10,6 +10,10 @@
 
 Special tokens written in the text ("the [MASK] sat") are found first and kept whole, as Hugging Face's
 tokenizers do; everything between them goes through BasicTokenizer and WordPiece.
+
+Read ``tokenize`` and ``encode`` to learn how it works. Calling the tokenizer, ``tok(text)`` or
+``tok(a, b, padding=True, truncation=True, max_length=128, return_tensors="np")``, is the familiar
+Hugging Face call: ``encode`` on each text (or pair), then padding into a batch.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from minibert.tokenization.basic import BasicTokenizer
 from minibert.tokenization.vocab import SPECIAL_TOKENS, check_tokens, load_vocab, write_vocab
@@ -229,6 +235,90 @@ class BertTokenizer:
             token_type_ids += [0] * n_pad
             attention_mask += [0] * n_pad
         return Encoding(input_ids, token_type_ids, attention_mask)
+
+    # ---------------------------------------------------------------- the familiar call
+    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
+                 padding: bool | str = False, truncation: bool | str = False,
+                 max_length: int | None = None, return_tensors: str | None = None) -> dict:
+        """Encode one text, a pair, or a batch of them, as Hugging Face tokenizers are called.
+
+        Args:
+            text: a string, or a list of strings (a batch).
+            text_pair: the second segments: a string, or a list as long as ``text``.
+            padding: False (none), True or "longest" (to the batch's longest encoding), or
+                "max_length" (to ``max_length``). [PAD] on the right, with mask 0 and segment 0.
+            truncation: False, or True / "longest_first": shorten the longer segment first (see
+                ``truncate_pair``). Needs ``max_length``.
+            max_length: the length to truncate to and/or to pad to.
+            return_tensors: None (Python lists) or "np" (int64 arrays (B, T); one text is a batch
+                of one).
+
+        Returns a dict with ``input_ids``, ``token_type_ids`` and ``attention_mask``: lists for one
+        text, lists of lists for a batch, or (B, T) arrays.
+
+        Two differences from Hugging Face, both to avoid a silent surprise: an encoding longer than
+        ``max_length`` without ``truncation`` is an error (Hugging Face truncates after a warning),
+        and so is ``truncation`` without ``max_length`` (there is no model maximum to fall back on).
+        """
+        batched = not isinstance(text, str)
+        texts = self._texts(text, "text")
+        if text_pair is None:
+            pairs: list[str | None] = [None] * len(texts)
+        else:
+            if isinstance(text_pair, str) == batched:
+                raise TypeError("text and text_pair must both be strings or both lists of strings")
+            pairs = self._texts(text_pair, "text_pair")
+            if len(pairs) != len(texts):
+                raise ValueError(f"text has {len(texts)} entries but text_pair has {len(pairs)}: "
+                                 "pass one second segment per text")
+        padding = "longest" if padding is True else padding
+        if padding not in (False, "do_not_pad", "longest", "max_length"):
+            raise ValueError(f"padding={padding!r}: use False, True, 'longest' or 'max_length'")
+        if truncation not in (False, True, "longest_first", "do_not_truncate"):
+            raise ValueError(f"truncation={truncation!r}: use False, True or 'longest_first' "
+                             "(Hugging Face's other strategies are not implemented)")
+        truncate = truncation in (True, "longest_first")
+        if max_length is None and (truncate or padding == "max_length"):
+            what = "truncation" if truncate else "padding='max_length'"
+            raise ValueError(f"{what} needs max_length")
+        if return_tensors not in (None, "np"):
+            raise ValueError(f"return_tensors={return_tensors!r}: minibert returns NumPy arrays "
+                             "(return_tensors='np') or Python lists (None)")
+
+        encodings = [self.encode(a, b, max_length=max_length if truncate else None)
+                     for a, b in zip(texts, pairs)]
+        longest = max(len(e) for e in encodings)
+        if max_length is not None and longest > max_length:
+            raise ValueError(f"an encoding has {longest} tokens, more than max_length="
+                             f"{max_length}: pass truncation=True to shorten it")
+        length = {"max_length": max_length, "longest": longest}.get(padding)
+        if length is not None:
+            encodings = [self._pad(e, length) for e in encodings]
+        elif return_tensors == "np" and any(len(e) != longest for e in encodings):
+            raise ValueError("the encodings have different lengths and do not fit one array: "
+                             "pass padding=True")
+
+        keys = ("input_ids", "token_type_ids", "attention_mask")
+        out = {key: [e[key] for e in encodings] for key in keys}
+        if return_tensors == "np":
+            return {key: np.array(rows, dtype=np.int64).reshape(len(rows), -1)
+                    for key, rows in out.items()}
+        return out if batched else {key: rows[0] for key, rows in out.items()}
+
+    @staticmethod
+    def _texts(value, name: str) -> list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if (not isinstance(texts, Sequence) or not texts
+                or not all(isinstance(t, str) for t in texts)):
+            raise TypeError(f"{name} must be a string or a non-empty list of strings, "
+                            f"got {type(value).__name__}")
+        return list(texts)
+
+    def _pad(self, encoding: Encoding, length: int) -> Encoding:
+        n_pad = length - len(encoding)
+        return Encoding(encoding.input_ids + [self.pad_token_id] * n_pad,
+                        encoding.token_type_ids + [0] * n_pad,
+                        encoding.attention_mask + [0] * n_pad)
 
     # ---------------------------------------------------------------- ids -> text
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
