@@ -1,0 +1,331 @@
+"""Data parallelism over MPI: N processes (ranks) share every global batch and average their gradients.
+
+    mpiexec -n N minibert pretrain ...      every rank: its share of the batch -> forward -> backward
+                                            -> ONE Allreduce of all gradients -> the same AdamW step
+
+Every rank holds the whole model and the whole prepared data set. The order of an epoch is a pure
+function of (seed, epoch), so every rank knows every global batch; rank r runs only its share (a
+contiguous slice of the batch's rows), then the ranks sum their gradients and each applies the same
+optimiser step, so the weights stay identical everywhere without ever being sent again.
+
+Why the sum of the shards' gradients is the big batch's gradient (and a plain average is not):
+the pretraining loss of a global batch of B sequences with masked-prediction weights w_p is
+
+    L = sum_p w_p l_p / (W + eps)  +  (1/B) sum_b n_b          W = sum_p w_p over the whole batch,
+
+with l_p the masked-LM negative log-likelihoods and n_b the next-sentence ones. Split the batch into
+shards S_1..S_N with W_r predictions and b_r sequences. Both terms are sums over rows, so
+
+    L = sum_r L_r,     L_r = sum_{p in S_r} w_p l_p / (W + eps)  +  (1/B) sum_{b in S_r} n_b,
+
+and, the gradient being linear, grad L = sum_r grad L_r: each rank differentiates its part L_r, and
+one Allreduce(SUM) gives every rank the exact gradient of the whole batch. The loss a rank would
+compute by itself on its shard is normalised by ITS counts, W_r + eps and b_r. Averaging those,
+(1/N) sum_r grad L_r^own, weighs shard r's masked-LM term by (W + eps) / (N (W_r + eps)), which is 1
+only when every shard holds exactly W/N predictions; with 15% of variable-length sequences masked,
+shards hold different numbers, and the average is a slightly different (and N-dependent) gradient.
+So each rank's loss is normalised by the GLOBAL counts W and B, which it can count without any
+communication because it knows the global batch. With dropout off, N ranks then reproduce one
+process with batch B to float32 summation-order rounding (tests/test_distributed.py checks it under
+``mpiexec -n 2``).
+
+Without MPI (no launcher in the environment) ``world()`` is ``SingleProcess``: rank 0 of 1, and every
+collective is the identity, so a plain ``minibert pretrain`` runs exactly as before.
+
+    pip install "minibert[mpi]"        # mpi4py and MPICH, both as wheels from PyPI
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+
+# Set by the launchers: MPICH's and Intel MPI's Hydra (and Slurm's PMI) set PMI_SIZE, Open MPI sets
+# OMPI_COMM_WORLD_SIZE. Looking at them first means a plain run never initialises MPI.
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+INSTALL_HINT = 'pip install "minibert[mpi]" (or: pip install mpi4py mpich)'
+EPS = 1e-5          # the masked-LM denominator's epsilon, as in functional.cross_entropy_row_scale
+
+
+class MPIUnavailable(RuntimeError):
+    """Started by an MPI launcher, but mpi4py cannot be imported."""
+
+
+def launcher_world_size() -> int | None:
+    """The number of ranks an MPI launcher started, or None when the process was not started by one."""
+    for name in LAUNCHER_SIZE_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+class SingleProcess:
+    """One process alone: rank 0 of 1; every collective returns its input unchanged."""
+    rank = 0
+    size = 1
+    is_root = True
+    comm_seconds = 0.0     # time spent in collectives (none here)
+
+    def allreduce_sum(self, arrays: Sequence[np.ndarray]) -> None:
+        """The sum over one rank is the array itself."""
+
+    def broadcast_arrays(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
+        """Nothing to send."""
+
+    def bcast(self, obj, root: int = 0):
+        return obj
+
+    def gather(self, obj, root: int = 0) -> list:
+        return [obj]
+
+    def barrier(self) -> None:
+        """Nothing to wait for."""
+
+    def describe(self) -> str:
+        return "1 process"
+
+
+class FlatBuffer:
+    """Packs a list of same-dtype arrays into one contiguous buffer and back.
+
+    One collective over a flat buffer costs one latency; one call per tensor (a BERT has ~200) would
+    pay it ~200 times. The buffer is reused across steps, so packing allocates nothing."""
+
+    def __init__(self):
+        self.buffer = None
+
+    def pack(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        arrays = list(arrays)
+        if not arrays:
+            raise ValueError("FlatBuffer.pack needs at least one array")
+        dtype = arrays[0].dtype
+        for a in arrays:
+            if a.dtype != dtype:
+                raise ValueError(f"all arrays of one flat buffer must share a dtype; got {dtype} and {a.dtype}")
+        n = sum(a.size for a in arrays)
+        if self.buffer is None or self.buffer.size != n or self.buffer.dtype != dtype:
+            self.buffer = np.empty(n, dtype=dtype)
+        offset = 0
+        for a in arrays:
+            self.buffer[offset:offset + a.size] = a.reshape(-1)
+            offset += a.size
+        return self.buffer
+
+    def unpack(self, arrays: Sequence[np.ndarray]) -> None:
+        """Copy the buffer's slices back into ``arrays`` (in place: they may be a model's gradients)."""
+        offset = 0
+        for a in arrays:
+            a[...] = self.buffer[offset:offset + a.size].reshape(a.shape)
+            offset += a.size
+
+
+class MPICommunicator:
+    """The ranks of an mpi4py communicator (``MPI.COMM_WORLD`` by default)."""
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.is_root = self.rank == 0
+        self.comm_seconds = 0.0
+        self._flat = FlatBuffer()
+
+    def allreduce_sum(self, arrays: Sequence[np.ndarray]) -> None:
+        """Replace every array by its sum over the ranks, with ONE Allreduce of a flat buffer."""
+        arrays = list(arrays)
+        buffer = self._flat.pack(arrays)
+        t0 = time.perf_counter()
+        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        self.comm_seconds += time.perf_counter() - t0
+        self._flat.unpack(arrays)
+
+    def broadcast_arrays(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
+        """Overwrite every rank's arrays with the root's (one Bcast of a flat buffer)."""
+        arrays = list(arrays)
+        buffer = self._flat.pack(arrays)
+        t0 = time.perf_counter()
+        self.comm.Bcast(buffer, root=root)
+        self.comm_seconds += time.perf_counter() - t0
+        self._flat.unpack(arrays)
+
+    def bcast(self, obj, root: int = 0):
+        return self.comm.bcast(obj, root=root)
+
+    def gather(self, obj, root: int = 0):
+        """Every rank's ``obj`` as a list on the root (None on the others)."""
+        return self.comm.gather(obj, root=root)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def describe(self) -> str:
+        return f"{self.size} MPI ranks"
+
+
+_WORLD = None
+
+
+def world():
+    """The communicator of this run: ``MPICommunicator`` under an MPI launcher, else ``SingleProcess``."""
+    global _WORLD
+    if _WORLD is None:
+        size = launcher_world_size()
+        if size is None:
+            _WORLD = SingleProcess()
+        else:
+            try:
+                import mpi4py  # noqa: F401
+            except ImportError:
+                raise MPIUnavailable(f"this process was started by an MPI launcher ({size} ranks) but mpi4py "
+                                     f"is not installed; install it with {INSTALL_HINT}") from None
+            _WORLD = MPICommunicator()
+    return _WORLD
+
+
+def rank_generator(seed: int, comm) -> np.random.Generator:
+    """Rank ``comm.rank``'s own stream (dropout) as a pure function of (seed, rank, N).
+
+    Ranks must not share a stream: equal dropout masks on every shard would correlate the shards.
+    One process keeps ``default_rng(seed)``, so a run without MPI is unchanged."""
+    if comm.size == 1:
+        return np.random.default_rng(seed)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(comm.size, comm.rank)))
+
+
+def shard(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
+    """Rank ``rank``'s contiguous share of a global batch's rows; shares differ by at most one row."""
+    if len(indices) < size:
+        raise ValueError(f"a global batch of {len(indices)} sequences cannot be shared by {size} ranks; "
+                         f"use a --batch-size of at least {size}")
+    return np.array_split(np.asarray(indices), size)[rank]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTotals:
+    """The global batch's normalisers: W (sum of masked-LM weights) and B (sequences)."""
+    predictions: float
+    sequences: int
+
+    @classmethod
+    def of(cls, masked_lm_weights: np.ndarray, dtype=np.float32) -> "BatchTotals":
+        """Counted in the model's dtype, as the one-process loss counts them (0/1 weights sum exactly)."""
+        w = np.asarray(masked_lm_weights)
+        return cls(float(w.astype(dtype).sum()), int(w.shape[0]))
+
+
+def _loss_row_scales(model) -> tuple[np.ndarray, np.ndarray]:
+    """The per-row factors w_p / denominator of the masked-LM and next-sentence losses of the last
+    forward, as cached for the backward.
+
+    BertForPreTraining has no argument for a loss normaliser other than its own batch's, so these are
+    found where its forward keeps them: among the tuples it stores on itself, the two cross-entropy
+    caches, each bound to its backend by ``kernels`` as (implementation, (probs, targets, row_scale)),
+    masked LM first. tests/test_distributed.py checks the result against the big batch, so a change of
+    that layout fails a test rather than silently changing the gradient."""
+    found = []
+    for value in vars(model).values():
+        if not isinstance(value, tuple):
+            continue
+        for item in value:
+            if (isinstance(item, tuple) and len(item) == 2 and hasattr(item[0], "cross_entropy_backward")
+                    and isinstance(item[1], tuple) and len(item[1]) == 3):
+                found.append(item[1][2])
+    if len(found) != 2:
+        raise RuntimeError("renormalising the loss needs the two loss caches of a forward() with labels; "
+                           f"found {len(found)} (update minibert.distributed._loss_row_scales if "
+                           "BertForPreTraining changed how it keeps them)")
+    return found[0], found[1]
+
+
+def renormalise(model, shard_weights: np.ndarray, totals: BatchTotals, out) -> tuple[float, float]:
+    """Turn the shard's own loss into its part of the global batch's loss, before ``model.backward()``.
+
+    After ``model.forward`` on a shard, the cached per-row factors are w_p / (W_r + eps) and 1 / b_r;
+    they become w_p / (W + eps) and 1 / B, computed as the one-process loss computes them, so the
+    rows' gradients equal the big batch's rows' bit for bit and only their summation order differs.
+    Returns the shard's parts of the masked-LM and next-sentence losses (their sums over the ranks are
+    the global batch's losses)."""
+    mlm_scale, nsp_scale = _loss_row_scales(model)
+    dtype = mlm_scale.dtype
+    w = np.asarray(shard_weights).reshape(-1).astype(dtype)
+    own_denominator = float(w.sum(dtype=dtype) + dtype.type(EPS))
+    global_denominator = dtype.type(totals.predictions) + dtype.type(EPS)
+    mlm_scale[...] = w / global_denominator
+    nsp_scale[...] = dtype.type(1 / totals.sequences)
+    mlm_part = float(out.mlm_loss) * own_denominator / float(global_denominator)
+    nsp_part = float(out.nsp_loss) * len(nsp_scale) / totals.sequences
+    return mlm_part, nsp_part
+
+
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids",
+              "masked_lm_weights", "next_sentence_labels")
+
+
+def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool = False) -> dict:
+    """One rank's share of a data-parallel step: zero_grad, forward and backward on ``batch`` (this
+    rank's shard), then one Allreduce that sums the gradients, the two loss parts and the stop flags.
+
+    Afterwards every rank holds the global batch's gradient and losses; ``stop`` is true on every rank
+    when any rank asked to stop (Ctrl-C reaches the ranks at slightly different moments, and all must
+    leave the loop at the same step). With one process this is forward + backward, unchanged."""
+    model.zero_grad()
+    out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
+    if comm.size == 1:
+        model.backward()
+        return {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss), "nsp_loss": float(out.nsp_loss),
+                "stop": stop}
+    mlm_part, nsp_part = renormalise(model, batch["masked_lm_weights"], totals, out)
+    model.backward()
+    grads = [g for _, g in model.named_grads()]
+    # The loss parts and the flag travel in the gradients' buffer: still one message per step.
+    extra = np.array([mlm_part, nsp_part, float(stop)], dtype=grads[0].dtype)
+    comm.allreduce_sum(grads + [extra])
+    mlm, nsp = float(extra[0]), float(extra[1])
+    return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp, "stop": bool(extra[2] > 0)}
+
+
+def broadcast_model(model, comm, root: int = 0) -> None:
+    """Make every rank's weights the root's (the ranks build the same weights from the same seed; this
+    makes it so, whatever the platform's rounding)."""
+    if comm.size > 1:
+        comm.broadcast_arrays([p for _, p in model.named_parameters()], root)
+
+
+def gradient_bytes(model) -> int:
+    """Bytes of one rank's gradient message per step: every parameter once (tied weights once)."""
+    return int(sum(p.nbytes for _, p in model.named_parameters()))
+
+
+def ring_allreduce_seconds(nbytes: float, n: int, latency_s: float, bandwidth_bytes_s: float) -> float:
+    """The cost model of a ring all-reduce of ``nbytes`` over ``n`` ranks.
+
+    Reduce-scatter then all-gather: each takes n - 1 steps, and in each step every rank sends one
+    chunk of nbytes / n to its neighbour, all links busy at once. So
+        t(n) = 2 (n - 1) * latency  +  2 (n - 1) / n * nbytes / bandwidth,
+    and the bandwidth term tends to 2 * nbytes / bandwidth: it does not grow with n."""
+    if n <= 1:
+        return 0.0
+    return 2 * (n - 1) * latency_s + 2 * (n - 1) / n * nbytes / bandwidth_bytes_s
+
+
+def share(items: Iterable, comm) -> list:
+    """This rank's share of independent jobs: items rank, rank + N, rank + 2N, ... (round robin, so a
+    list ordered by size spreads its big jobs over all ranks)."""
+    return list(items)[comm.rank::comm.size]
+
+
+def gather_shares(results: list, comm) -> list | None:
+    """Undo ``share``: on the root, every rank's results back in the original order of the items
+    (None on the other ranks)."""
+    parts = comm.gather(results)
+    if parts is None:
+        return None
+    merged = [None] * sum(len(p) for p in parts)
+    for r, part in enumerate(parts):
+        merged[r::len(parts)] = part
+    return merged

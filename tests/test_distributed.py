@@ -1,0 +1,251 @@
+"""Data parallelism: the communicator's single-process fallback is the identity, the shards' renormalised
+gradients sum to the big batch's exactly (and a plain average does not), and, when the `mpi` extra is
+installed, `mpiexec -n 2` reproduces one process with the same global batch."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibert import distributed as D
+from minibert.config import BertConfig
+from minibert.models import BertForPreTraining
+from minibert.optim import AdamW, triples_from_model
+
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI4PY = True
+except ImportError:
+    HAVE_MPI4PY = False
+
+
+def find_mpiexec():
+    """The launcher installed beside this Python (the mpich wheel puts it in the venv's bin), else PATH."""
+    return shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+
+
+MPIEXEC = find_mpiexec()
+needs_mpi = pytest.mark.skipif(not (HAVE_MPI4PY and MPIEXEC),
+                               reason='needs the mpi extra: pip install "minibert[mpi]" (mpi4py + mpich)')
+
+
+def mpi_env():
+    """One BLAS/Numba thread per rank (2 ranks on 2 cores), and permission to run as root: CI runs as
+    root, which MPICH accepts and Open MPI refuses unless told."""
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[name] = "1"
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    for name in D.LAUNCHER_SIZE_VARIABLES + ("PMI_RANK", "PMI_FD"):
+        env.pop(name, None)
+    return env
+
+
+def tiny_config(**overrides):
+    return BertConfig.preset("tiny", vocab_size=300, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, **overrides)
+
+
+def random_batch(rng, B=8, T=24, P=5, V=300):
+    """Sequences of different lengths with different numbers of real predictions each (as in BERT's
+    data), so the shards' own normalisers differ from the global batch's."""
+    lengths = rng.integers(8, T + 1, B)
+    mask = (np.arange(T)[None] < lengths[:, None]).astype(np.int64)
+    weights = (rng.random((B, P)) < 0.6).astype(np.float32)
+    weights[0] = 1.0                      # at least one real prediction, and unequal shard counts
+    return {"input_ids": rng.integers(5, V, (B, T)) * mask, "token_type_ids": np.zeros((B, T), np.int64),
+            "attention_mask": mask, "masked_lm_positions": rng.integers(1, 8, (B, P)),
+            "masked_lm_ids": rng.integers(5, V, (B, P)), "masked_lm_weights": weights,
+            "next_sentence_labels": rng.integers(0, 2, B)}
+
+
+def grads_of(model):
+    return {n: g.copy() for n, g in model.named_grads()}
+
+
+def max_error(a, b):
+    """Largest difference over all gradients, relative to the largest gradient entry (some gradients
+    are exactly zero in exact arithmetic, e.g. the key bias's, so per-tensor ratios would be noise)."""
+    scale = max(np.abs(g).max() for g in b.values())
+    return max(np.abs(a[n] - b[n]).max() for n in b) / scale
+
+
+# ------------------------------------------------------------------------------ without MPI
+def test_world_without_a_launcher_is_a_single_process(monkeypatch):
+    for name in D.LAUNCHER_SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(D, "_WORLD", None)
+    comm = D.world()
+    assert isinstance(comm, D.SingleProcess) and (comm.rank, comm.size, comm.is_root) == (0, 1, True)
+    g = np.arange(6, dtype=np.float32).reshape(2, 3)
+    comm.allreduce_sum([g])
+    comm.broadcast_arrays([g])
+    assert np.array_equal(g, np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert comm.gather({"a": 1}) == [{"a": 1}] and comm.bcast(5) == 5
+
+
+def test_launcher_without_mpi4py_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setattr(D, "_WORLD", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)          # import mpi4py now raises ImportError
+    with pytest.raises(D.MPIUnavailable, match=r"2 ranks.*mpi4py is not installed.*minibert\[mpi\]"):
+        D.world()
+
+
+def test_flat_buffer_round_trip_and_dtype_check():
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, dtype=np.float32)
+    flat = D.FlatBuffer()
+    buffer = flat.pack([a, b])
+    assert buffer.shape == (10,) and np.array_equal(buffer[:6], np.arange(6))
+    buffer *= 2                                               # what an Allreduce(SUM) over 2 equal ranks does
+    flat.unpack([a, b])
+    assert np.array_equal(a, 2 * np.arange(6).reshape(2, 3)) and np.array_equal(b, np.full(4, 2.0))
+    assert flat.pack([a, b]) is buffer                        # reused, not reallocated, step after step
+    with pytest.raises(ValueError, match="share a dtype"):
+        flat.pack([a, b.astype(np.float64)])
+
+
+def test_shards_cover_the_batch_in_order():
+    idx = np.arange(10, 21)
+    parts = [D.shard(idx, r, 3) for r in range(3)]
+    assert np.array_equal(np.concatenate(parts), idx) and [len(p) for p in parts] == [4, 4, 3]
+    with pytest.raises(ValueError, match="at least 4"):
+        D.shard(np.arange(3), 0, 4)
+
+
+def test_rank_generators_one_process_unchanged_ranks_distinct():
+    class Comm:
+        def __init__(self, rank, size):
+            self.rank, self.size = rank, size
+    assert D.rank_generator(7, Comm(0, 1)).random() == np.random.default_rng(7).random()
+    draws = {D.rank_generator(7, Comm(r, 2)).random() for r in range(2)}
+    draws |= {D.rank_generator(7, Comm(r, 3)).random() for r in range(3)}
+    assert len(draws) == 5                                     # a pure function of (seed, rank, N)
+    assert D.rank_generator(7, Comm(1, 2)).random() == D.rank_generator(7, Comm(1, 2)).random()
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_renormalised_shard_gradients_sum_to_the_big_batch(dtype, tol):
+    batch = random_batch(np.random.default_rng(0))
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(1)).astype(dtype)
+    model.zero_grad()
+    out = model.forward(**{k: batch[k] for k in D.BATCH_KEYS})
+    model.backward()
+    full, full_loss = grads_of(model), float(out.loss)
+
+    totals = D.BatchTotals.of(batch["masked_lm_weights"], dtype)
+    summed = {n: np.zeros_like(g) for n, g in full.items()}
+    averaged = {n: np.zeros_like(g) for n, g in full.items()}
+    loss, shard_counts = 0.0, []
+    for r in range(2):
+        part = {k: v[D.shard(np.arange(8), r, 2)] for k, v in batch.items()}
+        shard_counts.append(part["masked_lm_weights"].sum())
+        model.zero_grad()
+        model.forward(**{k: part[k] for k in D.BATCH_KEYS})
+        model.backward()                                      # the shard's own loss: its own counts
+        for n, g in model.named_grads():
+            averaged[n] += g / 2
+        model.zero_grad()
+        out = model.forward(**{k: part[k] for k in D.BATCH_KEYS})
+        mlm, nsp = D.renormalise(model, part["masked_lm_weights"], totals, out)
+        loss += mlm + nsp
+        model.backward()
+        for n, g in model.named_grads():
+            summed[n] += g
+    assert shard_counts[0] != shard_counts[1]
+    assert loss == pytest.approx(full_loss, rel=tol)
+    assert max_error(summed, full) < tol
+    assert max_error(averaged, full) > 1e-3                  # the plain average is another gradient
+
+
+def test_renormalise_needs_a_forward_with_labels():
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
+    batch = random_batch(np.random.default_rng(0))
+    out = model.forward(batch["input_ids"], attention_mask=batch["attention_mask"])
+    with pytest.raises(RuntimeError, match="forward\\(\\) with labels"):
+        D.renormalise(model, batch["masked_lm_weights"], D.BatchTotals.of(batch["masked_lm_weights"]), out)
+
+
+def test_ring_cost_model():
+    assert D.ring_allreduce_seconds(1e6, 1, 1e-3, 1e9) == 0.0
+    assert D.ring_allreduce_seconds(1e6, 2, 0.0, 1e9) == pytest.approx(1e-3)      # half sent, twice
+    assert D.ring_allreduce_seconds(1e6, 2, 1e-5, 1e9) == pytest.approx(1e-3 + 2e-5)
+    many = D.ring_allreduce_seconds(1e6, 1000, 0.0, 1e9)
+    assert 1.99e-3 < many < 2e-3                               # the bandwidth term does not grow with N
+
+
+def test_gradient_bytes_counts_tied_weights_once():
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
+    assert D.gradient_bytes(model) == 4 * model.num_parameters()
+
+
+def test_share_and_gather_restore_the_order():
+    items = list(range(11))
+
+    class Root:
+        rank, size = 0, 3
+
+        def gather(self, obj, root=0):
+            return [[x * 10 for x in D.share(items, type("C", (), {"rank": r, "size": 3}))]
+                    for r in range(3)]
+    assert D.share(items, type("C", (), {"rank": 1, "size": 3})) == [1, 4, 7, 10]
+    assert D.gather_shares(None, Root()) == [x * 10 for x in items]
+
+
+# ------------------------------------------------------------------------------ with MPI
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from minibert import distributed as D
+    from minibert.config import BertConfig
+    from minibert.models import BertForPreTraining
+    from minibert.optim import AdamW, clip_grad_norm, triples_from_model
+    sys.path.insert(0, sys.argv[2])
+    from test_distributed import random_batch, tiny_config
+
+    comm = D.world()
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
+    D.broadcast_model(model, comm)
+    opt = AdamW(triples_from_model(model), lr=1e-3, weight_decay=0.01)
+    data_rng = np.random.default_rng(2)                       # the same global batches on every rank
+    losses = []
+    for step in range(3):
+        batch = random_batch(data_rng)
+        totals = D.BatchTotals.of(batch["masked_lm_weights"])
+        part = {k: v[D.shard(np.arange(len(v)), comm.rank, comm.size)] for k, v in batch.items()}
+        record = D.forward_backward(model, part, totals, comm)
+        clip_grad_norm([g for _, g in model.named_grads()], 1.0)
+        opt.step()
+        losses.append(record["loss"])
+    weights = {n: p.copy() for n, p in model.named_parameters()}
+    checksums = comm.gather(float(sum(np.float64(p).sum() for p in weights.values())))
+    if comm.is_root:
+        np.savez(sys.argv[1] + ".npz", **weights)
+        with open(sys.argv[1] + ".json", "w") as f:
+            json.dump({"losses": losses, "checksums": checksums, "size": comm.size}, f)
+""")
+
+
+@needs_mpi
+def test_two_ranks_reproduce_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    tests_dir = str(Path(__file__).parent)
+    env = mpi_env()
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), tests_dir], env=env, check=True,
+                   timeout=300)
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), str(tmp_path / "two"), tests_dir],
+                            env=env, timeout=300, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert (one["size"], two["size"]) == (1, 2)
+    assert two["checksums"][0] == two["checksums"][1]          # the ranks' weights stay identical
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    w1, w2 = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    for name in w1.files:
+        np.testing.assert_allclose(w2[name], w1[name], rtol=0, atol=1e-5, err_msg=name)
