@@ -266,17 +266,25 @@ BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positi
               "masked_lm_weights", "next_sentence_labels")
 
 
-def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool = False) -> dict:
+def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool = False,
+                     timings: dict | None = None) -> dict:
     """One rank's share of a data-parallel step: zero_grad, forward and backward on ``batch`` (this
     rank's shard), then one Allreduce that sums the gradients, the two loss parts and the stop flags.
 
     Afterwards every rank holds the global batch's gradient and losses; ``stop`` is true on every rank
     when any rank asked to stop (Ctrl-C reaches the ranks at slightly different moments, and all must
-    leave the loop at the same step). With one process this is forward + backward, unchanged."""
+    leave the loop at the same step). With one process this is forward + backward, unchanged.
+
+    ``timings`` (a dict), when given, receives this step's seconds of "compute" (forward + backward),
+    "wait" (a Barrier before the Allreduce: the time this rank waits for the slowest, which would
+    otherwise be counted as communication) and "allreduce"; training passes None and pays no Barrier."""
+    t0 = time.perf_counter()
     model.zero_grad()
     out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
     if comm.size == 1:
         model.backward()
+        if timings is not None:
+            timings.update(compute=time.perf_counter() - t0, wait=0.0, allreduce=0.0)
         return {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss), "nsp_loss": float(out.nsp_loss),
                 "stop": stop}
     mlm_part, nsp_part = renormalise(model, batch["masked_lm_weights"], totals, out)
@@ -284,7 +292,14 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
     grads = [g for _, g in model.named_grads()]
     # The loss parts and the flag travel in the gradients' buffer: still one message per step.
     extra = np.array([mlm_part, nsp_part, float(stop)], dtype=grads[0].dtype)
+    if timings is not None:
+        t1 = time.perf_counter()
+        comm.barrier()
+        t2 = time.perf_counter()
+        timings.update(compute=t1 - t0, wait=t2 - t1)
     comm.allreduce_sum(grads + [extra])
+    if timings is not None:
+        timings["allreduce"] = time.perf_counter() - t2
     mlm, nsp = float(extra[0]), float(extra[1])
     return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp, "stop": bool(extra[2] > 0)}
 
