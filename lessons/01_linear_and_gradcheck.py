@@ -24,23 +24,15 @@
 
 # %%
 import sys
-from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels
+from minibert import gradcheck, kernels, lessons
 from minibert.nn import Linear
 
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))    # quick mode changes nothing here
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)           # the one seed of this lesson: every number below follows from it
 kernels.use("numpy")                     # the NumPy reference throughout (lesson 05 compares with Numba)

@@ -22,27 +22,17 @@
 
 # %%
 import math
-import os
 import sys
-from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels
+from minibert import gradcheck, kernels, lessons
 from minibert.config import BertConfig
 from minibert.models.bert import BertSelfAttention
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 np.set_printoptions(precision=3, suppress=True)
 rng = np.random.default_rng(0)
 kernels.use("numpy")                     # the NumPy reference throughout (lesson 05 compares with Numba)

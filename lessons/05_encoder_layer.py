@@ -20,19 +20,18 @@
 # into `BertModel`, and finally time the NumPy reference against the Numba kernels.
 
 # %%
-import os
 import time
 
 import numba
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels
+from minibert import gradcheck, kernels, lessons
 from minibert.config import BertConfig
 from minibert.models import BertModel
 from minibert.models.bert import BertLayer
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
+QUICK = lessons.quick()
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(0)
 kernels.use("numpy")                     # the reference path until section 4

@@ -32,23 +32,20 @@
 # **Run time:** about 5 seconds (`MINIBERT_QUICK=1`: about 2 seconds).
 
 # %%
-import os
 import time
 import unicodedata
 from collections import Counter
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from minibert import lessons
 from minibert.paths import data_dir
 from minibert.tokenization import (SPECIAL_TOKENS, BasicTokenizer, BertTokenizer, WordpieceTokenizer,
                                    train_wordpiece)
 from minibert.tokenization.basic import clean_text, is_punctuation, split_on_punctuation, strip_accents
 from minibert.tokenization.trainer import count_words, learn_wordpiece
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-FIGURES = Path(__file__).resolve().parent / "figures" if "__file__" in globals() else Path("figures")
-FIGURES.mkdir(parents=True, exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 
 # %% [markdown]
 # ## 1. BasicTokenizer, one step at a time

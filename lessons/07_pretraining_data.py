@@ -27,31 +27,22 @@
 # corpus, about 3 s). Builds on lesson 06 (tokenisation).
 
 # %%
-import os
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minibert import lessons
 from minibert.paths import data_dir
 from minibert.pretraining.data import (DataConfig, InstanceMaker, PretrainingDataset, documents_from_lines,
                                        prepare, truncate_seq_pair)
 from minibert.tokenization import BertTokenizer, train_wordpiece, write_vocab
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 12345                             # the original script's default seed
 
 # %% [markdown]

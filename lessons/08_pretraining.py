@@ -22,21 +22,16 @@
 
 # %%
 import math
-import os
-import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels, plots
+from minibert import gradcheck, kernels, lessons, plots
 from minibert.inference import fill_mask
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW, linear_warmup_decay, triples_from_model
@@ -45,12 +40,7 @@ from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import Trainer, TrainConfig, build_model, evaluate
 from minibert.tokenization import BertTokenizer
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0                                 # the seed of `minibert pretrain` and of the shipped model
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(SEED)

@@ -38,18 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
+from minibert import lessons
 from minibert.models import BertForPreTraining
 from minibert.paths import data_dir
 from minibert.probing import cloze, figures
 from minibert.probing.data import encode_words, load_eval_set, subsample
 from minibert.tokenization import BertTokenizer
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 
 MODEL_DIR = Path(os.environ.get("MINIBERT_MODEL", data_dir() / "pretrained" / "tiny"))

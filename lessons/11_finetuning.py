@@ -27,14 +27,12 @@
 
 # %%
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck
+from minibert import gradcheck, lessons
 from minibert.finetuning import data as task_data
 from minibert.finetuning import metrics
 from minibert.finetuning.stability import format_table, plot_swarm, summarise
@@ -44,12 +42,7 @@ from minibert.optim import linear_warmup_decay
 from minibert.paths import data_path
 from minibert.tokenization import BertTokenizer
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 np.set_printoptions(precision=4, suppress=True)
 T_START = time.perf_counter()

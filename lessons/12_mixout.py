@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import gradcheck
+from minibert import gradcheck, lessons
 from minibert.finetuning import data as task_data
 from minibert.finetuning import stability
 from minibert.finetuning.mixout import (MixoutLinear, apply_mixout, check_mixout_reference,
@@ -46,12 +46,7 @@ from minibert.optim import AdamW, clip_grad_norm, triples_from_model
 from minibert.paths import data_dir, data_path
 from minibert.tokenization import BertTokenizer
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 np.set_printoptions(precision=4, suppress=True)
 T_START = time.perf_counter()

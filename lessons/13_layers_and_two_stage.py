@@ -33,28 +33,19 @@
 # %%
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minibert import gradcheck, kernels
+from minibert import gradcheck, kernels, lessons
 from minibert.finetuning import ScalarMix, batches, majority_score, metrics, stability
 from minibert.finetuning.trainer import FinetuneConfig, Finetuner, finetune
 from minibert.models import BertForSequenceClassification
 from minibert.paths import data_dir, data_path
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 TINY = str(data_path("pretrained", "tiny"))      # the shipped pretrained model (lesson 08)
 np.set_printoptions(precision=4, suppress=True)

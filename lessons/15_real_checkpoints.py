@@ -33,27 +33,18 @@
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-import matplotlib
-if "ipykernel" not in sys.modules:      # a script draws into files; a notebook shows figures inline
-    matplotlib.use("Agg")
 import numpy as np
 
-from minibert import interop
+from minibert import interop, lessons
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining, BertModel
 from minibert.optim import AdamW, clip_grad_norm, triples_from_model
 from minibert.plots import plot_parity
 
-QUICK = os.environ.get("MINIBERT_QUICK", "") not in ("", "0")
-try:
-    FIGURES = Path(__file__).resolve().parent / "figures"
-except NameError:                        # in a notebook the working directory is lessons/
-    FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 np.set_printoptions(precision=4, suppress=True)
 
 try:

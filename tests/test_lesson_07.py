@@ -8,8 +8,9 @@ from pathlib import Path
 LESSON = Path(__file__).resolve().parent.parent / "lessons" / "07_pretraining_data.py"
 
 
-def test_lesson_07_runs_in_quick_mode():
-    env = dict(os.environ, MINIBERT_QUICK="1", MPLBACKEND="Agg")
+def test_lesson_07_runs_in_quick_mode(tmp_path):
+    figures = tmp_path / "figures"      # MINIBERT_FIGURES: PNGs never go into the repository
+    env = dict(os.environ, MINIBERT_QUICK="1", MINIBERT_FIGURES=str(figures), MPLBACKEND="Agg")
     proc = subprocess.run([sys.executable, str(LESSON)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -26,4 +27,4 @@ def test_lesson_07_runs_in_quick_mode():
     assert re.search(r"whole word: 0 partly masked words", out)
     assert int(re.search(r"per piece: (\d+) partly masked words", out).group(1)) > 0
     assert "next_sentence_labels   int32    (8,)" in out
-    assert (LESSON.parent / "figures" / "07_lengths.png").is_file()
+    assert (figures / "07_lengths.png").is_file()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ROOT / "lessons" / "12_mixout.py"
-FIGURES = ROOT / "lessons" / "figures"
 RESULTS = ROOT / "data" / "results" / "stability"
 NUMBER = r"([-+]?[0-9.]+(?:e[-+]?\d+)?)"
 
@@ -20,9 +19,11 @@ def number(pattern: str, text: str, group: int = 1) -> float:
     return float(match.group(group))
 
 
-def test_lesson_12_runs_in_quick_mode():
+def test_lesson_12_runs_in_quick_mode(tmp_path):
+    figures = tmp_path / "figures"      # MINIBERT_FIGURES: PNGs never go into the repository
     started = time.time()
-    env = dict(os.environ, MINIBERT_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, MINIBERT_QUICK="1", MINIBERT_FIGURES=str(figures), MPLBACKEND="Agg",
+               OPENBLAS_NUM_THREADS="1")
     env.pop("MINIBERT_STABILITY_RESULTS", None)                          # read the shipped results, if any
     proc = subprocess.run([sys.executable, str(LESSON)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -102,10 +103,10 @@ def test_lesson_12_runs_in_quick_mode():
                 for name, n, mean in rows:
                     devs = [r["dev"] for r in shipped if r["strategy"] == name and "error" not in r]
                     assert int(n) == len(devs) and abs(float(mean) - sum(devs) / len(devs)) < 6e-4
-                figure = FIGURES / f"12_stability_{task}_{size}.png"
+                figure = figures / f"12_stability_{task}_{size}.png"
                 assert figure.is_file() and figure.stat().st_mtime >= started - 1
             else:
                 assert f"skipping {task}-{size}" in out
     for name in ("12_stability_live.png",):
-        figure = FIGURES / name
+        figure = figures / name
         assert figure.is_file() and figure.stat().st_mtime >= started - 1, name

@@ -9,7 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ROOT / "lessons" / "13_layers_and_two_stage.py"
-FIGURES = ROOT / "lessons" / "figures"
 NUM = r"([-+]?[0-9.]+(?:e[-+]?\d+)?)"
 
 
@@ -20,6 +19,7 @@ def numbers(pattern: str, text: str) -> list[float]:
 
 
 def test_lesson_13_runs_in_quick_mode(tmp_path):
+    figures = tmp_path / "figures"      # MINIBERT_FIGURES: PNGs never go into the repository
     # A stability folder with one setting of made-up runs: the lesson must tabulate it and skip the others.
     records = [{"strategy": s, "seed": i, "metric": "accuracy", "dev": dev, "test": dev, "majority": 0.5,
                 "failed": dev <= 0.5, "seconds": 1.0, "task": "acceptability"}
@@ -30,8 +30,8 @@ def test_lesson_13_runs_in_quick_mode(tmp_path):
     (tmp_path / "acceptability-100" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
     started = time.time()
-    env = dict(os.environ, MINIBERT_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1",
-               MINIBERT_STABILITY_RESULTS=str(tmp_path))
+    env = dict(os.environ, MINIBERT_QUICK="1", MINIBERT_FIGURES=str(figures), MPLBACKEND="Agg",
+               OPENBLAS_NUM_THREADS="1", MINIBERT_STABILITY_RESULTS=str(tmp_path))
     proc = subprocess.run([sys.executable, str(LESSON)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -83,7 +83,7 @@ def test_lesson_13_runs_in_quick_mode(tmp_path):
     assert len(means) == 4, means
     for task, size, gain in re.findall(r"two-stage gain, (\w+) N=(\d+): ([-+][0-9.]+)", out):
         assert abs(float(gain) - (means[task, size, "nli"] - means[task, size, "pretrained"])) < 0.0015
-    figure = FIGURES / "13_two_stage.png"
+    figure = figures / "13_two_stage.png"
     assert figure.is_file() and figure.stat().st_mtime >= started - 1
 
     # 5. the stability folder: the one setting present is tabulated (only this lesson's strategies), the
@@ -92,4 +92,4 @@ def test_lesson_13_runs_in_quick_mode(tmp_path):
     assert "| dropout | 3 | 0.600 | 0.100 | 0.600 | 0.700 | 1/3 | 0.650 |" in out
     assert "| twostage | 3 | 0.607 |" in out and "| smart |" not in out and "| mix |" not in out
     assert "stability settings found: 1 of 6" in out
-    assert (FIGURES / "13_stability_acceptability-100.png").stat().st_mtime >= started - 1
+    assert (figures / "13_stability_acceptability-100.png").stat().st_mtime >= started - 1

@@ -9,7 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ROOT / "lessons" / "14_adversarial_finetuning.py"
-FIGURES = ROOT / "lessons" / "figures"
 NUM = r"([-+]?[0-9.]+(?:e[-+]?\d+)?)"
 
 
@@ -20,6 +19,7 @@ def numbers(pattern: str, text: str) -> list[float]:
 
 
 def test_lesson_14_runs_in_quick_mode(tmp_path):
+    figures = tmp_path / "figures"      # MINIBERT_FIGURES: PNGs never go into the repository
     # A stability folder with one setting of made-up runs: the lesson must tabulate it and skip the others.
     records = [{"strategy": s, "seed": i, "metric": "accuracy", "dev": dev, "test": dev, "majority": 0.5,
                 "failed": dev <= 0.5, "seconds": 1.0, "task": "entailment"}
@@ -30,8 +30,8 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
     (tmp_path / "entailment-500" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
     started = time.time()
-    env = dict(os.environ, MINIBERT_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1",
-               MINIBERT_STABILITY_RESULTS=str(tmp_path))
+    env = dict(os.environ, MINIBERT_QUICK="1", MINIBERT_FIGURES=str(figures), MPLBACKEND="Agg",
+               OPENBLAS_NUM_THREADS="1", MINIBERT_STABILITY_RESULTS=str(tmp_path))
     proc = subprocess.run([sys.executable, str(LESSON)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,7 +102,7 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
     # 8. four strategies fine-tuned; the figure was written
     rows = re.findall(r"^(plain|freelb|freelb alpha 0\.03|smart)\s+([0-9.]+)\s+([0-9.]+)\s+[0-9.]+$", out, flags=re.M)
     assert len(rows) == 4 and all(0 <= float(d) <= 1 for _, d, _ in rows)
-    assert (FIGURES / "14_adversarial.png").stat().st_mtime >= started - 1
+    assert (figures / "14_adversarial.png").stat().st_mtime >= started - 1
 
     # 9. the stability folder: the one setting present is tabulated with this lesson's strategies only
     # (freelb0.03 when it has runs; smart has none here and is left out)
@@ -111,4 +111,4 @@ def test_lesson_14_runs_in_quick_mode(tmp_path):
     assert "| freelb | 3 | 0.520 |" in out and "| mix |" not in out and "| smart |" not in out
     assert "| freelb0.03 | 3 | 0.587 | 0.076 | 0.620 | 0.640 | 1/3 | 0.630 |" in out
     assert "stability settings found: 1 of 6" in out
-    assert (FIGURES / "14_stability_entailment-500.png").stat().st_mtime >= started - 1
+    assert (figures / "14_stability_entailment-500.png").stat().st_mtime >= started - 1

@@ -19,10 +19,12 @@ def number(pattern: str, text: str) -> float:
     return float(match.group(1))
 
 
-def test_lesson_15_runs_in_quick_mode():
+def test_lesson_15_runs_in_quick_mode(tmp_path):
+    figures = tmp_path / "figures"      # MINIBERT_FIGURES: PNGs never go into the repository
     pytest.importorskip("torch", reason=f"torch is not installed: {SKIP_REASON}")
     pytest.importorskip("transformers", reason=f"transformers is not installed: {SKIP_REASON}")
-    proc = subprocess.run([sys.executable, str(LESSON)], env=ENV, capture_output=True, text=True, timeout=300)
+    env = dict(ENV, MINIBERT_FIGURES=str(figures))
+    proc = subprocess.run([sys.executable, str(LESSON)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "cls.seq_relationship.weight by hand == torch's: True" in out
@@ -43,14 +45,15 @@ def test_lesson_15_runs_in_quick_mode():
     assert "{'missing_keys': set(), 'unexpected_keys': set(), 'mismatched_keys': set()}" in out
     assert number(r"max \|difference\| over 46 tensors: (\S+)", out) == 0.0
     assert number(r"training: max \|loss difference\| over 10 steps: (\S+)", out) < 1e-5
-    assert (LESSON.parent / "figures" / "15_parity.png").is_file()
+    assert (figures / "15_parity.png").is_file()
 
 
-def test_lesson_15_without_torch_explains_and_exits_0():
+def test_lesson_15_without_torch_explains_and_exits_0(tmp_path):
     """``sys.modules["torch"] = None`` makes ``import torch`` fail, as on a machine without it."""
     code = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
             f"runpy.run_path({str(LESSON)!r}, run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    env = dict(ENV, MINIBERT_FIGURES=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Lesson 15 needs PyTorch and Hugging Face transformers" in proc.stdout
     assert "pip install" in proc.stdout and "tests/test_parity.py" in proc.stdout

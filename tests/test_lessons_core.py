@@ -6,6 +6,7 @@ drift apart fails here. The only gradient checks allowed to FAIL are the deliber
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
-FIGURES = LESSONS / "figures"
 
 
-def run_lesson(name: str) -> str:
+def run_lesson(name: str, figures: Path) -> str:
+    """The lesson's output; its figures go to ``figures`` (a temporary folder), never to lessons/figures."""
     # One BLAS thread: on a 2-core machine shared with other test processes, OpenBLAS's spinning threads
     # can make the lessons' small matmuls 100x slower. Only speed depends on it, and no test checks speed.
-    env = dict(os.environ, MINIBERT_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, MINIBERT_QUICK="1", MINIBERT_FIGURES=str(figures), MPLBACKEND="Agg",
+               OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(LESSONS / name)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, f"{name} exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
@@ -50,8 +52,8 @@ def assert_only_planted_failures(text: str, planted: tuple[str, ...] = ()):
     return rows
 
 
-def test_lesson_01_linear_and_gradcheck():
-    out = run_lesson("01_linear_and_gradcheck.py")
+def test_lesson_01_linear_and_gradcheck(tmp_path):
+    out = run_lesson("01_linear_and_gradcheck.py", tmp_path)
     rows = assert_only_planted_failures(out, planted=("W used twice, =",))
     # The finite-difference table: central differences in float64 are best near h = 1e-5, far better than
     # forward differences, and float32 cannot get anywhere close.
@@ -69,11 +71,11 @@ def test_lesson_01_linear_and_gradcheck():
         assert number(rf"max \|package - by hand\| for {name}\s*: (\S+)", out) == 0.0
     assert "gradient checks need float64 tensors" in out
     assert {r[1] for r in rows if r[0] == "linear"} == {"x", "weight", "bias"}
-    assert (FIGURES / "01_finite_differences.png").is_file()
+    assert (tmp_path / "01_finite_differences.png").is_file()
 
 
-def test_lesson_02_softmax_cross_entropy_gelu():
-    out = run_lesson("02_softmax_cross_entropy_gelu.py")
+def test_lesson_02_softmax_cross_entropy_gelu(tmp_path):
+    out = run_lesson("02_softmax_cross_entropy_gelu.py", tmp_path)
     rows = assert_only_planted_failures(out)
     assert "naive : [nan nan nan]" in out
     assert "stable: [0.09   0.2447 0.6652]" in out
@@ -88,11 +90,11 @@ def test_lesson_02_softmax_cross_entropy_gelu():
     assert "float32 in, float32 out: float32" in out
     checks = {r[0] for r in rows}
     assert checks >= {"softmax by hand", "cross-entropy by hand", "cross_entropy_weighted", "GELU by hand"}
-    assert (FIGURES / "02_gelu.png").is_file()
+    assert (tmp_path / "02_gelu.png").is_file()
 
 
-def test_lesson_03_layernorm():
-    out = run_lesson("03_layernorm.py")
+def test_lesson_03_layernorm(tmp_path):
+    out = run_lesson("03_layernorm.py", tmp_path)
     rows = assert_only_planted_failures(out, planted=("no mean term",))
     assert number(r"max \|J\^T dy - formula\| = (\S+)", out) < 1e-14
     assert {(r[1], r[3]) for r in rows if r[0] == "no mean term"} == {("x", "FAIL"), ("gamma", "ok"), ("beta", "ok")}
@@ -105,8 +107,8 @@ def test_lesson_03_layernorm():
     assert len(eps_diffs) == 3 and eps_diffs[0] < 1e-4 < eps_diffs[1] < eps_diffs[2]
 
 
-def test_lesson_04_attention():
-    out = run_lesson("04_attention.py")
+def test_lesson_04_attention(tmp_path):
+    out = run_lesson("04_attention.py", tmp_path)
     rows = assert_only_planted_failures(out)
     assert number(r"single head:\s+max \|diff\| = (\S+)", out) < 1e-14
     assert number(r"D = 64: std of q.k =\s+(\S+),", out) == pytest.approx(8.0, rel=0.1)
@@ -120,11 +122,11 @@ def test_lesson_04_attention():
     assert number(r"max \|d query.bias\s*\| = (\S+)", out) > 1e-2
     assert number(r"adding 5 to every key bias: (\S+)", out) < 1e-12
     assert ("BertSelfAttention", "key.bias", 0.0, "ok") in rows
-    assert (FIGURES / "04_attention_padding.png").is_file()
+    assert (tmp_path / "04_attention_padding.png").is_file()
 
 
-def test_lesson_05_encoder_layer():
-    out = run_lesson("05_encoder_layer.py")
+def test_lesson_05_encoder_layer(tmp_path):
+    out = run_lesson("05_encoder_layer.py", tmp_path)
     rows = assert_only_planted_failures(out, planted=("no residual grad",))
     assert number(r"max \|module - by hand\| = (\S+)", out) < 1e-14
     assert number(r"module vs by hand: max \|dx diff\| = (\S+),", out) < 1e-13
@@ -142,3 +144,37 @@ def test_lesson_05_encoder_layer():
     assert len(re.findall(r"^(softmax|layernorm|bias\+GELU)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+x$",
                           out, flags=re.M)) == 3
     assert len(re.findall(r"numba x\d+\s+[\d.]+ ms\s+speed-up [\d.]+x", out)) == 2
+
+
+def untracked_files() -> set[str]:
+    """Every file git does not track (ignored ones included), bytecode caches left out."""
+    proc = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return {line[3:] for line in proc.stdout.splitlines()
+            if line[:2] in ("??", "!!") and "__pycache__" not in line and ".pytest_cache" not in line}
+
+
+def test_a_lesson_run_by_the_tests_writes_nothing_into_the_repository(tmp_path):
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout: nothing to compare with")
+    before = untracked_files()
+    run_lesson("01_linear_and_gradcheck.py", tmp_path)
+    assert (tmp_path / "01_finite_differences.png").is_file()
+    assert untracked_files() - before == set()
+
+
+def test_lesson_setup_reads_quick_mode_and_the_figures_folder(tmp_path, monkeypatch):
+    from minibert import lessons
+    for value, quick in (("", False), ("0", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv("MINIBERT_QUICK", value)
+        assert lessons.quick() is quick
+    monkeypatch.setenv("MINIBERT_FIGURES", str(tmp_path / "chosen"))
+    assert lessons.figures_dir(LESSONS / "01_linear_and_gradcheck.py") == tmp_path / "chosen"
+    assert (tmp_path / "chosen").is_dir()
+    monkeypatch.delenv("MINIBERT_FIGURES")
+    lesson = tmp_path / "lessons" / "01.py"          # a learner's run: figures/ beside the lesson file
+    lesson.parent.mkdir()
+    assert lessons.figures_dir(lesson) == tmp_path / "lessons" / "figures"
+    monkeypatch.chdir(tmp_path)                       # a notebook has no __file__: figures/ where it runs
+    assert lessons.figures_dir(None) == Path("figures") and (tmp_path / "figures").is_dir()
