@@ -1,6 +1,7 @@
 """The pretraining loop: the loss falls, resume reproduces the uninterrupted run exactly, a non-finite
 loss stops training cleanly, and the bundled vocabulary regenerates byte for byte."""
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -54,7 +55,8 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(small_data, tmp_path):
 
     def interrupted_after_6(batch):          # as if Ctrl-C arrived during step 6
         record = real_step(batch)
-        first_half._stop_requested = first_half.step == 6
+        if first_half.step == 6:
+            first_half.stop.signum = signal.SIGINT
         return record
     first_half.train_step = interrupted_after_6
     first_half.train()

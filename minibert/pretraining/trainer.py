@@ -8,21 +8,30 @@ Exact resume: a training checkpoint stores the float32 weights, the optimiser's 
 state of the model's random generator (dropout), and the data position (epoch, batch index). The batch
 order of an epoch is a pure function of (seed, epoch), so the resumed run draws the same batches and the
 same dropout masks, and its losses equal the uninterrupted run's.
+
+Stopping without losing work: Ctrl-C (SIGINT) or SIGTERM (a scheduler, ``docker stop``) ends the current
+step, saves a checkpoint and returns with ``interrupted`` set; a second signal stops at once.
+
+Divergence (``DIVERGENCE_RULE``): training stops, naming the last good checkpoint, when the loss is not
+finite, exceeds twice the loss of uniform guessing (2 (ln V + ln 2): a model worse than chance twice over
+has diverged), or exceeds ``divergence_factor`` (4) times its mean over the previous
+``divergence_window`` (20) steps. A checkpoint counts as good when no loss since the previous save went
+above half that factor over the running mean; rotation never deletes the last good one.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from minibert import checkpoint
+from minibert import checkpoint, outputs
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
@@ -42,18 +51,24 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     correct_bias: bool = True            # False = BERT's original AdamWeightDecay
     seed: int = 0
-    eval_every: int = 200
-    eval_batches: int = 16
+    eval_every: int | None = None        # None: a tenth of the steps, so every run draws a curve
+    eval_batches: int | None = None      # None: the whole held-out set, as `minibert evaluate`
     save_every: int = 500
     log_every: int = 10
     keep_checkpoints: int = 2
+    divergence_factor: float = 4.0
+    divergence_window: int = 20
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "save_every", "log_every",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "divergence_window"):
             value = getattr(self, name)
+            if value is None and name in ("eval_every", "eval_batches"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must be above 1, got {self.divergence_factor!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.warmup_fraction < 1:
@@ -63,9 +78,21 @@ class TrainConfig:
     def warmup_steps(self) -> int:
         return int(self.warmup_fraction * self.steps)
 
+    @property
+    def eval_interval(self) -> int:
+        return self.eval_every if self.eval_every is not None else max(1, self.steps // 10)
 
-class NonFiniteLoss(RuntimeError):
-    pass
+
+DIVERGENCE_RULE = ("the loss is not finite, or above 2 (ln V + ln 2) (twice uniform guessing), or above "
+                   "divergence_factor times its mean over the last divergence_window steps")
+
+
+class Diverged(RuntimeError):
+    """Training stopped because the loss blew up (``DIVERGENCE_RULE``); the message names the last good
+    checkpoint."""
+
+
+NonFiniteLoss = Diverged      # the name it had when only NaN and infinity stopped training
 
 
 def batch_tokens(batch) -> int:
@@ -122,7 +149,14 @@ class Trainer:
         self.step = 0                   # optimiser steps taken
         self.epoch, self.batch_index = 0, 0
         self._order = None
-        self._stop_requested = False
+        self.stop = outputs.StopRequests()
+        self.interrupted: str | None = None     # the signal's name when a signal ended the run
+        self._recent = collections.deque(maxlen=config.divergence_window)   # the last losses
+        self._suspect = False                   # a loss since the last save went above the warning level
+        self._saved: list[Path] = []            # checkpoints this run wrote (only these rotate)
+        self.last_good: Path | None = None
+        # Twice the loss of uniform guessing: MLM over V tokens plus NSP over 2 classes.
+        self.loss_ceiling = 2 * (math.log(model.config.vocab_size) + math.log(2))
 
     # ---- data position ---------------------------------------------------------------------
     def next_batch(self):
@@ -143,16 +177,31 @@ class Trainer:
         model.zero_grad()
         out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
         loss = float(out.loss)
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(f"the loss became {loss} at step {self.step + 1}")
+        self.check_loss(loss)
         model.backward()
         grad_norm = clip_grad_norm([g for _, g in model.named_grads()], cfg.max_grad_norm)
         if not math.isfinite(grad_norm):
-            raise NonFiniteLoss(f"the gradient norm became {grad_norm} at step {self.step + 1}")
+            raise Diverged(f"the gradient norm became {grad_norm} at step {self.step + 1}")
         self.optimizer.step(lr)
         self.step += 1
         return {"step": self.step, "loss": loss, "mlm_loss": float(out.mlm_loss), "nsp_loss": float(out.nsp_loss),
                 "lr": lr, "grad_norm": grad_norm}
+
+    def check_loss(self, loss: float) -> None:
+        """Raise Diverged if ``loss`` (of step ``self.step + 1``) breaks ``DIVERGENCE_RULE``; remember it."""
+        cfg, step = self.config, self.step + 1
+        level = sum(self._recent) / len(self._recent) if len(self._recent) == self._recent.maxlen else None
+        if not math.isfinite(loss):
+            raise Diverged(f"the loss became {loss} at step {step}")
+        if loss > self.loss_ceiling:
+            raise Diverged(f"the loss blew up to {loss:.4g} at step {step}, above twice the loss of uniform "
+                           f"guessing ({self.loss_ceiling:.2f})")
+        if level is not None and loss > cfg.divergence_factor * level:
+            raise Diverged(f"the loss blew up to {loss:.4g} at step {step}, above {cfg.divergence_factor:g} "
+                           f"times its mean over the previous {len(self._recent)} steps ({level:.4g})")
+        if level is not None and loss > cfg.divergence_factor / 2 * level:
+            self._suspect = True
+        self._recent.append(loss)
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint_path(self, step: int) -> Path:
@@ -168,74 +217,109 @@ class Trainer:
         }
         opt = self.optimizer.state_dict()
         state["optimizer_step"] = opt.pop("step")
-        checkpoint.save_model(self.model, path, self.vocab,
+        checkpoint.save_model(self.model, path, self.vocab, kind="checkpoint", overwrite=True,
                               extra=lambda tmp: checkpoint.save_training_state(tmp, opt, state))
-        (self.out / "latest").write_text(path.name + "\n")
-        for old in sorted(self.out.glob("checkpoint-*"))[:-self.config.keep_checkpoints]:
-            if old != path:
+        outputs.write_file(self.out / "latest", path.name + "\n")
+        if path not in self._saved:
+            self._saved.append(path)
+        if not self._suspect:
+            self.last_good = path
+        self._suspect = False
+        # Only checkpoints of this run rotate, and never the last good one.
+        for old in self._saved[:-self.config.keep_checkpoints]:
+            if old != self.last_good:
                 shutil.rmtree(old, ignore_errors=True)
+                self._saved.remove(old)
         return path
 
     def resume(self, path) -> None:
         """Load weights, optimiser, random state and data position from a training checkpoint."""
-        path = Path(path)
+        path = checkpoint.resolve(path)
         tensors, state = checkpoint.load_training_state(path)
         if state["data"]["vocab_sha256"] != self.train_data.meta["vocab_sha256"]:
             raise ValueError(f"{path} was trained on data with a different vocabulary than {self.train_data.directory}")
+        if state["step"] >= self.config.steps:
+            raise ValueError(f"{path} is at step {state['step']} and --steps {self.config.steps} is the total "
+                             f"number of steps, so nothing is left to do; give --steps above {state['step']}")
         self.model.load_state_dict(checkpoint.load_weights(path))
         self.optimizer.load_state_dict({**tensors, "step": state["optimizer_step"]})
         self.model.rng.bit_generator.state = state["rng_state"]
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self._order = None
+        self.last_good = path
+        self._drop_metrics_after(self.step)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Keep the records of ``metrics.jsonl`` up to ``step``: the steps after the checkpoint (run before
+        a crash) are about to be run again, and a line cut off by the crash is not a record."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line + "\n")
+        outputs.write_file(path, "".join(kept))
 
     # ---- the loop --------------------------------------------------------------------------
     def train(self) -> dict:
+        """Train to ``config.steps``; returns the last held-out evaluation. A signal ends the run early
+        with a saved checkpoint and ``self.interrupted`` set; a blow-up raises ``Diverged``."""
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
         self.model.train()
-        previous_handler = signal.signal(signal.SIGINT, self._request_stop)
         last_eval = {}
         t_start, tokens_seen, steps_timed = time.perf_counter(), 0, 0
         try:
-            with open(metrics_path, "a") as metrics:
-                while self.step < cfg.steps and not self._stop_requested:
+            with self.stop, open(metrics_path, "a", encoding="utf-8") as metrics:
+                while self.step < cfg.steps and self.stop.signum is None:
                     batch = self.next_batch()
                     try:
                         record = self.train_step(batch)
-                    except NonFiniteLoss as exc:
-                        latest = (self.out / "latest").read_text().strip() if (self.out / "latest").exists() else None
-                        raise NonFiniteLoss(f"{exc}; training stopped. The last good checkpoint is "
-                                            f"{self.out / latest if latest else '(none saved yet)'}; lower --lr "
-                                            f"or raise warmup and resume from it.") from None
+                    except Diverged as exc:
+                        raise Diverged(self._divergence_message(exc)) from None
                     tokens_seen += batch_tokens(batch)
                     steps_timed += 1
                     elapsed = time.perf_counter() - t_start
                     record["tokens_per_s"] = tokens_seen / elapsed
                     record["time"] = elapsed
-                    if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
                         if self.eval_data is not None:
                             last_eval = evaluate(self.model, self.eval_data, cfg.batch_size, cfg.eval_batches)
+                            last_eval["eval_step"] = self.step
                             record.update(last_eval)
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     self._progress(record, elapsed / steps_timed, last_eval)
                     if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                         self.save()
-                if self._stop_requested and self.step < cfg.steps:
-                    path = self.save()
-                    self.log(f"\ninterrupted at step {self.step}: saved {path}; resume with --resume {path}")
+                if self.stop.signum is not None:
+                    self.interrupted = self.stop.name
+                    path = self.save() if self.step not in self._saved_steps() else self.checkpoint_path(self.step)
+                    self.log(f"\ninterrupted by {self.interrupted} at step {self.step}: saved {path}; "
+                             f"continue with --resume {path}")
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
             sys.stdout.write("\n")
         from minibert import plots
-        plots.plot_pretraining(metrics_path, self.out / "pretraining.png")
+        outputs.write_file(self.out / "pretraining.png",
+                           lambda tmp: plots.plot_pretraining(metrics_path, tmp))
         return last_eval
 
-    def _request_stop(self, signum, frame):
-        if self._stop_requested:          # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self._stop_requested = True
+    def _saved_steps(self) -> set[int]:
+        return {int(p.name.split("-")[1]) for p in self._saved}
+
+    def _divergence_message(self, exc: Exception) -> str:
+        if self.last_good is not None:
+            where = (f"the last good checkpoint is {self.last_good}; resume from it with a lower --lr or a "
+                     f"longer --warmup (--resume {self.last_good} --lr ...)")
+        else:
+            where = "no good checkpoint of this run was saved; start again with a lower --lr or a longer --warmup"
+        return f"{exc}; training stopped ({DIVERGENCE_RULE}): {where}"
 
     def _progress(self, record, seconds_per_step, last_eval):
         cfg = self.config
@@ -245,8 +329,9 @@ class Trainer:
         line = (f"\r[{bar}] {self.step}/{cfg.steps} loss {record['loss']:.3f} (mlm {record['mlm_loss']:.3f} "
                 f"nsp {record['nsp_loss']:.3f}) lr {record['lr']:.2e} {record['tokens_per_s']:,.0f} tok/s "
                 f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s")
-        if last_eval:
-            line += f" | eval mlm acc {last_eval['eval_mlm_accuracy']:.3f} nsp acc {last_eval['eval_nsp_accuracy']:.3f}"
+        if last_eval:     # the step says how old the numbers are between evaluations
+            line += (f" | eval@{last_eval['eval_step']} mlm acc {last_eval['eval_mlm_accuracy']:.3f} "
+                     f"nsp acc {last_eval['eval_nsp_accuracy']:.3f}")
         if sys.stdout.isatty():
             sys.stdout.write(line + "\033[K")
             sys.stdout.flush()
