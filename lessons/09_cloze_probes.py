@@ -19,7 +19,7 @@
 # | NPIs | is *ever* allowed here (licensor, scope)? | every word in turn (pseudo-log-likelihood) | Warstadt et al. 2019 |
 # | negation | does *not* change the answer? | the category | Ettinger 2020 |
 # | facts | is a robin a bird? do robins have feathers? | the category / property | Petroni et al. 2019 |
-# | malformed input | do predictions move when the sentence is scrambled? | a noun or verb | Ettinger 2020 |
+# | malformed input | do predictions move when the sentence is scrambled? | a noun or verb | after Ettinger 2020 |
 #
 # Every number comes with two baselines, so you can see what pretraining added:
 # * a **randomly initialised model** of the same size (what the architecture alone gives), and
@@ -277,10 +277,14 @@ figures.plot_cloze_bars(facts, LABELS, {fr: (lambda r, fr=fr: r["frames"][fr]["a
 # %% [markdown]
 # ## 6. Malformed input: shuffle or truncate
 #
-# Ettinger (2020) also found BERT's predictions surprisingly stable when the context is scrambled. We
-# mask one noun or verb per held-out sentence and compare the predictions for the original sentence,
-# the same words shuffled (the mask stays in place), and the sentence truncated to one word before the
-# mask. "Same top" is how often the top word survives; KL measures how far the whole distribution moves.
+# Ettinger (2020) asked whether BERT uses its context with two-sentence items (CPRAG-102: a context
+# sentence, then a target sentence whose last word is masked). She perturbed them in two ways, shuffling
+# the words of the *context* sentence and truncating the target sentence, and BERT-base's accuracy fell
+# under both: it does use the context and its word order. Our held-out sentences stand alone, so our test
+# is a different one. We mask one noun or verb per sentence and compare the predictions for the original
+# sentence, the *same* sentence with its other words shuffled (the mask stays in place), and the sentence
+# truncated to one word before the mask. "Same top" is how often the top word survives; KL measures how
+# far the whole distribution moves.
 
 # %%
 test_sentences = [r for r in load_eval_set("probing") if r["split"] == "test"][: 80 if QUICK else None]
@@ -296,9 +300,10 @@ for name, r in malformed.items():
 # **Reading it.** A model that ignores context (the random one, the embedding layer) has predictions
 # that cannot move when the words are shuffled: stability alone is not a virtue. The pretrained model
 # moves a lot: shuffling changes its top word in 79% of the sentences (KL 3.0 nats) and halves its
-# accuracy on the masked word (0.14 -> 0.06); keeping one word before the mask costs less (0.09). Unlike
-# BERT-base in Ettinger's study, whose predictions barely moved, this small model leans on local word
-# order, which is also why its agreement follows the nearest noun.
+# accuracy on the masked word (0.14 -> 0.06); keeping one word before the mask costs less (0.09). This
+# small model leans on local word order, which is also why its agreement follows the nearest noun.
+# Ettinger's BERT-base lost accuracy too, but under a different perturbation (its masked sentence was
+# never shuffled), so the two drops are not comparable numbers.
 
 # %% [markdown]
 # ## 7. What a cloze probe can and cannot tell you

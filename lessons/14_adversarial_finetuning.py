@@ -366,15 +366,19 @@ for size in (1e-5, 1e-3):
 #
 #     R_s = max over ||delta||_inf <= eps of l_s(f(x + delta), f(x))
 #
-# approximated with one step: start from delta_0 ~ N(0, sigma^2) (sigma = 1e-5, at real tokens), take the
-# gradient g of l_s(f(x + delta_0), f(x)) with f(x) held fixed, step delta = delta_0 + eta * g / ||g||_inf
-# (per example), and clip every entry to [-eps, eps] (the projection on the inf-norm ball). Because l_s is
-# ~ quadratic in a small delta, g at delta_0 is ~ J^T J delta_0 (J: the Jacobian of the logits): one step of
-# the power method towards the direction the logits are most sensitive to, as in virtual adversarial
-# training (Miyato et al. 2018). With two classes the power method has little to do: d l_s / d(noisy
-# logits) is (x, -x) for each example, so g is +-x times the gradient of the logit margin, and delta_0
-# only picks the sign. In training mode every pass replays the same dropout masks, so R_s measures the
-# perturbation, not the difference between two dropout samples.
+# approximated with one step: start from delta_0 ~ N(0, sigma^2) (sigma = 1e-5, at real tokens),
+# take the gradient g of l_s(f(x + delta_0), f(x)) with f(x) held fixed, step
+# delta = delta_0 + eta * g / ||g||_inf (per example), and clip every entry to [-eps, eps] (the
+# projection on the inf-norm ball). Near delta = 0 the symmetric KL is a quadratic form: with J the
+# Jacobian of the logits with respect to delta and P the clean prediction, l_s ~ delta^T J^T
+# (diag(P) - P P^T) J delta, the softmax's Fisher information sitting between the two Jacobians. So
+# g at delta_0 is ~ 2 J^T (diag(P) - P P^T) J delta_0: one step of the power method towards the
+# direction that moves the *prediction* most (not the raw logits: a shift of every logit by the same
+# amount changes nothing), as in virtual adversarial training (Miyato et al. 2018). With two classes
+# the power method has little to do: d l_s / d(noisy logits) is (x, -x) for each example, so g is
+# +-x times the gradient of the logit margin, and delta_0 only picks the sign. In training mode
+# every pass replays the same dropout masks, so R_s measures the perturbation, not the difference
+# between two dropout samples.
 
 # %%
 def smart_search(model, ids, types, mask, clean, eps, start_rng, state=None, sigma=1e-5):
@@ -498,10 +502,13 @@ print(f"run_check('smart') (the objective's parameter gradient for a fixed delta
 #
 #     D_breg = l_s(f(x; theta), f(x; theta_tilde)),   theta_tilde <- (1 - beta) theta + beta theta_tilde
 #
-# after every optimiser step (beta = 0.99: the teacher moves by 1% of the gap per step). `BregmanTeacher`
-# is a deep copy of the model; its forward replays the student's dropout masks, so at the start D_breg is
-# exactly 0 and afterwards it measures how far the parameters moved, not dropout noise. A few steps with
-# only this term (lambda_s = 0, mu = 1), at a constant learning rate of 1e-3:
+# In the paper (Jiang et al. 2020, section 3 and Algorithm 1) each outer iteration solves the
+# proximal problem min F(theta) + mu D_breg approximately with S optimiser steps and then updates
+# theta_tilde once, with the momentum beta = 0.99. Here S = 1: theta_tilde is updated after every
+# optimiser step, so the teacher moves by 1% of the gap per step. `BregmanTeacher` is a deep copy of
+# the model; its forward replays the student's dropout masks, so at the start D_breg is exactly 0
+# and afterwards it measures how far the parameters moved, not dropout noise. A few steps with only
+# this term (lambda_s = 0, mu = 1), at a constant learning rate of 1e-3:
 
 # %%
 student = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True)
@@ -707,6 +714,44 @@ print(f"stability settings found: {found} of {len(stability.SHIPPED_SETTINGS)} (
 # entailment-500 (std 0.080). Adversarial training buys robustness to the perturbation (section 2; the
 # test suite shows the loss rising 27x less under an adversarial step after FreeLB training); for a
 # model this small, three epochs on a few hundred examples do not leave room to pay for it.
+
+# %% [markdown]
+# ## 10. How this code compares with the authors' code
+#
+# **FreeLB** (github.com/zhuchen03/FreeLB, its GLUE script for Hugging Face BERT). Followed: the
+# initialisation of its default "l2" norm type (uniform(-1, 1) times the attention mask, times
+# `init_mag / sqrt(real tokens * H)` per example, zero when init_mag = 0); the loss divided by K
+# before each backward; the ascent `delta + alpha * g / ||g||_F` with the norm over each example's
+# (T, H) and clamped below at 1e-8; the projection by rescaling the examples whose norm exceeds eps
+# (0: none), after each update but not after the initialisation; no update after the last pass; the
+# first pass's dropout masks reused by the others (their model hands the masks around; here the
+# generator's state is replayed). Added: the random start draws from its own generator, so turning
+# FreeLB on does not shift the dropout stream, and the ascent direction is masked at padding (the
+# gradient there is zero anyway, section 1, but the mask keeps delta zero whatever the head reads).
+#
+# **SMART** (the paper's section 3 and Algorithm 1; the authors' MT-DNN toolkit,
+# github.com/namisan/mt-dnn, for the perturbation and the symmetric KL). Differences, all
+# deliberate:
+#
+# * *Where delta goes.* MT-DNN perturbs the output of the whole embedding layer (after its LayerNorm
+#   and dropout); here delta is added to the word embeddings, as for FreeLB.
+# * *The noise.* MT-DNN's `noise_var` (1e-5) multiplies a standard normal, so it is a standard
+#   deviation, like sigma here. Its current version does not mask the noise at padding; here it is
+#   masked.
+# * *The normalisation.* MT-DNN divides by the inf-norm per token (plus a guard of 1e-6) and, in its
+#   current version, normalises noise + step as a whole, which gives a perturbation of inf-norm
+#   about 1 per token, with no projection on an eps-ball. Here, as in the paper,
+#   delta_0 + eta * g / ||g||_inf per example, projected on ||delta||_inf <= eps. With eta = 1e-3
+#   much larger than eps = 1e-5, the step overshoots the ball and the projection leaves delta ~
+#   eps * sign(g) wherever |g| is more than about 1% of its maximum: in effect a sign-gradient step
+#   of size eps (section 6).
+# * *The search loss.* MT-DNN's ascent uses a one-sided KL of the noisy against the clean
+#   prediction; here l_s itself, as in Algorithm 1.
+# * *The regulariser's gradient.* MT-DNN detaches the target inside each KL term and so sends about
+#   half the full gradient (section 3); here the full symmetric gradient.
+# * *The Bregman term* is not in MT-DNN's release (its training script says it includes only the
+#   smart perturbation); `BregmanTeacher` follows the paper's momentum form (section 5), starting
+#   from the initial parameters.
 
 # %%
 print(f"lesson 14 done in {time.perf_counter() - STARTED:.0f} s")

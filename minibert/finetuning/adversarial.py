@@ -21,7 +21,7 @@ FreeLB: the average loss over K ascent steps
 so one optimiser step follows the gradient of (1/K) sum_k L_k: K-1 "free" ascent steps whose parameter
 gradients are not wasted. ``freelb_step`` returns ``loss`` = L_0 (the clean loss when init_mag = 0, the
 loss at the small random start otherwise) and ``adv_loss`` = mean_k L_k (the objective, and what the
-reference logs), plus ``delta_norm`` = the largest ||delta||_F of the last pass.
+authors' code logs), plus ``delta_norm`` = the largest ||delta||_F of the last pass.
 
 SMART: a smoothness regulariser and a proximal (teacher) term
 -------------------------------------------------------------
@@ -51,12 +51,11 @@ The clean logits are needed before the search (b) and their gradient only after 
 Cost: 4 forwards + 3 backwards (+ 1 teacher forward) per step, against 1 + 1 for a plain step.
 With lambda_s = 0 only (t) and (d) run; with lambda_s = 0 and no Bregman term the step is the plain one.
 
-Same dropout masks. The reference SMART code draws new dropout masks for the perturbed forward, so its
-R_s also measures the difference between two dropout samples (as R-Drop would). Here every pass of a
-step replays the masks: R_s measures the perturbation alone, and the ascent direction (b) is that of
-delta_0's effect, not of dropout noise (which, at sigma = 1e-5, would dwarf it). The teacher replays
-the same masks too (its generator is set to S), so D_breg(theta, theta) = 0 exactly: the term measures
-how far the parameters moved, not dropout noise. After a step, ``model.rng`` is where one plain step
+Same dropout masks. Every pass of a step replays the masks: R_s measures the perturbation alone,
+not the difference between two dropout samples, and the ascent direction (b) is that of delta_0's
+effect, not of dropout noise (which, at sigma = 1e-5, would dwarf it). The teacher replays the same
+masks too (its generator is set to S), so D_breg(theta, theta) = 0 exactly: the term measures how
+far the parameters moved, not dropout noise. After a step, ``model.rng`` is where one plain step
 would have left it.
 
 The symmetric KL and its gradient
@@ -78,49 +77,10 @@ logit difference d = a - b, not as a difference of two log-softmaxes: r = d - lo
 relative to its own (tiny) size, where log P - log Q would carry an absolute error of ~1e-7 (relative
 error 1e-7 / |d|).
 
-Where this follows or departs from the references
--------------------------------------------------
-FreeLB: the authors' code, github.com/zhuchen03/FreeLB, file ``huggingface-transformers/examples/
-run_glue_freelb.py`` (read through the search tools; nothing copied). Followed: the initialisation for
-its default norm type "l2" (uniform(-1, 1) times the attention mask, times ``adv_init_mag /
-sqrt(input_lengths * hidden)`` per example, zero when adv_init_mag = 0); the loss divided by
-``adv_steps`` before each backward; the ascent ``delta + adv_lr * g / ||g||_2`` with the norm over the
-flattened (T, H) of each example and clamped below at 1e-8; the projection by rescaling the examples
-whose norm exceeds ``adv_max_norm`` (0 = no projection), applied after each update but not to the
-initialisation; no update after the last pass (its delta gradient is never used); the dropout masks of
-the first pass reused by the others (its modified model returns and accepts ``dp_masks``; here the
-generator's state is replayed instead). The random start draws from the ``rng`` argument, a Generator
-separate from the model's, so turning FreeLB on does not shift the dropout stream. Added: the ascent
-direction is masked at padding (the gradient there is zero anyway for this model, as padded keys get
-exactly zero attention, but the mask keeps delta zero there whatever the head reads).
-
-SMART: the paper (Jiang et al. 2020, section 3 and Algorithm 1) and the code of the authors' MT-DNN
-toolkit, github.com/namisan/mt-dnn: ``mt_dnn/perturbation.py`` (``SmartPerturbation``),
-``mt_dnn/loss.py`` (``SymKlCriterion``) and the defaults in ``train.py``. Differences, all deliberate:
-- Where delta goes: MT-DNN perturbs the output of ``bert.embeddings`` (after the LayerNorm and dropout)
-  and feeds it back as ``inputs_embeds``; here delta is added to the word embeddings, as for FreeLB.
-- The noise: MT-DNN draws ``normal(0, 1) * noise_var``, so its "noise_var" (1e-5) is a standard
-  deviation; sigma here is the standard deviation too. Its current version does not mask the noise at
-  padding (an earlier one did); here it is masked.
-- The normalisation: MT-DNN divides by the inf-norm over the last axis (per token) plus
-  ``adv_epsilon`` (1e-6), and its current version normalises (noise + step_size * g) as a whole, which
-  gives a perturbation of inf-norm about 1 per token; ``adv_epsilon`` is only that denominator's guard,
-  and there is no projection on an eps-ball. Here, as in the paper, delta_0 + eta * g / ||g||_inf per
-  example, projected on ||delta||_inf <= eps. With the defaults eta = 1e-3 >> eps = 1e-5 the step
-  overshoots the ball and the projection makes delta ~ eps * sign(g) wherever |g| > ~1% of its
-  maximum: in effect a sign-gradient step of size eps.
-- The search loss: MT-DNN's ascent uses a one-sided KL (``stable_kl`` or ``kl_div``) of the noisy
-  against the clean prediction; here l_s itself, as Algorithm 1.
-- The regulariser's gradient: ``SymKlCriterion`` detaches the target inside each KL term, so it sends
-  only (P - Q)/B to each logits (about half the full gradient near P = Q); here the full symmetric
-  gradient above.
-- Defaults: MT-DNN's ``train.py`` has adv_alpha (lambda_s) 1, adv_k 1, adv_step_size (eta) 1e-5,
-  adv_noise_var (sigma) 1e-5, adv_epsilon 1e-6, adv_p_norm "inf"; here sigma 1e-5, eta 1e-3 and
-  eps 1e-5 as in the project's REFERENCE.md.
-- The Bregman term is not in MT-DNN (its ``train.py`` says "the current release only includes smart
-  perturbation"); ``BregmanTeacher`` follows the paper's momentum form
-  theta_tilde <- (1 - beta) theta + beta theta_tilde, beta = 0.99, updated after every optimiser step
-  (so beta close to 1 makes the teacher move slowly), and theta_tilde starts at the initial theta.
+Defaults: sigma = 1e-5, eta = 1e-3, eps = 1e-5 for the perturbation; ``BregmanTeacher`` updates
+theta_tilde <- (1 - beta) theta + beta theta_tilde with beta = 0.99 after every optimiser step,
+starting from the initial theta. Lesson 14 compares this code with the authors' FreeLB and SMART
+code.
 """
 from __future__ import annotations
 
@@ -134,7 +94,7 @@ import numpy as np
 if TYPE_CHECKING:   # gradcheck is imported inside the check functions: it registers them in its CHECKS
     from minibert.gradcheck import CheckResult
 
-# FreeLB's reference clamps the gradient norm below at this value before dividing by it.
+# The gradient norm is clamped below at this value before dividing by it (as FreeLB's code does).
 _NORM_FLOOR = 1e-8
 
 

@@ -25,8 +25,10 @@ and evaluation (``eval()``) uses w itself. Three facts follow directly:
 
       Var(y_hat) = sum_j p(1-p) / (1-p)^2 * (w_j - u_j)^2 x_j^2 = p/(1-p) * sum_j x_j^2 (w_j - u_j)^2,
 
-  an L2 penalty pulling w towards u, of strength p/(1-p) (9 at p = 0.9). The paper proves the general
-  version (its Theorem 1); ``tests/test_mixout.py`` checks the direction on a small regression.
+  an L2 penalty pulling w towards u, of strength p/(1-p) (9 at p = 0.9), exact for this loss.
+  ``tests/test_mixout.py`` checks the direction on a small regression. (The paper's Theorem 1 is a
+  different statement: for a strongly convex loss and one mask per weight, it bounds the expected loss
+  from below by the loss at w plus a multiple of ||w - u||^2.)
 
 Forward and backward of the layer y = x w_tilde^T + b, with x flattened to (N, in), N = B*T rows:
 
@@ -37,27 +39,12 @@ Forward and backward of the layer y = x w_tilde^T + b, with x flattened to (N, i
     db     = sum_n dy[n]                         the bias is not mixed
     du     = (none)                              u is a constant, not a parameter
 
-Where this follows or departs from the reference implementation
-------------------------------------------------------------------
-The authors' PyTorch code is github.com/bloodwass/mixout. Its ``mixout.py`` (and the packaged copy
-``mixout/mixout.py``) defines ``class Mixout(InplaceFunction)``. ``Mixout.forward`` draws the Bernoulli(1 - p)
-0/1 mask for row 0 of the weight and repeats that row over the output dimension (``ctx.noise[0].bernoulli_``
-then ``.repeat(input.size()[0], ...)``), so its mask is per input column, as here, and computes
-``((1 - noise) * target + noise * input - p * target) / (1 - p)``, which rearranges to the w_tilde above.
-``Mixout.backward`` returns ``grad_output * ctx.noise``: the raw 0/1 mask, WITHOUT the 1/(1 - p) factor of the
-forward. The exact gradient is ``grad_output * noise / (1 - p)``, so the reference weight gradient is the exact
-one times (1 - p) on every kept column (both are 0 on dropped columns), and a gradient check measures a
-relative error of exactly p on the mixed weights (the inputs' and biases' gradients are right: they go
-through ``F.linear`` with the mixed weight). ``reference_weight_gradient`` reproduces that formula and
-``check_mixout_reference`` shows the check failing by that factor; minibert uses the exact gradient.
-In practice the difference is mild: the factor is the same constant for every mixed weight, so under SGD it
-acts as a learning rate (1 - p) times smaller on the mixed weights (not on biases, LayerNorm, embeddings);
-under Adam, which divides by the gradient's running RMS, it nearly cancels where the gradient is far
-above eps (it still shifts the balance against eps, and shrinks the mixed weights' share of a global
-gradient norm before clipping). Fine-tuning gradients are small: at the start of fine-tuning the shipped
-model, the median gradient entry of the mixed weights is about 4.5e-5, so against eps = 1e-6 the reference
-version's Adam steps are a few percent shorter at p = 0.9 (lesson 12 measures 0.80-0.999x by gradient size). The
-reference also accepts p = 1 (w_tilde = u, i.e. frozen weights); here p must be in [0, 1).
+``reference_weight_gradient`` is the weight gradient WITHOUT the 1/(1 - p) factor, ``dw_tilde * m``: (1 - p)
+times the exact one on kept columns, so a gradient check finds a relative error of exactly p on the mixed
+weights. ``check_mixout_reference`` runs that check, and ``MixoutLinear.reference_gradient = True``
+trains with it; both exist for lesson 12, which shows where this gradient comes from and what it changes
+under SGD and Adam. minibert trains with the exact gradient. p must be in [0, 1) (p = 1 would be
+w_tilde = u: frozen weights).
 
 Memory: each MixoutLinear keeps its target, a second copy of its weight, and its forward cache holds
 w_tilde (one weight-sized array per layer between forward and backward). The weight-gradient scratch
@@ -90,11 +77,10 @@ def _check_p(p) -> float:
 
 
 def reference_weight_gradient(dw_tilde: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The weight gradient of the reference implementation (bloodwass/mixout, ``mixout.py``,
-    ``Mixout.backward``): ``dw_tilde * m`` with m the 0/1 keep mask (in,), broadcast over the rows of
-    dw_tilde (out, in). The exact gradient is ``dw_tilde * m / (1 - p)``; this one is (1 - p) times it on
-    kept columns. Kept for the lesson on gradient checks, not used in training unless a MixoutLinear's
-    ``reference_gradient`` is set."""
+    """The weight gradient without the forward's 1/(1 - p): ``dw_tilde * m`` with m the 0/1 keep mask
+    (in,), broadcast over the rows of dw_tilde (out, in). The exact gradient is ``dw_tilde * m / (1 - p)``;
+    this one is (1 - p) times it on kept columns. It is the gradient of the authors' reference code
+    (lesson 12); not used in training unless a MixoutLinear's ``reference_gradient`` is set."""
     return dw_tilde * np.asarray(mask, dtype=dw_tilde.dtype)
 
 

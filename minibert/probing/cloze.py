@@ -4,7 +4,8 @@
     npi         pseudo-log-likelihood of minimal pairs: licensor x scope x NPI present  (Warstadt et al. 2019)
     negation    "A robin is a [MASK]." vs "A robin is not a [MASK]."                    (Ettinger 2020)
     facts       "Robins are [MASK]." / "Robins have [MASK]." over the corpus's taxonomy  (Petroni et al. 2019)
-    malformed   shuffle or truncate the sentence: how far do the predictions move?      (Ettinger 2020)
+    malformed   shuffle or truncate the masked sentence: how far do the predictions move?
+                (after Ettinger 2020, who shuffled a separate context sentence instead)
 
 Every probe takes ``layers`` and returns one summary per entry: None reads the last layer (the
 model's real prediction); 0 feeds the embedding output straight into the MLM head, a baseline that
