@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels, lessons
+from minibert import checks, gradcheck, kernels, lessons
 from minibert.nn import Linear
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))    # quick mode changes nothing here
@@ -309,7 +309,7 @@ print("after zero_grad:", np.abs(layer.weight.grad).max())
 # uses BERT-like shapes `(B, T, H) = (3, 7, 12)` to 20 outputs:
 
 # %%
-results = gradcheck.run_check("linear", seed=0)
+results = checks.run_check("linear", seed=0)
 print(gradcheck.format_table(results))
 print("worst relative error:", f"{max(r.max_rel_error for r in results):.1e}")
 

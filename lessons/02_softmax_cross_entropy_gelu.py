@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels, lessons
+from minibert import checks, gradcheck, kernels, lessons
 from minibert.special import normal_cdf
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
@@ -203,7 +203,7 @@ zloss, zcache = F.cross_entropy_forward(logits, targets, np.zeros(N))
 print("no predictions at all: loss", float(zloss), ", max |gradient|",
       np.abs(F.cross_entropy_backward(1.0, zcache)).max())
 
-print(gradcheck.format_table(gradcheck.run_check("cross_entropy_weighted", seed=0)))
+print(gradcheck.format_table(checks.run_check("cross_entropy_weighted", seed=0)))
 
 # %% [markdown]
 # ## 5. GELU: exact and tanh-approximated

@@ -22,7 +22,7 @@
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels
+from minibert import checks, gradcheck, kernels
 from minibert.nn import LayerNorm
 
 np.set_printoptions(precision=4, suppress=True)
@@ -222,7 +222,7 @@ dx_module = ln.backward(dy)
 print("module: max |y - by hand|", np.abs(out - y).max(), " max |dx - by hand|", np.abs(dx_module - dx).max(),
       " names", [n for n, _ in ln.named_parameters()])
 
-print(gradcheck.format_table(gradcheck.run_check("layernorm", seed=0)))
+print(gradcheck.format_table(checks.run_check("layernorm", seed=0)))
 
 # %% [markdown]
 # ## What you should see

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels, lessons
+from minibert import checks, gradcheck, kernels, lessons
 from minibert.config import BertConfig
 from minibert.models.bert import BertSelfAttention
 
@@ -274,7 +274,7 @@ print(f"output change after adding 5 to every key bias: {np.abs(out_after - out_
 # Finally, the package's own checks: the attention pair (with dropout and padding) and the whole module.
 
 # %%
-results = gradcheck.run_check("attention", seed=0) + gradcheck.run_check("BertSelfAttention", seed=0)
+results = checks.run_check("attention", seed=0) + checks.run_check("BertSelfAttention", seed=0)
 print(gradcheck.format_table(results))
 
 # %% [markdown]

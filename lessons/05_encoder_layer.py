@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels, lessons
+from minibert import checks, gradcheck, kernels, lessons
 from minibert.config import BertConfig
 from minibert.models import BertModel
 from minibert.models.bert import BertLayer
@@ -99,8 +99,10 @@ y_module, _ = layer.forward(x, mask_bias)
 print("max |module - by hand| =", np.abs(y_module - y_hand).max())
 
 # %% [markdown]
-# (The module fuses the first bias into the GELU kernel, `bias_gelu_forward(x W1^T, b1)`, which saves one
-# pass over the `(B, T, I)` array; the arithmetic is the same, so the numbers are identical.)
+# (The intermediate `Linear` carries the GELU: `Linear(H, I, ..., activation="gelu")` calls
+# `kernels.linear_gelu_forward`, and the Numba backend adds the first bias inside its fused GELU kernel,
+# `bias_gelu_forward(x W1^T, b1)`, which saves one pass over the `(B, T, I)` array; the arithmetic is the
+# same, so the numbers are identical.)
 #
 # ## 2. The backward: the forward read in reverse
 #
@@ -211,9 +213,9 @@ print(f"{model.num_parameters()} parameters in {len(list(model.named_parameters(
 # (the masks are replayed for every finite-difference evaluation), padding, several heads, batch > 1:
 
 # %%
-layer_results = gradcheck.run_check("BertLayer", seed=0)
+layer_results = checks.run_check("BertLayer", seed=0)
 print(gradcheck.format_table(layer_results))
-model_results = gradcheck.run_check("BertModel", seed=0)
+model_results = checks.run_check("BertModel", seed=0)
 worst_model = max(model_results, key=lambda r: r.max_rel_error)
 print(f"\nBertModel: {sum(r.ok for r in model_results)} of {len(model_results)} tensors ok, worst "
       f"{worst_model.max_rel_error:.1e} ({worst_model.tensor})")
@@ -263,7 +265,7 @@ print(f"numba vs numpy (float32): max |output diff| = {np.abs(outputs['numba'] -
       f"worst gradient diff relative to that gradient's largest entry = {grad_diff:.1e}")
 numba.set_num_threads(1)                 # the check's arrays are tiny: extra threads only add overhead
 with kernels.using("numba"):
-    numba_results = gradcheck.run_check("BertLayer", seed=0)
+    numba_results = checks.run_check("BertLayer", seed=0)
 numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 print(f"gradient check of BertLayer on the Numba kernels (float64): "
       f"{sum(r.ok for r in numba_results)} of {len(numba_results)} ok, worst "
@@ -332,8 +334,8 @@ def op_layernorm():
 
 
 def op_bias_gelu():
-    y, cache = kernels.bias_gelu_forward(inter, zeros_i)
-    kernels.bias_gelu_backward(inter, cache, zeros_i.copy())
+    y, cache = kernels.active().bias_gelu_forward(inter, zeros_i)
+    kernels.active().bias_gelu_backward(inter, cache, zeros_i.copy())
 
 
 # how many times one forward + backward of the model runs each operation

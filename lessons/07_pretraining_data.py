@@ -40,7 +40,8 @@ from minibert import lessons
 from minibert.paths import data_dir
 from minibert.pretraining.data import (DataConfig, InstanceMaker, PretrainingDataset, documents_from_lines,
                                        prepare, truncate_seq_pair)
-from minibert.tokenization import BertTokenizer, train_wordpiece, write_vocab
+from minibert.tokenization import BertTokenizer, write_vocab
+from minibert.tokenization.trainer import train_wordpiece
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 12345                             # the original script's default seed

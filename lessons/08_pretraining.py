@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, kernels, lessons, plots
+from minibert import checks, gradcheck, kernels, lessons, plots
 from minibert.inference import fill_mask
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW, linear_warmup_decay, triples_from_model
@@ -231,7 +231,7 @@ print(f"rows with gradient: from the lookup {nonzero(from_lookup)} (distinct tok
 # for position 2 twice, so a buffered `+=` in the scatter would fail it.
 
 # %%
-results = gradcheck.run_check("BertForPreTraining", seed=0)
+results = checks.run_check("BertForPreTraining", seed=0)
 print(gradcheck.format_table([r for r in results if "word_embeddings" in r.tensor or r.tensor.startswith("cls.")]))
 worst = max(results, key=lambda r: r.max_rel_error)
 print(f"BertForPreTraining: {sum(r.ok for r in results)} of {len(results)} tensors ok, worst "
@@ -243,19 +243,19 @@ print(f"BertForPreTraining: {sum(r.ok for r in results)} of {len(results)} tenso
 
 # %%
 def backward_with_buffered_scatter(self, dloss=1.0):
-    mlm_cache, nsp_cache = self.loss_caches
-    B, T, H = self.seq_shape
+    positions, seq_shape, mlm_cache, nsp_cache = self.cache
+    B, T, H = seq_shape
     dgathered = self.cls.predictions.backward(kernels.cross_entropy_backward(dloss, mlm_cache))   # (B*P, H)
     dpooled = self.cls.seq_relationship.backward(kernels.cross_entropy_backward(dloss, nsp_cache))
-    dseq = np.zeros(self.seq_shape, dtype=dgathered.dtype)
-    dseq[np.arange(B)[:, None], self.positions] += dgathered.reshape(B, -1, H)   # the bug: np.add.at is right
+    dseq = np.zeros(seq_shape, dtype=dgathered.dtype)
+    dseq[np.arange(B)[:, None], positions] += dgathered.reshape(B, -1, H)   # the bug: np.add.at is right
     return self.bert.backward(dseq, dpooled)
 
 
 correct_backward = BertForPreTraining.backward
 BertForPreTraining.backward = backward_with_buffered_scatter
 try:
-    planted = gradcheck.run_check("BertForPreTraining", seed=0)
+    planted = checks.run_check("BertForPreTraining", seed=0)
 finally:
     BertForPreTraining.backward = correct_backward
 print(f"with the buffered scatter: {sum(r.ok for r in planted)} of {len(planted)} tensors ok:")

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from minibert import functional as F
-from minibert import gradcheck, lessons
+from minibert import checks, gradcheck, lessons
 from minibert.finetuning import data as task_data
 from minibert.finetuning import metrics
 from minibert.finetuning.stability import format_table, plot_swarm, summarise
@@ -171,8 +171,8 @@ def head_backward(g):
 results = gradcheck.check_function("head", head_loss, head_backward, tensors, check_rng, params)
 print(gradcheck.format_table(results))
 print(f"head: {sum(r.ok for r in results)} of {len(results)} tensors ok")
-whole = gradcheck.run_check("BertForSequenceClassification")
-print(f"the whole model (gradcheck.run_check('BertForSequenceClassification'), tiny float64 copy): "
+whole = checks.run_check("BertForSequenceClassification")
+print(f"the whole model (checks.run_check('BertForSequenceClassification'), tiny float64 copy): "
       f"{sum(r.ok for r in whole)} of {len(whole)} tensors ok, worst {max(r.max_rel_error for r in whole):.1e}")
 
 # %% [markdown]

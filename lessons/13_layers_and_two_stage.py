@@ -39,10 +39,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minibert import gradcheck, kernels, lessons
-from minibert.finetuning import ScalarMix, batches, majority_score, metrics, stability
+from minibert import checks, gradcheck, kernels, lessons
+from minibert.finetuning import batches, majority_score, metrics, stability
 from minibert.finetuning.trainer import FinetuneConfig, Finetuner, finetune
 from minibert.models import BertForSequenceClassification
+from minibert.nn import ScalarMix
 from minibert.paths import data_dir, data_path
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
@@ -142,7 +143,7 @@ def check_by_hand(keep):
                                     {"X": X}, rng, {"w": w, "gamma": gamma})
 
 
-results = check_by_hand(keep_all) + check_by_hand(keep) + gradcheck.run_check("ScalarMix")
+results = check_by_hand(keep_all) + check_by_hand(keep) + checks.run_check("ScalarMix")
 print(gradcheck.format_table(results))
 print(f"{sum(r.ok for r in results)} of {len(results)} tensors within {gradcheck.TOLERANCE:g}")
 
@@ -183,8 +184,8 @@ for layers in ("mix", "concat4"):
     print(f"{layers:8} {len(out.hidden_states)} hidden states, features {features.shape}, classifier weight "
           f"{model.classifier.weight.data.shape}, max |by hand - model| {np.abs(logits - out.logits).max():.1e}")
 
-results = gradcheck.run_check("BertForSequenceClassification_mix") + \
-    gradcheck.run_check("BertForSequenceClassification_concat4")
+results = checks.run_check("BertForSequenceClassification_mix") + \
+    checks.run_check("BertForSequenceClassification_concat4")
 failed = [f"{r.check}/{r.tensor}" for r in results if not r.ok]
 print(f"gradient checks of the whole model (loss, mix with layer dropout, concat4): {sum(r.ok for r in results)} "
       f"of {len(results)} tensors ok, worst {max(r.max_rel_error for r in results):.1e}"

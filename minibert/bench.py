@@ -127,6 +127,18 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
                     lambda: m.bias_gelu_backward(dinter, cache, dbias))
         return make
 
+    def linear_gelu(m):
+        weight, dweight, dbias = 0.05 * randn(I, H), np.zeros((I, H), f32), np.zeros(I, f32)
+        _, cache = m.linear_gelu_forward(hidden, weight, inter_bias)
+        return (lambda: m.linear_gelu_forward(hidden, weight, inter_bias),
+                lambda: m.linear_gelu_backward(dinter, cache, dweight, dbias))
+
+    def attention(m):
+        D = H // A
+        q, k, v, dcontext = (randn(B, A, T, D) for _ in range(4))
+        _, _, cache = m.attention_forward(q, k, v, mask_bias)
+        return lambda: m.attention_forward(q, k, v, mask_bias), lambda: m.attention_backward(dcontext, cache)
+
     def embedding(m):
         dweight = np.zeros((V, H), f32)
         return None, lambda: m.embedding_backward(dhidden, ids, dweight)
@@ -140,6 +152,8 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         ("layernorm", f"({B}, {T}, {H})", layernorm),
         ("bias_gelu", f"({B}, {T}, {I}) erf", bias_gelu(False)),
         ("bias_gelu", f"({B}, {T}, {I}) tanh", bias_gelu(True)),
+        ("linear_gelu", f"({B}, {T}, {H}) -> ({B}, {T}, {I})", linear_gelu),
+        ("attention", f"({B}, {A}, {T}, {H // A}) + mask", attention),
         ("embedding", f"({B}, {T}, {H}) -> ({V}, {H})", embedding),
         ("cross_entropy", f"({P}, {V}) weighted", cross_entropy),
     ]

@@ -22,7 +22,7 @@ from minibert import outputs
 # name -> (module, one-line help)
 COMMANDS = {
     "demo": ("minibert.demo", "the whole story in a few minutes: pretrain, evaluate, fill in masks, write a report"),
-    "gradcheck": ("minibert.gradcheck", "finite-difference gradient checks of every layer and the whole model"),
+    "gradcheck": ("minibert.checks", "finite-difference gradient checks of every layer and the whole model"),
     "bench": ("minibert.bench", "benchmarks: NumPy vs Numba kernels, whole training steps"),
     "vocab": ("minibert.tokenization.trainer", "learn a WordPiece vocabulary from a text corpus"),
     "corpus": ("minibert.corpus.cli", "generate the bundled corpus and evaluation sets, or check them"),

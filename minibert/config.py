@@ -71,9 +71,11 @@ class BertConfig:
         if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 1:
             raise ValueError(f"BertConfig.num_labels must be a positive integer, got {self.num_labels!r}")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError(f"BertConfig.classifier_dropout must be None or in [0, 1), got {self.classifier_dropout!r}")
+            raise ValueError("BertConfig.classifier_dropout must be None or in [0, 1), "
+                             f"got {self.classifier_dropout!r}")
         if self.classifier_layers not in CLASSIFIER_LAYERS:
-            raise ValueError(f"unknown classifier_layers {self.classifier_layers!r}; expected one of {CLASSIFIER_LAYERS}")
+            raise ValueError(f"unknown classifier_layers {self.classifier_layers!r}; "
+                             f"expected one of {CLASSIFIER_LAYERS}")
         if not 0.0 <= self.layer_dropout < 1.0:
             raise ValueError(f"BertConfig.layer_dropout must be in [0, 1), got {self.layer_dropout!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:

@@ -14,9 +14,10 @@ Shapes use one legend: B batch, T tokens, H hidden, A heads, D head size, I inte
 P predictions (masked positions), N rows, C classes. ``...`` is any number of leading dimensions.
 dtype follows the input: float32 for training, float64 for gradient checks; nothing upcasts silently.
 
-The hot non-matmul pairs (softmax, layer norm, bias+GELU, embedding scatter-add, cross-entropy) also
-have Numba versions with the same signatures in ``minibert.kernels``; model code calls them through
-that switch, and this module stays the reference they are tested against.
+The hot pairs (softmax, layer norm, linear+GELU, attention, embedding scatter-add, cross-entropy) also
+have Numba versions with the same signatures in ``minibert.kernels.numba_kernels``; model code calls them
+through the switch ``minibert.kernels``. This module never calls that switch: it imports only NumPy and
+the package's math helpers, and stays the reference the kernels are tested against.
 """
 from __future__ import annotations
 
@@ -159,6 +160,23 @@ def bias_gelu_backward(dy, cache, dbias):
     return da
 
 
+def linear_gelu_forward(x, weight, bias, approximate=False):
+    """h = GELU(x W^T + b): the feed-forward's first half and the MLM head's transform.
+
+    x (..., in), weight (out, in), bias (out,) -> h (..., out). The Numba backend runs the matmul without
+    the bias and adds it inside its fused bias+GELU kernel (one pass over (..., out) fewer).
+    """
+    a, linear_cache = linear_forward(x, weight, bias)
+    h, gelu_cache = gelu_forward(a, approximate)
+    return h, (linear_cache, gelu_cache)
+
+
+def linear_gelu_backward(dh, cache, dweight, dbias):
+    """da = dh GELU'(a), then the linear backward: dx = da W, dW += da^T x, db += sum of da's rows."""
+    linear_cache, gelu_cache = cache
+    return linear_backward(gelu_backward(dh, gelu_cache), linear_cache, dweight, dbias)
+
+
 # ----------------------------------------------------------------------------------------------
 # Dropout (inverted)
 # ----------------------------------------------------------------------------------------------
@@ -219,14 +237,10 @@ def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=
     """context = dropout(softmax(q k^T / sqrt(D) + mask)) v, for every head at once.
 
     q, k, v (B, A, T, D); mask_bias (B, T) -> context (B, A, T, D), attention probs (B, A, T, T).
-    The softmax runs through the kernel switch (``minibert.kernels``), so this one function serves the
-    NumPy and the Numba path.
     """
-    from minibert import kernels
-
     scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
     scores = (q @ k.swapaxes(-1, -2)) * scale                     # (B, A, T, T)
-    probs, _ = kernels.softmax_forward(scores, mask_bias)        # (B, A, T, T)
+    probs, _ = softmax_forward(scores, mask_bias)                # (B, A, T, T)
     dropped, dropout_mask = dropout_forward(probs, dropout_p, rng, dropout_mask)
     context = dropped @ v                                        # (B, A, T, D)
     return context, probs, (q, k, v, probs, dropped, dropout_mask, scale)
@@ -240,12 +254,10 @@ def attention_backward(dcontext, cache):
         dq = scale dS k                     dk = scale dS^T q
     Returns dq, dk, dv, each (B, A, T, D).
     """
-    from minibert import kernels
-
     q, k, v, probs, dropped, dropout_mask, scale = cache
     dv = dropped.swapaxes(-1, -2) @ dcontext
     dprobs = dropout_backward(dcontext @ v.swapaxes(-1, -2), dropout_mask)
-    dscores = kernels.softmax_backward(dprobs, probs)
+    dscores = softmax_backward(dprobs, probs)
     dscores *= scale
     dq = dscores @ k
     dk = dscores.swapaxes(-1, -2) @ q

@@ -380,56 +380,6 @@ def load_into(model, folder, *, strict: bool = True, allow_missing_heads: bool =
 
 
 # ----------------------------------------------------------------------------------------------
-# Tokenizer folders
-# ----------------------------------------------------------------------------------------------
-TOKENIZER_JSON = "tokenizer.json"
-
-
-def load_tokenizer(folder):
-    """A ``BertTokenizer`` from a tokenizer folder written by minibert or by any transformers version.
-
-    minibert and transformers 4 write ``vocab.txt`` (read by ``BertTokenizer.from_pretrained``); transformers
-    5 writes only ``tokenizer.json`` (the ``tokenizers`` library's serialisation) and
-    ``tokenizer_config.json``. From ``tokenizer.json`` we take the WordPiece vocabulary (token -> id) and
-    the normaliser's ``lowercase``, after checking that the rest is the BERT pipeline minibert implements
-    (BertNormalizer, BertPreTokenizer, WordPiece with "##" and [UNK]).
-    """
-    from minibert.tokenization import BertTokenizer
-
-    folder = Path(folder)
-    if (folder / "vocab.txt").is_file() or not (folder / TOKENIZER_JSON).is_file():
-        return BertTokenizer.from_pretrained(folder)
-    file = folder / TOKENIZER_JSON
-    try:
-        spec = json.loads(file.read_text(encoding="utf-8"))
-        model, normalizer = spec["model"], spec.get("normalizer") or {}
-        vocab = model["vocab"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise ValueError(f"{file} is not a tokenizers serialisation with a model vocabulary") from None
-    problems = []
-    if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
-        problems.append(f"model type {model.get('type')!r}, expected 'WordPiece' with a vocab object")
-    if model.get("continuing_subword_prefix", "##") != "##" or model.get("unk_token", "[UNK]") != "[UNK]":
-        problems.append("WordPiece must use '##' continuations and '[UNK]'")
-    if normalizer.get("type") != "BertNormalizer":
-        problems.append(f"normalizer {normalizer.get('type')!r}, expected 'BertNormalizer'")
-    lowercase = bool(normalizer.get("lowercase", True))
-    if normalizer.get("strip_accents") not in (None, lowercase):
-        problems.append(f"strip_accents={normalizer['strip_accents']} with lowercase={lowercase} "
-                        "(minibert strips accents exactly when it lowercases)")
-    if (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
-        problems.append(f"pre_tokenizer {(spec.get('pre_tokenizer') or {}).get('type')!r}, expected 'BertPreTokenizer'")
-    if problems:
-        raise ValueError(f"{file} is not a BERT WordPiece tokenizer minibert can reproduce: " + "; ".join(problems))
-    ids = sorted(vocab.values())
-    if ids != list(range(len(ids))):
-        raise ValueError(f"{file}: the vocabulary ids are not 0..{len(ids) - 1} without gaps")
-    tokens = sorted(vocab, key=vocab.get)
-    return BertTokenizer(tokens, do_lower_case=lowercase,
-                         max_input_chars_per_word=int(model.get("max_input_chars_per_word", 100)))
-
-
-# ----------------------------------------------------------------------------------------------
 # The PyTorch side of the parity checks (imports torch and transformers when called)
 # ----------------------------------------------------------------------------------------------
 PARITY_INSTALL = 'pip install "torch==2.13.0" && pip install ".[parity]"'

@@ -1,9 +1,18 @@
 """Modules: thin shells that own parameters and gradients, call the forward/backward pairs, and keep the
 cache of their last forward.
 
-There is no autograd. A module's ``forward`` stores what its ``backward`` needs in ``self.cache``; a
-model's ``backward`` calls its children's ``backward`` in reverse order, by hand. A module therefore
-supports one forward per backward: calling ``forward`` twice before ``backward`` overwrites the cache.
+There is no autograd. One convention holds for every module:
+
+* ``forward(...)`` computes its output and stores everything its backward needs in ONE attribute,
+  ``self.cache`` (a tuple, or the cache returned by a pair). Nothing else is written during a forward.
+* ``backward(dout)`` reads ``self.cache``, ADDS the parameter gradients into ``Parameter.grad`` and
+  returns the gradient of its input(s). A module whose forward saw a tensor twice (a residual, three
+  projections of one x) adds the gradients of every use.
+* A child module keeps its own cache; a parent's backward calls its children's backward in reverse order,
+  by hand. So a module supports one forward per backward: a second forward overwrites the cache.
+
+Caches made by ``minibert.kernels`` carry the backend that made them (NumPy reference or Numba), so a
+backward always runs the matching pair, whichever backend is active by then.
 
 Parameter names are the attribute paths, which are chosen to be the Hugging Face BERT state-dict keys
 (``encoder.layer.0.attention.self.query.weight``), so checkpoints convert without a renaming table.
@@ -128,30 +137,56 @@ def normal_init(rng: np.random.Generator, shape, std: float) -> np.ndarray:
 
 
 class Linear(Module):
-    """y = x W^T + b with W of shape (out, in), as in PyTorch and the Hugging Face checkpoints."""
+    """y = x W^T + b with W of shape (out, in), as in PyTorch and the Hugging Face checkpoints.
+
+    ``activation="gelu"`` (exact, erf) or ``"gelu_new"`` (tanh form) makes it GELU(x W^T + b): BERT's
+    feed-forward and its MLM head transform each follow a dense layer with GELU, and this is the one
+    place that pair is computed (``kernels.linear_gelu_*``; the Numba backend fuses the bias into GELU).
+    """
 
     def __init__(self, in_features: int, out_features: int, rng: np.random.Generator, std: float = 0.02,
-                 bias: bool = True):
+                 bias: bool = True, activation: str | None = None):
         self.weight = Parameter(normal_init(rng, (out_features, in_features), std))
         self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
+        self.activation = _check_activation(activation, bias)
 
-    @classmethod
-    def tied(cls, weight: Parameter) -> "Linear":
-        """A bias-free Linear whose weight is an existing Parameter (the MLM decoder and the word
-        embeddings share one matrix)."""
-        linear = cls.__new__(cls)
-        linear.weight, linear.bias = weight, None
-        return linear
-
-    def forward(self, x, add_bias: bool = True):
-        """``add_bias=False`` leaves the bias to the caller (BERT adds it inside the fused bias+GELU
-        kernel); the bias gradient is then the caller's too."""
-        self.bias_added = add_bias and self.bias is not None
-        y, self.cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias_added else None)
+    def forward(self, x):
+        y, self.cache = dense_forward(x, self.weight.data, self.bias, self.activation)
         return y
 
     def backward(self, dy):
-        return F.linear_backward(dy, self.cache, self.weight.grad, self.bias.grad if self.bias_added else None)
+        return dense_backward(dy, self.cache, self.weight.grad, self.bias, self.activation)
+
+
+class TiedLinear(Linear):
+    """y = x W^T + b with Parameters that another module holds too: the MLM decoder reads the word-embedding
+    matrix (and the head's bias). Both uses' backward passes add into the same ``grad``."""
+
+    def __init__(self, weight: Parameter, bias: Parameter | None = None):
+        self.weight, self.bias, self.activation = weight, bias, None
+
+
+def _check_activation(activation, bias):
+    if activation not in (None, "gelu", "gelu_new"):
+        raise ValueError(f"activation must be None, 'gelu' or 'gelu_new', got {activation!r}")
+    if activation is not None and not bias:
+        raise ValueError("a Linear with a GELU activation needs its bias (the fused kernel adds it)")
+    return activation
+
+
+def dense_forward(x, weight, bias: Parameter | None, activation: str | None):
+    """x W^T + b, then GELU if ``activation`` is set. Shared by Linear and Mixout's linear layer, which
+    passes its mixed weight. The plain matmul is NumPy (BLAS) on both backends."""
+    if activation is None:
+        return F.linear_forward(x, weight, None if bias is None else bias.data)
+    return kernels.linear_gelu_forward(x, weight, bias.data, activation == "gelu_new")
+
+
+def dense_backward(dy, cache, dweight, bias: Parameter | None, activation: str | None):
+    """Gradients of ``dense_forward``: adds into ``dweight`` and ``bias.grad``, returns dx."""
+    if activation is None:
+        return F.linear_backward(dy, cache, dweight, None if bias is None else bias.grad)
+    return kernels.linear_gelu_backward(dy, cache, dweight, bias.grad)
 
 
 class LayerNorm(Module):
@@ -199,3 +234,66 @@ class Dropout(Module):
 
     def backward(self, dy):
         return F.dropout_backward(dy, self.cache)
+
+
+class ScalarMix(Module):
+    """A learned weighted average of every layer's representation (ELMo; Tenney et al. 2019).
+
+    For N = L + 1 hidden states X_0 (the embedding output) ... X_L, each (B, H) (e.g. the [CLS] vectors):
+
+        s = softmax(w)                      w: (N,) learned, starts at 0 (equal weights)
+        h = gamma * sum_l s_l X_l           gamma: a learned scale, starts at 1
+
+    Layer dropout (Kondratyuk and Straka 2019) sets w_l to -inf with probability ``layer_dropout`` during
+    training, so the classifier cannot lean on one layer alone. (If every layer is dropped, none is.)
+
+    Backward, with G = dL/dh (B, H) and <., .> the sum over batch and features:
+
+        dX_l = gamma s_l G                  h is linear in each X_l
+        dgamma = sum_l s_l <G, X_l>         h is linear in gamma
+        ds_l = gamma <G, X_l>
+        dw = s * (ds - <ds, s>)             the softmax Jacobian diag(s) - s s^T applied to ds
+
+    A dropped layer has s_l = 0, so it receives no gradient, and neither does its weight.
+    """
+
+    def __init__(self, num_layers: int, layer_dropout: float, rng: np.random.Generator):
+        if num_layers < 1:
+            raise ValueError(f"a scalar mix needs at least one layer, got {num_layers}")
+        if not 0.0 <= layer_dropout < 1.0:
+            raise ValueError(f"layer_dropout must be in [0, 1), got {layer_dropout!r}")
+        self.weights = Parameter(np.zeros(num_layers, np.float32))    # w
+        self.gamma = Parameter(np.ones(1, np.float32))
+        self.layer_dropout = layer_dropout
+        self.rng = rng
+
+    def forward(self, states):
+        """states: N arrays (B, H) -> (B, H)."""
+        if len(states) != self.weights.data.size:
+            raise ValueError(f"scalar mix of {self.weights.data.size} layers got {len(states)} states")
+        w = self.weights.data
+        keep = np.ones(w.size, dtype=bool)
+        if self.training and self.layer_dropout > 0:
+            keep = self.rng.random(w.size) >= self.layer_dropout
+            if not keep.any():
+                keep[:] = True
+        e = np.where(keep, np.exp(w - w[keep].max()), 0).astype(w.dtype)
+        s = e / e.sum()                                                     # (N,)
+        X = np.stack(states)                                                # (N, B, H)
+        self.cache = (X, s)
+        return self.gamma.data[0] * np.tensordot(s, X, axes=1)
+
+    def backward(self, G):
+        """G (B, H) -> list of N gradients (B, H), one per state."""
+        X, s = self.cache
+        gamma = self.gamma.data[0]
+        inner = np.tensordot(X, G, axes=([1, 2], [0, 1]))                  # (N,) <G, X_l>
+        self.gamma.grad[0] += s @ inner
+        ds = gamma * inner
+        self.weights.grad += s * (ds - ds @ s)
+        return [gamma * s_l * G for s_l in s]
+
+    def mixing_weights(self) -> np.ndarray:
+        """softmax(w) without layer dropout: how much each layer counts at evaluation."""
+        e = np.exp(self.weights.data - self.weights.data.max())
+        return e / e.sum()

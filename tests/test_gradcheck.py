@@ -4,23 +4,23 @@ import numpy as np
 import pytest
 
 from minibert import functional as F
-from minibert import gradcheck, kernels
+from minibert import checks, gradcheck, kernels
 
 
-@pytest.mark.parametrize("name", list(gradcheck.CHECKS))
+@pytest.mark.parametrize("name", list(checks.CHECKS))
 def test_gradients_numpy_path(name):
     with kernels.using("numpy"):
-        results = gradcheck.run_check(name)
+        results = checks.run_check(name)
     assert results, "a check must compare at least one tensor"
     bad = [(r.tensor, r.max_rel_error) for r in results if not r.ok]
     assert not bad, f"{name}: gradients off by more than {gradcheck.TOLERANCE}: {bad}"
 
 
-@pytest.mark.parametrize("name", ["layernorm", "bias_gelu", "softmax", "embedding", "cross_entropy_weighted",
-                                  "BertLayer", "BertModel"])
+@pytest.mark.parametrize("name", ["layernorm", "linear_gelu", "softmax", "attention", "embedding",
+                                  "cross_entropy_weighted", "BertLayer", "BertModel"])
 def test_gradients_numba_path(name):
     with kernels.using("numba"):
-        results = gradcheck.run_check(name, seed=1)
+        results = checks.run_check(name, seed=1)
     bad = [(r.tensor, r.max_rel_error) for r in results if not r.ok]
     assert not bad, f"{name} on Numba kernels: {bad}"
 

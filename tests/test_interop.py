@@ -8,6 +8,7 @@ import pytest
 from minibert import interop, safetensors
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining, BertModel
+from minibert.tokenization import BertTokenizer
 
 CONFIG = BertConfig(vocab_size=23, hidden_size=6, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=10, max_position_embeddings=9)
@@ -217,7 +218,7 @@ def test_hugging_face_config_fields(tmp_path):
                  "add_cross_attention": False, "classifier_dropout": None, "tie_word_embeddings": True}
     model = BertForPreTraining.from_pretrained(write_folder(tmp_path / "tanh", state, hf_config))
     assert model.config.hidden_act == "gelu_new"            # the same tanh approximation
-    assert model.bert.encoder.layer[0].intermediate.approximate
+    assert model.bert.encoder.layer[0].intermediate.dense.activation == "gelu_new"
     for change, message in ((dict(is_decoder=True), "is_decoder"),
                             (dict(position_embedding_type="relative_key"), "relative_key"),
                             (dict(hidden_act="relu"), "unknown hidden_act 'relu'"),
@@ -260,26 +261,26 @@ def test_tokenizer_json_folder(tmp_path):
     folder.mkdir()
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
-    tokenizer = interop.load_tokenizer(folder)
+    tokenizer = BertTokenizer.from_pretrained(folder)
     assert tokenizer.convert_ids_to_tokens(range(len(tokens))) == tokens and tokenizer.do_lower_case
     assert tokenizer.encode("The cats sat.").input_ids == [2, 5, 6, 8, 7, 11, 3]
     spec["normalizer"]["lowercase"] = False
     (folder / "tokenizer.json").write_text(json.dumps(spec))
-    assert interop.load_tokenizer(folder).encode("The cats").input_ids == [2, 1, 6, 8, 3]
+    assert BertTokenizer.from_pretrained(folder).encode("The cats").input_ids == [2, 1, 6, 8, 3]
     for change, message in ((("normalizer", "strip_accents"), True), (("model", "type"), "BPE"),
                             (("model", "continuing_subword_prefix"), "@@")):
         bad = json.loads(json.dumps(spec))
         bad[change[0]][change[1]] = message
         (folder / "tokenizer.json").write_text(json.dumps(bad))
         with pytest.raises(ValueError, match="not a BERT WordPiece tokenizer"):
-            interop.load_tokenizer(folder)
+            BertTokenizer.from_pretrained(folder)
     spec["model"]["vocab"]["extra"] = 40
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="without gaps"):
-        interop.load_tokenizer(folder)
+        BertTokenizer.from_pretrained(folder)
     # A folder with vocab.txt goes through BertTokenizer.from_pretrained as before.
     (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
-    assert interop.load_tokenizer(folder).vocab_size == len(tokens)
+    assert BertTokenizer.from_pretrained(folder).vocab_size == len(tokens)
 
 
 def test_bench_parity_without_torch_says_what_to_install(monkeypatch, capsys):

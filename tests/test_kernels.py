@@ -313,12 +313,12 @@ def test_switch_selects_backend(rng):
     x = randn(rng, (2, 7), np.float64)
     with kernels.using("numpy"):
         assert kernels.backend() == "numpy"
-        _, cache = kernels.layernorm_forward(x, np.ones(7), np.zeros(7))
-        assert len(cache) == 3                            # the reference's (xhat, rstd, gamma)
+        _, (impl, cache) = kernels.layernorm_forward(x, np.ones(7), np.zeros(7))
+        assert impl == "numpy" and len(cache) == 3              # the reference's (xhat, rstd, gamma)
         with kernels.using("numba"):
             assert kernels.backend() == "numba"
-            _, cache = kernels.layernorm_forward(x, np.ones(7), np.zeros(7))
-            assert len(cache) == 5                        # the kernel's (x, mean, rstd, gamma, shape)
+            _, (impl, cache) = kernels.layernorm_forward(x, np.ones(7), np.zeros(7))
+            assert impl == "numba" and len(cache) == 5          # the kernel's (x, mean, rstd, gamma, shape)
         assert kernels.backend() == "numpy"
     for name in kernels.KERNEL_NAMES:                     # every switchable op exists on both sides
         assert callable(getattr(F, name)) and callable(getattr(K, name))
@@ -347,3 +347,30 @@ def test_switch_rejects_unknown_backend():
         with kernels.using("jax"):
             pass
     assert kernels.backend() == before
+
+
+@pytest.mark.parametrize("forward_backend, backward_backend", [("numpy", "numba"), ("numba", "numpy")])
+def test_backward_runs_on_the_backend_of_its_forward(rng, forward_backend, backward_backend):
+    """A cache is bound to the backend that made it: switching between forward and backward, on purpose,
+    still runs one backend's pair, and the gradients equal the reference's."""
+    from minibert.gradcheck import ids_and_types, padding_mask, tiny_config
+    from minibert.models import BertForPreTraining
+
+    config = tiny_config()
+    ids, types = ids_and_types()
+    positions = np.array([[1, 4, 6], [2, 3, 0], [1, 2, 0]])
+    labels = rng.integers(0, config.vocab_size, positions.shape)
+
+    def gradients(forward_on, backward_on):
+        model = BertForPreTraining(config, np.random.default_rng(5)).astype(np.float64).eval()
+        with kernels.using(forward_on):
+            out = model.forward(ids, types, padding_mask(), positions, labels, None, np.array([0, 1, 1]))
+        with kernels.using(backward_on):
+            model.backward()
+        return float(out.loss), dict(model.named_grads())
+
+    loss, grads = gradients(forward_backend, backward_backend)
+    ref_loss, ref_grads = gradients("numpy", "numpy")
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for name, g in ref_grads.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-9, atol=1e-12, err_msg=name)

@@ -10,7 +10,7 @@ from minibert.finetuning.mixout import (MixoutLinear, apply_mixout, check_mixout
                                         reference_weight_gradient)
 from minibert.gradcheck import TOLERANCE, tiny_config
 from minibert.models import BertForPreTraining, BertModel
-from minibert.nn import Dropout, Linear, Module
+from minibert.nn import Dropout, Linear, Module, TiedLinear
 from minibert.optim import AdamW, triples_from_model
 
 
@@ -153,21 +153,33 @@ def test_at_the_target_every_mask_gives_the_pretrained_layer():
     assert len(masks) > 1, "the masks must differ for the test to mean anything"
 
 
-def test_backward_accumulates_and_add_bias_false_leaves_the_bias_alone():
+def test_backward_accumulates():
     layer, rng = make_layer(0.5)
     x, dy = rng.standard_normal((2, 3, 20)), rng.standard_normal((2, 3, 3))
     state = layer.rng.bit_generator.state
     layer.forward(x)
     layer.backward(dy)
-    once = layer.weight.grad.copy()
+    once_w, once_b = layer.weight.grad.copy(), layer.bias.grad.copy()
     layer.weight.grad[...] = 1.0
-    layer.bias.grad[...] = 0.0
+    layer.bias.grad[...] = 2.0
     layer.rng.bit_generator.state = state                         # the same mask again
-    y = layer.forward(x, add_bias=False)
+    y = layer.forward(x)
     layer.backward(dy)
-    np.testing.assert_allclose(layer.weight.grad, 1.0 + once, rtol=1e-13)
-    assert np.all(layer.bias.grad == 0)
-    np.testing.assert_allclose(y, x @ w_tilde_of(layer).T, rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, 1.0 + once_w, rtol=1e-13)
+    np.testing.assert_allclose(layer.bias.grad, 2.0 + once_b, rtol=1e-13)
+    np.testing.assert_allclose(y, x @ w_tilde_of(layer).T + layer.bias.data, rtol=1e-12)
+
+
+def test_mixout_keeps_the_gelu_of_the_layer_it_wraps():
+    """The intermediate dense layer carries GELU; its Mixout version must apply GELU to x w_tilde^T + b."""
+    rng = np.random.default_rng(0)
+    linear = Linear(20, 6, rng, std=1.0, activation="gelu").astype(np.float64)
+    layer = MixoutLinear(linear, 0.5, np.random.default_rng(1), linear.weight.data + 0.5)
+    x = rng.standard_normal((2, 3, 20))
+    y = layer.forward(x)
+    w_tilde, _ = layer.mixed_weight(layer.cache[1])                # the cache keeps the keep mask
+    expected, _ = F.gelu_forward(x @ w_tilde.T + linear.bias.data)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
 def test_restoring_the_generator_replays_the_mask():
@@ -239,7 +251,7 @@ def test_apply_mixout_leaves_the_tied_decoder_alone():
     assert names == bert_weight_names("bert.") + ["cls.predictions.transform.dense.weight",
                                                   "cls.seq_relationship.weight"]
     decoder = model.cls.predictions.decoder
-    assert type(decoder) is Linear and decoder.weight is model.bert.embeddings.word_embeddings.weight
+    assert type(decoder) is TiedLinear and decoder.weight is model.bert.embeddings.word_embeddings.weight
     ids = np.random.default_rng(1).integers(0, 29, (2, 6))
     out = model.train().forward(ids, masked_lm_positions=[[1, 2], [3, 4]], masked_lm_ids=[[5, 6], [7, 8]],
                                 next_sentence_labels=[0, 1])

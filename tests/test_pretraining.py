@@ -9,7 +9,8 @@ import pytest
 from minibert.paths import data_path
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import NonFiniteLoss, Trainer, TrainConfig, build_model
-from minibert.tokenization import BertTokenizer, train_wordpiece
+from minibert.tokenization import BertTokenizer
+from minibert.tokenization.trainer import train_wordpiece
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minibert.finetuning.scalar_mix import ScalarMix
+from minibert.nn import ScalarMix
 from minibert.functional import cross_entropy_backward, cross_entropy_forward, linear_backward, linear_forward
 
 

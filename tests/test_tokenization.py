@@ -15,9 +15,9 @@ import pytest
 
 from minibert import cli
 from minibert.tokenization import (SPECIAL_TOKENS, BasicTokenizer, BertTokenizer, WordpieceTokenizer,
-                                   load_vocab, train_wordpiece, write_vocab)
+                                   load_vocab, write_vocab)
 from minibert.tokenization.basic import clean_text, is_control, is_punctuation, is_whitespace
-from minibert.tokenization.trainer import count_words, learn_wordpiece
+from minibert.tokenization.trainer import count_words, learn_wordpiece, train_wordpiece
 
 lower = BasicTokenizer(do_lower_case=True)
 cased = BasicTokenizer(do_lower_case=False)

@@ -67,7 +67,8 @@ def agreement_items(seed: int, corpus: set) -> list[dict]:
                 items.append({
                     "id": f"agr-{len(items)}", "construction": kind, "attractors": k, "intervening": m,
                     "sentence": g.detokenize(masked),
-                    "tokens": s.tokens, "upos": s.upos, "xpos": s.xpos, "mask_index": v, "correct": s.tokens[v], "wrong": link["other"],
+                    "tokens": s.tokens, "upos": s.upos, "xpos": s.xpos, "mask_index": v, "correct": s.tokens[v],
+                    "wrong": link["other"],
                     "subject_index": link["subject"], "subject_number": number,
                     "nearest_noun_index": near, "nearest_noun_number": _number(s, near),
                 })

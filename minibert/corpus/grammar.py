@@ -569,7 +569,8 @@ def npi_sentence(ctx: Ctx, shape: str, decoy: bool = False) -> Sentence:
     s = ctx.agent({"person"} if shape.startswith(("whether", "neg_that")) else {"person", "animal"})
     si = _np(b, s)
     if shape in ("neg_ever", "neg_any", "neg_yet"):
-        tense = {"neg_ever": rng.choice(("perfect", "past", "present")), "neg_any": rng.choice(("past", "present", "perfect")),
+        tense = {"neg_ever": rng.choice(("perfect", "past", "present")),
+                 "neg_any": rng.choice(("past", "present", "perfect")),
                  "neg_yet": "perfect"}[shape]
         kind = "trans" if shape != "neg_ever" or rng.random() < 0.6 else "intr"
         verb = ctx.verb(s.noun, kind)

@@ -127,7 +127,8 @@ def sentiment_item(ctx: g.Ctx, label: int) -> dict:
     negs = (rng.random() < 0.4, rng.random() < 0.4)
     ctx.tense = rng.choice(("past", "present"))
     s, polarity = g.evaluation(ctx, shape, 1 if label else -1, negs)
-    return {"sentence": s.text, "label": int(polarity > 0), "shape": shape, "negations": sum(negs[:1 if shape == "single" else 2])}
+    return {"sentence": s.text, "label": int(polarity > 0), "shape": shape,
+            "negations": sum(negs[:1 if shape == "single" else 2])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,7 +198,8 @@ def nli_item(ctx: g.Ctx, label: int) -> dict:
 
 
 def _nli_pair(ctx: g.Ctx) -> dict:
-    """A premise/hypothesis pair and its label; the change is drawn among those that give `label` once negation is taken into account:
+    """A premise/hypothesis pair and its label; the change is drawn among those that give `label` once negation
+    is taken into account:
       modifier   P has an adjective or place that H drops (entails if P is positive),
                  or H adds one (entails if P is negated; otherwise neutral)
       taxonomy   H swaps the object for its category (entails if positive) or the reverse (entails if negated)

@@ -2,12 +2,13 @@
 
     data.py         the bundled tasks as arrays, batches trimmed to their longest sequence
     metrics.py      accuracy, F1, Matthews correlation (and Pearson/Spearman for regression)
-    scalar_mix.py   a learned softmax-weighted mix of every layer's [CLS] vector
     mixout.py       Mixout: dropout towards the pretrained weights instead of towards zero
     adversarial.py  FreeLB (adversarial token perturbations) and SMART (adversarial regularisation)
     trainer.py      the fine-tuning loop with every option, and two-stage fine-tuning
-                    (``from minibert.finetuning.trainer import finetune``: not imported here, because
-                    the models import scalar_mix from this package)
+                    (``from minibert.finetuning.trainer import finetune``)
+
+The scalar mix of layers (``minibert.nn.ScalarMix``) and the classification heads live with the models,
+which import nothing from this package.
     cli.py          ``minibert finetune``
     stability.py    ``minibert stability``: many restarts per strategy, failed runs, a swarm plot
 """
@@ -16,8 +17,7 @@ from minibert.finetuning.adversarial import (BregmanTeacher, freelb_step, pertur
                                              symmetric_kl, symmetric_kl_backward)
 from minibert.finetuning.data import Encoded, TaskInfo, batches, encode, load_examples, majority_score, task_info
 from minibert.finetuning.mixout import MixoutLinear, apply_mixout, reference_weight_gradient
-from minibert.finetuning.scalar_mix import ScalarMix
 
 __all__ = ["BregmanTeacher", "freelb_step", "perturbation_gradient", "smart_step", "symmetric_kl",
            "symmetric_kl_backward", "Encoded", "TaskInfo", "batches", "encode", "load_examples", "majority_score",
-           "task_info", "MixoutLinear", "apply_mixout", "reference_weight_gradient", "ScalarMix"]
+           "task_info", "MixoutLinear", "apply_mixout", "reference_weight_gradient"]

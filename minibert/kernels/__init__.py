@@ -4,14 +4,22 @@ Model code calls the hot non-matmul operations through this module::
 
     from minibert import kernels
     y, cache = kernels.layernorm_forward(x, gamma, beta, eps)
+    dx = kernels.layernorm_backward(dy, cache, dgamma, dbeta)
 
-and gets ``minibert.functional`` (NumPy) or ``minibert.kernels.numba_kernels`` (Numba), which have the
-same signatures and agree to rounding. The choice comes from the environment variable
-``MINIBERT_KERNELS=numpy|numba`` (Numba by default) and can be changed in code::
+Each function below is written out: it asks which backend is active, calls that backend's function of the
+same name (``minibert.functional``, the NumPy reference, or ``minibert.kernels.numba_kernels``), and
+returns the cache as ``(backend name, cache)``. The backward unpacks it and calls the SAME backend,
+whatever is active by then, so a forward under ``kernels.using("numpy")`` followed by a backward outside it is still
+one backend's pair (the two backends keep differently shaped caches).
+
+The choice comes from the environment variable ``MINIBERT_KERNELS=numpy|numba`` (Numba by default) and can
+be changed in code::
 
     kernels.use("numpy")            # from now on
     with kernels.using("numpy"):    # for a block (tests, lessons, benchmarks)
         ...
+
+Matmuls, dropout and the embedding lookup are NumPy on both paths.
 """
 from __future__ import annotations
 
@@ -21,34 +29,43 @@ import os
 
 BACKENDS = {"numpy": "minibert.functional", "numba": "minibert.kernels.numba_kernels"}
 
-# The operations that have a Numba kernel. Everything else (matmuls, dropout, ...) is NumPy on both paths.
+# The pairs both backends provide, dispatched below (tests check each exists on both sides and agrees).
 KERNEL_NAMES = (
     "softmax_forward", "softmax_backward",
     "layernorm_forward", "layernorm_backward",
-    "bias_gelu_forward", "bias_gelu_backward",
-    "embedding_backward",
+    "linear_gelu_forward", "linear_gelu_backward",
+    "attention_forward", "attention_backward",
     "cross_entropy_forward", "cross_entropy_backward",
+    "embedding_backward",
 )
 
-_active = None  # the module in use; resolved on first call so importing minibert does not import Numba
-
-
-def _check(name: str) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {name!r}; expected one of {sorted(BACKENDS)}")
-    return name
+_active = None  # the name of the backend in use; read from the environment on first call
 
 
 def use(name: str) -> None:
     """Select the backend ("numpy" or "numba") for every following call."""
     global _active
-    _active = importlib.import_module(BACKENDS[_check(name)])
+    _impl(name)
+    _active = name
 
 
 def backend() -> str:
     """The name of the backend in use."""
-    module = _module()
-    return next(name for name, path in BACKENDS.items() if path == module.__name__)
+    if _active is None:
+        use(os.environ.get("MINIBERT_KERNELS", "numba").strip().lower() or "numba")
+    return _active
+
+
+def active():
+    """The backend module in use (``minibert.functional`` or ``minibert.kernels.numba_kernels``)."""
+    return _impl(backend())
+
+
+def _impl(name: str):
+    """The module of backend ``name``, imported on first use (so importing minibert does not load Numba)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; expected one of {sorted(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
 
 
 @contextlib.contextmanager
@@ -63,20 +80,64 @@ def using(name: str):
         _active = previous
 
 
-def _module():
-    if _active is None:
-        use(os.environ.get("MINIBERT_KERNELS", "numba").strip().lower() or "numba")
-    return _active
+# ----------------------------------------------------------------------------------------------
+# The dispatched pairs. Signatures and shapes: see the reference of the same name in functional.py.
+# ----------------------------------------------------------------------------------------------
+def softmax_forward(x, mask_bias=None):
+    name = backend()
+    p, cache = _impl(name).softmax_forward(x, mask_bias)
+    return p, (name, cache)
 
 
-def _dispatcher(name):
-    def call(*args, **kwargs):
-        return getattr(_module(), name)(*args, **kwargs)
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"``{name}`` of the active backend (see minibert.functional.{name})."
-    return call
+def softmax_backward(dp, cache):
+    name, cache = cache
+    return _impl(name).softmax_backward(dp, cache)
 
 
-for _name in KERNEL_NAMES:
-    globals()[_name] = _dispatcher(_name)
-del _name
+def layernorm_forward(x, gamma, beta, eps=1e-12):
+    name = backend()
+    y, cache = _impl(name).layernorm_forward(x, gamma, beta, eps)
+    return y, (name, cache)
+
+
+def layernorm_backward(dy, cache, dgamma, dbeta):
+    name, cache = cache
+    return _impl(name).layernorm_backward(dy, cache, dgamma, dbeta)
+
+
+def linear_gelu_forward(x, weight, bias, approximate=False):
+    name = backend()
+    h, cache = _impl(name).linear_gelu_forward(x, weight, bias, approximate)
+    return h, (name, cache)
+
+
+def linear_gelu_backward(dh, cache, dweight, dbias):
+    name, cache = cache
+    return _impl(name).linear_gelu_backward(dh, cache, dweight, dbias)
+
+
+def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=None):
+    name = backend()
+    context, probs, cache = _impl(name).attention_forward(q, k, v, mask_bias, dropout_p, rng, dropout_mask)
+    return context, probs, (name, cache)
+
+
+def attention_backward(dcontext, cache):
+    name, cache = cache
+    return _impl(name).attention_backward(dcontext, cache)
+
+
+def cross_entropy_forward(logits, targets, weights=None):
+    name = backend()
+    loss, cache = _impl(name).cross_entropy_forward(logits, targets, weights)
+    return loss, (name, cache)
+
+
+def cross_entropy_backward(dloss, cache):
+    name, cache = cache
+    return _impl(name).cross_entropy_backward(dloss, cache)
+
+
+def embedding_backward(dout, ids, dweight):
+    """The lookup's backward needs only the ids, the same on both backends, so there is no cache to bind."""
+    active().embedding_backward(dout, ids, dweight)

@@ -35,7 +35,7 @@ Conventions shared by every kernel:
   They are ADDED into the buffers passed in, like the reference does; so is the embedding scatter-add.
 * Caches differ from the reference's where that saves work (layer norm keeps x, mean and 1/std instead
   of xhat; the exact GELU also keeps Phi(a), so the backward does not evaluate erfc again). Only the
-  matching backward reads them, which the global switch in ``minibert.kernels`` guarantees.
+  matching backward reads them: ``minibert.kernels`` binds every cache to the backend that made it.
 """
 from __future__ import annotations
 
@@ -606,6 +606,43 @@ def bias_gelu_backward(dy, cache, dbias):
             _bias_gelu_exact_backward_kernel(dy.reshape(-1, I), a, cdf, da, blocks, _ROWS_PER_BLOCK)
     _add_into(dbias, blocks.sum(axis=0))
     return da.reshape(shape)
+
+
+def linear_gelu_forward(x, weight, bias, approximate=False):
+    """h = GELU(x W^T + b); see ``functional.linear_gelu_forward``. The matmul (BLAS) runs without the
+    bias; the fused kernel adds it while it evaluates GELU, saving one pass over (..., out)."""
+    a, linear_cache = F.linear_forward(x, weight)
+    h, gelu_cache = bias_gelu_forward(a, bias, approximate)
+    return h, (linear_cache, gelu_cache)
+
+
+def linear_gelu_backward(dh, cache, dweight, dbias):
+    """The fused kernel returns da and adds its row sums into dbias; the matmul backward does the rest."""
+    linear_cache, gelu_cache = cache
+    return F.linear_backward(bias_gelu_backward(dh, gelu_cache, dbias), linear_cache, dweight)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention: NumPy's batched matmuls around the Numba softmax
+# ----------------------------------------------------------------------------------------------
+def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=None):
+    """``functional.attention_forward`` with this module's softmax. q, k, v (B, A, T, D), mask_bias (B, T)
+    -> context (B, A, T, D), probs (B, A, T, T)."""
+    scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
+    scores = (q @ k.swapaxes(-1, -2)) * scale                     # (B, A, T, T)
+    probs, _ = softmax_forward(scores, mask_bias)
+    dropped, dropout_mask = F.dropout_forward(probs, dropout_p, rng, dropout_mask)
+    return dropped @ v, probs, (q, k, v, probs, dropped, dropout_mask, scale)
+
+
+def attention_backward(dcontext, cache):
+    """``functional.attention_backward`` with this module's softmax backward; returns dq, dk, dv."""
+    q, k, v, probs, dropped, dropout_mask, scale = cache
+    dv = dropped.swapaxes(-1, -2) @ dcontext
+    dprobs = F.dropout_backward(dcontext @ v.swapaxes(-1, -2), dropout_mask)
+    dscores = softmax_backward(dprobs, probs)
+    dscores *= scale
+    return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
 
 
 # ----------------------------------------------------------------------------------------------

@@ -87,32 +87,36 @@ class BertSelfAttention(Module):
         k = self._split(self.key.forward(x))
         v = self._split(self.value.forward(x))
         p = self.dropout.p if self.training else 0.0
-        context, probs, self.cache = F.attention_forward(q, k, v, mask_bias, p, self.dropout.rng)
+        context, probs, self.cache = kernels.attention_forward(q, k, v, mask_bias, p, self.dropout.rng)
         return self._merge(context), probs
 
     def backward(self, dcontext):
         """Merging heads is a reshape, so its backward is the inverse reshape; x fed all three projections,
         so its gradient is the sum of the three (hence the additions)."""
-        dq, dk, dv = F.attention_backward(self._split(dcontext), self.cache)
+        dq, dk, dv = kernels.attention_backward(self._split(dcontext), self.cache)
         dx = self.query.backward(self._merge(dq))
         dx += self.key.backward(self._merge(dk))
         dx += self.value.backward(self._merge(dv))
         return dx
 
 
-class BertSelfOutput(Module):
-    """y = LayerNorm(x + dropout(context W^T + b)): projection, residual, post-LN."""
+class BertOutput(Module):
+    """y = LayerNorm(residual + dropout(x W^T + b)): projection, residual, post-LN. (B, T, in) -> (B, T, H).
 
-    def __init__(self, config: BertConfig, rng: np.random.Generator):
-        self.dense = Linear(config.hidden_size, config.hidden_size, rng, config.initializer_range)
+    Hugging Face has two classes of this shape, BertSelfOutput (after attention, in = H) and BertOutput
+    (after the feed-forward, in = I); one class serves both, under the same attribute names.
+    """
+
+    def __init__(self, in_features: int, config: BertConfig, rng: np.random.Generator):
+        self.dense = Linear(in_features, config.hidden_size, rng, config.initializer_range)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
-    def forward(self, context, residual):
-        return self.LayerNorm.forward(self.dropout.forward(self.dense.forward(context)) + residual)
+    def forward(self, x, residual):
+        return self.LayerNorm.forward(self.dropout.forward(self.dense.forward(x)) + residual)
 
     def backward(self, dy):
-        """Returns (d context, d residual): the residual sum passes the LayerNorm's input gradient to both."""
+        """Returns (dx, d residual): the residual sum passes the LayerNorm's input gradient to both."""
         dsum = self.LayerNorm.backward(dy)
         return self.dense.backward(self.dropout.backward(dsum)), dsum
 
@@ -120,7 +124,7 @@ class BertSelfOutput(Module):
 class BertAttention(Module):
     def __init__(self, config: BertConfig, rng: np.random.Generator):
         self.self = BertSelfAttention(config, rng)
-        self.output = BertSelfOutput(config, rng)
+        self.output = BertOutput(config.hidden_size, config, rng)
 
     def forward(self, x, mask_bias):
         context, probs = self.self.forward(x, mask_bias)
@@ -133,49 +137,35 @@ class BertAttention(Module):
 
 
 class BertIntermediate(Module):
-    """h = GELU(x W_1^T + b_1): (B, T, H) -> (B, T, I). The bias is added inside the fused bias+GELU
-    kernel, so the matmul runs without it."""
+    """h = GELU(x W_1^T + b_1): (B, T, H) -> (B, T, I); the GELU belongs to the Linear (see nn.Linear)."""
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
-        self.dense = Linear(config.hidden_size, config.intermediate_size, rng, config.initializer_range)
-        self.approximate = config.hidden_act == "gelu_new"
+        self.dense = Linear(config.hidden_size, config.intermediate_size, rng, config.initializer_range,
+                            activation=config.hidden_act)
 
     def forward(self, x):
-        y = self.dense.forward(x, add_bias=False)
-        h, self.gelu_cache = kernels.bias_gelu_forward(y, self.dense.bias.data, self.approximate)
-        return h
+        return self.dense.forward(x)
 
     def backward(self, dh):
-        dy = kernels.bias_gelu_backward(dh, self.gelu_cache, self.dense.bias.grad)
-        return self.dense.backward(dy)
-
-
-class BertOutput(Module):
-    """y = LayerNorm(x + dropout(h W_2^T + b_2)): (B, T, I), (B, T, H) -> (B, T, H)."""
-
-    def __init__(self, config: BertConfig, rng: np.random.Generator):
-        self.dense = Linear(config.intermediate_size, config.hidden_size, rng, config.initializer_range)
-        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob, rng)
-
-    def forward(self, h, residual):
-        return self.LayerNorm.forward(self.dropout.forward(self.dense.forward(h)) + residual)
-
-    def backward(self, dy):
-        dsum = self.LayerNorm.backward(dy)
-        return self.dense.backward(self.dropout.backward(dsum)), dsum
+        return self.dense.backward(dh)
 
 
 class BertLayer(Module):
     """One post-LN Transformer encoder layer, as in BERT (not the pre-LN of later models):
-        a = LayerNorm(x + Dropout(Attention(x)))
-        y = LayerNorm(a + Dropout(W_2 GELU(W_1 a)))
+        a = LayerNorm(x + Dropout(Attention(x)))              attention, attention.output
+        y = LayerNorm(a + Dropout(W_2 GELU(W_1 a)))           intermediate, output
+
+    The backward, in order (lesson 05 writes the same chain out flat, op by op):
+        output:        dsum2 = LN_2'(dy);  dh = W_2-backward(dropout'(dsum2));  da = dsum2
+        intermediate:  da += W_1-backward(GELU'(dh))        a fed the feed-forward AND its residual
+        attn. output:  dsum1 = LN_1'(da);  dcontext = W_o-backward(dropout'(dsum1));  dx = dsum1
+        self-attn.:    dx += dq W_q + dk W_k + dv W_v       x fed the residual and the three projections
     """
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
         self.attention = BertAttention(config, rng)
         self.intermediate = BertIntermediate(config, rng)
-        self.output = BertOutput(config, rng)
+        self.output = BertOutput(config.intermediate_size, config, rng)
 
     def forward(self, x, mask_bias):
         a, probs = self.attention.forward(x, mask_bias)
@@ -223,14 +213,15 @@ class BertPooler(Module):
         self.dense = Linear(config.hidden_size, config.hidden_size, rng, config.initializer_range)
 
     def forward(self, hidden):                                # (B, T, H) -> (B, H)
-        self.pooled = np.tanh(self.dense.forward(hidden[:, 0]))
-        self.seq_shape = hidden.shape
-        return self.pooled
+        pooled = np.tanh(self.dense.forward(hidden[:, 0]))
+        self.cache = (pooled, hidden.shape)
+        return pooled
 
     def backward(self, dpooled):
         """tanh' = 1 - tanh^2; only position 0 ([CLS]) receives a gradient."""
-        dcls = self.dense.backward(dpooled * (1 - self.pooled * self.pooled))
-        dhidden = np.zeros(self.seq_shape, dtype=dcls.dtype)
+        pooled, seq_shape = self.cache
+        dcls = self.dense.backward(dpooled * (1 - pooled * pooled))
+        dhidden = np.zeros(seq_shape, dtype=dcls.dtype)
         dhidden[:, 0] = dcls
         return dhidden
 

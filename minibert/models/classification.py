@@ -25,9 +25,70 @@ import numpy as np
 from minibert import kernels
 from minibert.checkpoint import PreTrainedModel
 from minibert.config import BertConfig
-from minibert.finetuning.scalar_mix import ScalarMix
 from minibert.models.bert import BertModel
-from minibert.nn import Dropout, Linear, Module
+from minibert.nn import Dropout, Linear, Module, ScalarMix
+
+
+class PooledFeatures:
+    """classifier_layers = "last": the pooler's output, as BERT and Hugging Face classify.  -> (B, H)"""
+
+    hidden_states = False             # whether the encoder must return every hidden state
+
+    def forward(self, out):
+        return out.pooler_output
+
+    def backward(self, dfeatures, num_layers):
+        return {"d_pooler_output": dfeatures}
+
+
+class MixedFeatures:
+    """classifier_layers = "mix": gamma sum_l softmax(w)_l CLS_l, a learned mix of every layer's [CLS].
+    The parameters live in the model's ``scalar_mix``, so they keep their names.  -> (B, H)"""
+
+    hidden_states = True
+
+    def __init__(self, scalar_mix: ScalarMix):
+        self.scalar_mix = scalar_mix
+
+    def forward(self, out):
+        self.cache = out.last_hidden_state.shape
+        return self.scalar_mix.forward([h[:, 0] for h in out.hidden_states])
+
+    def backward(self, dfeatures, num_layers):
+        return {"d_hidden_states": _at_cls(self.scalar_mix.backward(dfeatures), self.cache)}
+
+
+class ConcatFeatures:
+    """classifier_layers = "concat4": [CLS_{L-3}; ...; CLS_L], the last four [CLS] vectors side by side
+    (all of them if there are fewer).  -> (B, kH)"""
+
+    hidden_states = True
+
+    def __init__(self, n_concat: int):
+        self.n_concat = n_concat
+
+    def forward(self, out):
+        self.cache = out.last_hidden_state.shape
+        return np.concatenate([h[:, 0] for h in out.hidden_states[-self.n_concat:]], axis=-1)
+
+    def backward(self, dfeatures, num_layers):
+        """The concatenation's backward splits the gradient back into its k pieces; the earlier hidden
+        states were not read (None)."""
+        dcls = [None] * (num_layers + 1 - self.n_concat) + np.split(dfeatures, self.n_concat, axis=1)
+        return {"d_hidden_states": _at_cls(dcls, self.cache)}
+
+
+def _at_cls(dcls, seq_shape):
+    """Gradients (B, H) of [CLS] vectors -> gradients (B, T, H) of whole hidden states: only position 0
+    was read, so every other position gets zero. None (a state not read) stays None."""
+    d_hidden = []
+    for d in dcls:
+        if d is not None:
+            dh = np.zeros(seq_shape, dtype=d.dtype)
+            dh[:, 0] = d
+            d = dh
+        d_hidden.append(d)
+    return d_hidden
 
 
 @dataclasses.dataclass
@@ -43,12 +104,17 @@ class BertForSequenceClassification(Module, PreTrainedModel):
         self.config = config
         self.bert = BertModel(config, rng)
         n_states = config.num_hidden_layers + 1
-        self.n_concat = min(4, n_states)
+        n_concat = min(4, n_states)
         if config.classifier_layers == "mix":
             self.scalar_mix = ScalarMix(n_states, config.layer_dropout, rng)
+            self.features = MixedFeatures(self.scalar_mix)
+        elif config.classifier_layers == "concat4":
+            self.features = ConcatFeatures(n_concat)
+        else:
+            self.features = PooledFeatures()
         p = config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
         self.dropout = Dropout(p, rng)
-        n_features = config.hidden_size * (self.n_concat if config.classifier_layers == "concat4" else 1)
+        n_features = config.hidden_size * (n_concat if config.classifier_layers == "concat4" else 1)
         self.classifier = Linear(n_features, config.num_labels, rng, config.initializer_range)
 
     @property
@@ -60,23 +126,16 @@ class BertForSequenceClassification(Module, PreTrainedModel):
                 output_attentions=False) -> SequenceClassifierOutput:
         """labels (B,): class ids in [0, num_labels), or real targets when num_labels == 1.
         ``inputs_embeds_delta`` (B, T, H) perturbs the word-embedding output (FreeLB, SMART)."""
-        layers = self.config.classifier_layers
         out = self.bert.forward(input_ids, token_type_ids, attention_mask,
-                                output_hidden_states=output_hidden_states or layers != "last",
+                                output_hidden_states=output_hidden_states or self.features.hidden_states,
                                 output_attentions=output_attentions, inputs_embeds_delta=inputs_embeds_delta)
-        self.seq_shape = out.last_hidden_state.shape
-        if layers == "last":
-            features = out.pooler_output                                              # (B, H)
-        elif layers == "mix":
-            features = self.scalar_mix.forward([h[:, 0] for h in out.hidden_states])  # (B, H)
-        else:
-            features = np.concatenate([h[:, 0] for h in out.hidden_states[-self.n_concat:]], axis=-1)  # (B, kH)
+        features = self.features.forward(out)                                         # (B, H) or (B, kH)
         logits = self.classifier.forward(self.dropout.forward(features))              # (B, num_labels)
 
-        self.loss_cache = None
+        self.cache = None            # the loss cache, when labels were given
         loss = None
         if labels is not None:
-            loss, self.loss_cache = self._loss(logits, labels)
+            loss, self.cache = self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states if output_hidden_states else None,
                                         out.attentions)
 
@@ -106,13 +165,13 @@ class BertForSequenceClassification(Module, PreTrainedModel):
         ``backward(dlogits=...)`` is then the only valid call, and passing ``dloss`` is an error rather
         than a gradient that silently lacks the loss term (an easy mistake when passes are interleaved,
         as in SMART)."""
-        if self.loss_cache is None and dloss is not None:
+        if self.cache is None and dloss is not None:
             raise RuntimeError("backward(dloss=...) needs the last forward() to have had labels: it computed no "
                                "loss (run forward with labels again, or pass only dlogits)")
         dloss = 1.0 if dloss is None else dloss
         g = None
-        if self.loss_cache is not None and dloss:
-            kind, cache = self.loss_cache
+        if self.cache is not None and dloss:
+            kind, cache = self.cache
             if kind == "ce":
                 g = kernels.cross_entropy_backward(dloss, cache)
             else:                                   # d mean(diff^2) / d logits = 2 diff / B
@@ -122,19 +181,4 @@ class BertForSequenceClassification(Module, PreTrainedModel):
         if g is None:
             raise RuntimeError("backward() needs a forward() with labels, or dlogits")
         dfeatures = self.dropout.backward(self.classifier.backward(g))
-        layers = self.config.classifier_layers
-        if layers == "last":
-            return self.bert.backward(None, dfeatures)
-        B, T, H = self.seq_shape
-        if layers == "mix":
-            dcls = self.scalar_mix.backward(dfeatures)
-        else:
-            dcls = [None] * (len(self.bert.encoder.layer) + 1 - self.n_concat) + np.split(dfeatures, self.n_concat, axis=1)
-        d_hidden = []
-        for d in dcls:                               # only position 0 ([CLS]) was read
-            if d is not None:
-                dh = np.zeros((B, T, H), dtype=d.dtype)
-                dh[:, 0] = d
-                d = dh
-            d_hidden.append(d)
-        return self.bert.backward(None, None, d_hidden)
+        return self.bert.backward(**self.features.backward(dfeatures, len(self.bert.encoder.layer)))

@@ -16,48 +16,42 @@ import dataclasses
 
 import numpy as np
 
-from minibert import functional as F
 from minibert import kernels
 from minibert.checkpoint import PreTrainedModel
 from minibert.config import BertConfig
 from minibert.models.bert import BertModel
-from minibert.nn import LayerNorm, Linear, Module, Parameter
+from minibert.nn import LayerNorm, Linear, Module, Parameter, TiedLinear
 
 
 class BertPredictionHeadTransform(Module):
-    """(N, H) -> (N, H): dense, GELU, LayerNorm."""
+    """(N, H) -> (N, H): LayerNorm(GELU(x W_t^T + b_t)); the GELU belongs to the Linear (see nn.Linear)."""
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
-        self.dense = Linear(config.hidden_size, config.hidden_size, rng, config.initializer_range)
+        self.dense = Linear(config.hidden_size, config.hidden_size, rng, config.initializer_range,
+                            activation=config.hidden_act)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.approximate = config.hidden_act == "gelu_new"
 
     def forward(self, x):
-        y = self.dense.forward(x, add_bias=False)
-        h, self.gelu_cache = kernels.bias_gelu_forward(y, self.dense.bias.data, self.approximate)
-        return self.LayerNorm.forward(h)
+        return self.LayerNorm.forward(self.dense.forward(x))
 
     def backward(self, dy):
-        dh = self.LayerNorm.backward(dy)
-        dy = kernels.bias_gelu_backward(dh, self.gelu_cache, self.dense.bias.grad)
-        return self.dense.backward(dy)
+        return self.dense.backward(self.LayerNorm.backward(dy))
 
 
 class BertLMPredictionHead(Module):
-    """(N, H) -> (N, V) logits over the vocabulary; the decoder weight is the word-embedding matrix."""
+    """(N, H) -> (N, V) logits over the vocabulary; the decoder weight is the word-embedding matrix and
+    its bias is ``cls.predictions.bias`` (Hugging Face ties ``decoder.bias`` to it the same way)."""
 
     def __init__(self, config: BertConfig, rng: np.random.Generator, word_embeddings: Parameter):
         self.transform = BertPredictionHeadTransform(config, rng)
-        self.decoder = Linear.tied(word_embeddings)                 # weight (V, H), shared
         self.bias = Parameter(np.zeros(config.vocab_size, np.float32))
+        self.decoder = TiedLinear(word_embeddings, self.bias)        # weight (V, H), shared
 
     def forward(self, x):
-        logits, self.cache = F.linear_forward(self.transform.forward(x), self.decoder.weight.data, self.bias.data)
-        return logits
+        return self.decoder.forward(self.transform.forward(x))
 
     def backward(self, dlogits):
-        dh = F.linear_backward(dlogits, self.cache, self.decoder.weight.grad, self.bias.grad)
-        return self.transform.backward(dh)
+        return self.transform.backward(self.decoder.backward(dlogits))
 
 
 class BertPreTrainingHeads(Module):
@@ -97,7 +91,6 @@ class BertForPreTraining(Module, PreTrainedModel):
         seq = out.last_hidden_state                                           # (B, T, H)
         B, T, H = seq.shape
         positions = self._check_positions(masked_lm_positions, B, T)          # (B, P)
-        self.positions, self.seq_shape = positions, seq.shape
         gathered = seq[np.arange(B)[:, None], positions]                      # (B, P, H)
         P = positions.shape[1]
         mlm_logits = self.cls.predictions.forward(gathered.reshape(B * P, H))  # (B*P, V)
@@ -105,7 +98,7 @@ class BertForPreTraining(Module, PreTrainedModel):
 
         result = BertForPreTrainingOutput(None, mlm_logits.reshape(B, P, -1), nsp_logits,
                                           hidden_states=out.hidden_states, attentions=out.attentions)
-        self.loss_caches = None
+        self.cache = None            # (positions, seq shape, MLM loss cache, NSP loss cache) with labels
         if masked_lm_ids is not None and next_sentence_labels is not None:
             targets = self._check_labels("masked_lm_ids", masked_lm_ids, (B, P), self.config.vocab_size)
             weights = (np.ones((B, P)) if masked_lm_weights is None else np.asarray(masked_lm_weights))
@@ -115,7 +108,7 @@ class BertForPreTraining(Module, PreTrainedModel):
             mlm_loss, mlm_cache = kernels.cross_entropy_forward(
                 mlm_logits, targets.reshape(-1), weights.reshape(-1).astype(seq.dtype))
             nsp_loss, nsp_cache = kernels.cross_entropy_forward(nsp_logits, nsp_targets)
-            self.loss_caches = (mlm_cache, nsp_cache)
+            self.cache = (positions, seq.shape, mlm_cache, nsp_cache)
             result.loss, result.mlm_loss, result.nsp_loss = mlm_loss + nsp_loss, mlm_loss, nsp_loss
         elif masked_lm_ids is not None or next_sentence_labels is not None:
             raise ValueError("the pretraining loss needs both masked_lm_ids and next_sentence_labels")
@@ -123,16 +116,16 @@ class BertForPreTraining(Module, PreTrainedModel):
 
     def backward(self, dloss=1.0):
         """Fill every gradient from d(total loss). The total is a sum, so both losses get dloss."""
-        if self.loss_caches is None:
+        if self.cache is None:
             raise RuntimeError("backward() needs a forward() with masked_lm_ids and next_sentence_labels")
-        mlm_cache, nsp_cache = self.loss_caches
-        B, T, H = self.seq_shape
+        positions, seq_shape, mlm_cache, nsp_cache = self.cache
+        B, T, H = seq_shape
         dmlm_logits = kernels.cross_entropy_backward(dloss, mlm_cache)                 # (B*P, V)
         dgathered = self.cls.predictions.backward(dmlm_logits)                          # (B*P, H)
         dpooled = self.cls.seq_relationship.backward(kernels.cross_entropy_backward(dloss, nsp_cache))
         # Scatter the gathered rows back; add.at because padding predictions may repeat a position.
-        dseq = np.zeros(self.seq_shape, dtype=dgathered.dtype)
-        np.add.at(dseq, (np.arange(B)[:, None], self.positions), dgathered.reshape(B, -1, H))
+        dseq = np.zeros(seq_shape, dtype=dgathered.dtype)
+        np.add.at(dseq, (np.arange(B)[:, None], positions), dgathered.reshape(B, -1, H))
         return self.bert.backward(dseq, dpooled)
 
     @staticmethod

@@ -110,8 +110,7 @@ class BertTokenizer:
         vocab_file = path / "vocab.txt" if path.is_dir() else path
         if path.is_dir() and not vocab_file.is_file() and (path / "tokenizer.json").is_file():
             # transformers 5 saves only tokenizer.json; its vocabulary and lower-casing are read there.
-            from minibert.interop import load_tokenizer
-            return load_tokenizer(path)
+            return _from_tokenizer_json(path)
         if do_lower_case is None:
             do_lower_case = True
             config_file = folder / "tokenizer_config.json"
@@ -337,3 +336,42 @@ class BertTokenizer:
 
     def __repr__(self) -> str:
         return f"BertTokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case})"
+
+
+def _from_tokenizer_json(folder: Path) -> "BertTokenizer":
+    """A ``BertTokenizer`` from a folder with only a transformers ``tokenizer.json``.
+
+    minibert and transformers 4 write ``vocab.txt``; transformers
+    5 writes only ``tokenizer.json`` (the ``tokenizers`` library's serialisation) and
+    ``tokenizer_config.json``. From ``tokenizer.json`` we take the WordPiece vocabulary (token -> id) and
+    the normaliser's ``lowercase``, after checking that the rest is the BERT pipeline minibert implements
+    (BertNormalizer, BertPreTokenizer, WordPiece with "##" and [UNK]).
+    """
+    file = folder / "tokenizer.json"
+    try:
+        spec = json.loads(file.read_text(encoding="utf-8"))
+        model, normalizer = spec["model"], spec.get("normalizer") or {}
+        vocab = model["vocab"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ValueError(f"{file} is not a tokenizers serialisation with a model vocabulary") from None
+    problems = []
+    if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
+        problems.append(f"model type {model.get('type')!r}, expected 'WordPiece' with a vocab object")
+    if model.get("continuing_subword_prefix", "##") != "##" or model.get("unk_token", "[UNK]") != "[UNK]":
+        problems.append("WordPiece must use '##' continuations and '[UNK]'")
+    if normalizer.get("type") != "BertNormalizer":
+        problems.append(f"normalizer {normalizer.get('type')!r}, expected 'BertNormalizer'")
+    lowercase = bool(normalizer.get("lowercase", True))
+    if normalizer.get("strip_accents") not in (None, lowercase):
+        problems.append(f"strip_accents={normalizer['strip_accents']} with lowercase={lowercase} "
+                        "(minibert strips accents exactly when it lowercases)")
+    if (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
+        problems.append(f"pre_tokenizer {(spec.get('pre_tokenizer') or {}).get('type')!r}, expected 'BertPreTokenizer'")
+    if problems:
+        raise ValueError(f"{file} is not a BERT WordPiece tokenizer minibert can reproduce: " + "; ".join(problems))
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))):
+        raise ValueError(f"{file}: the vocabulary ids are not 0..{len(ids) - 1} without gaps")
+    tokens = sorted(vocab, key=vocab.get)
+    return BertTokenizer(tokens, do_lower_case=lowercase,
+                         max_input_chars_per_word=int(model.get("max_input_chars_per_word", 100)))
