@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import kernels, plots
+from minibert import kernels, outputs, plots
 from minibert.inference import fill_mask
 from minibert.models import BertForPreTraining
 from minibert.paths import data_dir, data_path
@@ -37,30 +37,77 @@ CLOZE = [
 ]
 
 
+# What the report says under the shipped model's answers, which are fixed (the model and the
+# sentences ship with the package); a model from scratch after a few hundred steps mostly predicts
+# frequent tokens.
+READING_THE_CLOZE = (
+    "Wrong fill-ins are expected. The shipped model has 2 layers and about a million parameters "
+    "and was pretrained for 8,000 steps, about one pass over 1.6M tokens (BERT-base: 12 layers, "
+    "110M parameters, 3.3B words). It has learned which words are frequent next to which more than"
+    " what is grammatical or true: a slot that wants a verb can get a preposition, a slot that "
+    "wants a noun an adverb, and a verb can agree with the nearest noun instead of its subject "
+    "(\"the dog that chases the cats\" gets a plural verb). The run from scratch, a few hundred "
+    "steps old, mostly predicts frequent tokens. Lesson 08 (`lessons/08_pretraining.py`) shows "
+    "what pretraining learns and when; lesson 09 (`lessons/09_cloze_probes.py`) probes agreement, "
+    "negative polarity items, negation and facts one at a time.")
+
+
+def reading_the_agreement(per_column: int) -> str:
+    return (
+        "With no attractor, the nearest noun has the subject's number, and the shipped model is "
+        "well above chance. With one or more attractors it falls to about chance (0.5): it has "
+        "learned \"agree with the closest noun\", a heuristic the attractors defeat (lesson 09 "
+        "shows that where the closest noun has the other number, the model follows that noun most "
+        f"of the time). With {per_column} sentences per column, one sentence is "
+        f"{1 / per_column:.2f} of accuracy: "
+        "differences of a few sentences between columns or models are noise of the sample.")
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="folder for the report (default: runs/demo)")
-    parser.add_argument("--steps", type=int, default=300, help="pretraining steps from scratch (default 300)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files (they are left alone)")
+    parser.add_argument("--steps", type=int, default=300,
+                        help="pretraining steps from scratch (default 300)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--finetune-seeds", type=int, default=3, help="fine-tuning restarts per setting (default 3)")
+    parser.add_argument("--finetune-seeds", type=int, default=3,
+                        help="fine-tuning restarts per setting (default 3)")
 
 
-def finetune_comparison(seeds: int, say) -> list[str]:
+def finetune_comparison(seeds: int, say) -> tuple[list[str], float]:
     """Dev accuracy on entailment: the shipped model with dropout 0.1 and with Mixout 0.8, and the same
-    architecture from random weights; one row per setting, one column per seed, then the mean."""
+    architecture from random weights; one row per setting, one column per seed, then the mean.
+
+    Returns the Markdown table and the dev set's majority-class rate. Each run is announced as it
+    finishes, with its time, so the half minute or more of fine-tuning shows progress.
+    """
     from minibert.finetuning.trainer import FinetuneConfig, finetune
 
     settings = {"shipped model, dropout 0.1": {}, "shipped model, Mixout 0.8": {"mixout": 0.8},
                 "random weights, dropout 0.1": {"random_init": True}}
     table = ["| setting | " + " | ".join(f"seed {s}" for s in range(seeds)) + " | mean |",
              "|---|" + "---|" * (seeds + 1)]
+    majority = 0.0
+    runs, done = len(settings) * seeds, 0
     for name, changes in settings.items():
         scores = []
         for seed in range(seeds):
-            config = FinetuneConfig(task="entailment", init=str(data_path("pretrained", "tiny")), seed=seed, **changes)
-            scores.append(finetune(config, log=lambda line: None).final.dev["accuracy"])
-        table.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in scores) + f" | {np.mean(scores):.3f} |")
-        say(table[-1])
-    return table
+            started = time.perf_counter()
+            config = FinetuneConfig(task="entailment", init=str(data_path("pretrained", "tiny")),
+                                    seed=seed, **changes)
+            final = finetune(config, log=lambda line: None).final
+            scores.append(final.dev["accuracy"])
+            majority = final.majority
+            done += 1
+            say(f"   [{done}/{runs}] {name}, seed {seed}: dev accuracy {scores[-1]:.3f} "
+                f"({time.perf_counter() - started:.0f} s)")
+        table.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in scores)
+                     + f" | {np.mean(scores):.3f} |")
+    return table, majority
+
+
+def attractors(k: int) -> str:
+    return f"{k} attractor" if k == 1 else f"{k} attractors"
 
 
 def unigram_accuracy(train: PretrainingDataset, heldout: PretrainingDataset) -> float:
@@ -73,8 +120,7 @@ def unigram_accuracy(train: PretrainingDataset, heldout: PretrainingDataset) -> 
 
 def main(args) -> int:
     t_start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = outputs.claim(args.out, "demo", overwrite=args.overwrite)   # a folder of ours, checked first
     say = print
     say(f"minibert demo: BERT from scratch in NumPy ({kernels.backend()} kernels, {os.cpu_count()} CPUs)\n")
 
@@ -110,7 +156,9 @@ def main(args) -> int:
         rows["shipped pretrained model"] = evaluate(shipped, heldout, 64)
     baseline = unigram_accuracy(train, heldout)
     nsp_majority = max(heldout.arrays["next_sentence_labels"].mean(), 1 - heldout.arrays["next_sentence_labels"].mean())
-    table = ["| model | masked LM loss | masked LM accuracy | NSP accuracy |", "|---|---|---|---|"]
+    n_predictions = int((heldout.arrays["masked_lm_weights"] == 1).sum())
+    table = [f"| model | masked LM loss | masked LM accuracy (n = {n_predictions:,} masked tokens) "
+             f"| NSP accuracy (n = {len(heldout):,} pairs) |", "|---|---|---|---|"]
     for name, r in rows.items():
         table.append(f"| {name} | {r['eval_mlm_loss']:.3f} | {r['eval_mlm_accuracy']:.3f} | {r['eval_nsp_accuracy']:.3f} |")
     table.append(f"| baselines: most frequent token / majority NSP label | - | {baseline:.3f} | {nsp_majority:.3f} |")
@@ -131,18 +179,25 @@ def main(args) -> int:
     # one probe (`minibert probe` runs them all): is the masked verb's number right across attractors?
     say("\n   Subject-verb agreement (verb masked, its two forms compared), by number of attractors ...")
     items = subsample(load_eval_set("agreement"), 25, np.random.default_rng(args.seed), key=lambda r: r["attractors"])
-    agreement = ["| model | " + " | ".join(f"{k} attractors" for k in range(4)) + " |", "|---|" + "---|" * 4]
+    counts = {k: sum(r["attractors"] == k for r in items) for k in range(4)}
+    header = " | ".join(f"{attractors(k)} (n = {counts[k]})" for k in range(4))
+    agreement = [f"| model | {header} |", "|---|" + "---|" * 4]
     for name in rows:
         by = agreement_probe(models[name], tokenizer, items)[None]["by_attractors"]
-        agreement.append(f"| {name} | " + " | ".join(f"{by[str(k)]['accuracy']:.2f}" for k in range(4)) + " |")
+        agreement.append(f"| {name} | "
+                         + " | ".join(f"{by[str(k)]['accuracy']:.2f}" for k in range(4)) + " |")
     say("\n".join(agreement))
 
     # 5. fine-tuning: dropout vs Mixout on the small pair task, and what pretraining is worth
-    say(f"\n5. Fine-tuning on the entailment task (500 training pairs), {args.finetune_seeds} seeds per setting ...")
-    finetuning = finetune_comparison(args.finetune_seeds, say)
+    n_dev = sum(1 for line in data_path("tasks", "entailment", "dev.jsonl").open() if line.strip())
+    say(f"\n5. Fine-tuning on the entailment task (500 training pairs, {n_dev} dev pairs), "
+        f"{args.finetune_seeds} seeds per setting ...")
+    finetuning, majority = finetune_comparison(args.finetune_seeds, say)
+    say("\n".join(finetuning))
 
     # 6. the report
-    figure = plots.plot_pretraining(out / "pretrain" / "metrics.jsonl", out / "pretraining.png")
+    figure = plots.plot_pretraining(out / "pretrain" / "metrics.jsonl", out / "pretraining.png",
+                                    mlm_baseline=baseline, nsp_majority=nsp_majority)
     total = time.perf_counter() - t_start
     report = out / "report.md"
     report.write_text("\n".join([
@@ -160,9 +215,16 @@ def main(args) -> int:
         if shipped is not None else "(No pretrained model ships in data/pretrained/tiny yet.)", "",
         "## Masked-word predictions (top 3 with probabilities)", "",
         *cloze, "",
+        READING_THE_CLOZE, "",
         "## Subject-verb agreement across attractors (accuracy; chance 0.5)", "",
+        f"{len(items)} sentences of the bundled agreement set with the verb masked. A sentence "
+        "counts as right when the model gives the verb form that agrees with the subject a higher"
+        " probability than the other form. An attractor is a noun of the other number between "
+        "subject and verb.", "",
         *agreement, "",
-        "## Fine-tuning the shipped model on the entailment task (dev accuracy; majority baseline 0.5)", "",
+        reading_the_agreement(min(counts.values())), "",
+        f"## Fine-tuning the shipped model on the entailment task (dev accuracy on {n_dev} pairs; "
+        f"majority baseline {majority:.3f})", "",
         *finetuning, "",
         "`minibert stability --task entailment --seeds 20 --strategies dropout,mixout0.7,mixout0.8,mixout0.9 "
         "--out DIR` runs the full experiment (lesson 12).", "",

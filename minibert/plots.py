@@ -32,32 +32,56 @@ def smooth(values, window: int):
     return (c[1:] - c[lo]) / (np.arange(1, len(values) + 1) - lo)
 
 
-def plot_pretraining(metrics_path, out_path) -> Path:
-    """Three panels from a pretraining metrics.jsonl: losses, held-out accuracies, learning rate."""
-    records = read_jsonl(metrics_path)
+def plot_pretraining(metrics_path, out_path, mlm_baseline: float | None = None,
+                     nsp_majority: float | None = None) -> Path:
+    """Three panels from a pretraining metrics.jsonl, written to ``out_path``: losses, held-out
+    accuracies, learning rate (see ``pretraining_figure``)."""
+    fig = pretraining_figure(read_jsonl(metrics_path), mlm_baseline, nsp_majority)
+    fig.savefig(out_path, dpi=100)
+    return Path(out_path)
+
+
+def pretraining_figure(records: list[dict], mlm_baseline: float | None = None,
+                       nsp_majority: float | None = None) -> Figure:
+    """The figure of ``plot_pretraining`` from the records of a metrics.jsonl.
+
+    ``mlm_baseline`` (the accuracy of always predicting the most frequent masked token) and
+    ``nsp_majority`` (the accuracy of always predicting the more frequent next-sentence label) are
+    drawn on the accuracy panel when given; NSP chance, 0.5, always is.
+    """
     # A resumed run appends; keep the last record of each step.
     by_step = {r["step"]: r for r in records}
     records = [by_step[s] for s in sorted(by_step)]
     steps = [r["step"] for r in records]
     window = max(1, len(records) // 50)
-    fig, axes = _subplots(1, 3, figsize=(15, 4))
+    fig, axes = _subplots(1, 3, figsize=(15, 4.2))
     for key, label in (("loss", "total"), ("mlm_loss", "masked LM"), ("nsp_loss", "next sentence")):
         axes[0].plot(steps, smooth([r[key] for r in records], window), label=label)
     evals = [r for r in records if "eval_mlm_loss" in r]
+    eval_steps = [r["step"] for r in evals]
     if evals:
-        axes[0].plot([r["step"] for r in evals], [r["eval_mlm_loss"] for r in evals], "o-", label="masked LM (held out)")
-        axes[1].plot([r["step"] for r in evals], [r["eval_mlm_accuracy"] for r in evals], "o-", label="masked LM accuracy")
-        axes[1].plot([r["step"] for r in evals], [r["eval_nsp_accuracy"] for r in evals], "o-", label="NSP accuracy")
-        axes[1].axhline(0.5, color="gray", lw=0.8, ls="--", label="NSP chance")
+        axes[0].plot(eval_steps, [r["eval_mlm_loss"] for r in evals], "o-",
+                     label="masked LM (held out)")
+        axes[1].plot(eval_steps, [r["eval_mlm_accuracy"] for r in evals], "o-", color="C0",
+                     label="masked LM accuracy")
+        axes[1].plot(eval_steps, [r["eval_nsp_accuracy"] for r in evals], "o-", color="C1",
+                     label="NSP accuracy")
+    if mlm_baseline is not None:
+        axes[1].axhline(mlm_baseline, color="C0", lw=1, ls="--",
+                        label=f"MLM: most frequent token ({mlm_baseline:.3f})")
+    axes[1].axhline(0.5, color="C1", lw=0.8, ls=":", label="NSP: chance (0.5)")
+    if nsp_majority is not None:
+        axes[1].axhline(nsp_majority, color="C1", lw=1, ls="--",
+                        label=f"NSP: majority label ({nsp_majority:.3f})")
     axes[0].set(title=f"training loss (moving average of {window})", xlabel="step", ylabel="loss")
     axes[1].set(title="held-out accuracy", xlabel="step", ylim=(0, 1))
     axes[2].plot(steps, [r["lr"] for r in records])
     axes[2].set(title="learning rate", xlabel="step")
-    for ax in axes[:2]:
-        ax.legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="best")
+    # Below the panel: inside, five entries would cover the curves, which span most of [0, 1].
+    axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    return Path(out_path)
+    return fig
 
 
 def plot_parity(ours, theirs, out_path, labels=("minibert", "Hugging Face (PyTorch)"),

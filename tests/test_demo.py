@@ -1,0 +1,53 @@
+"""``minibert demo`` end to end on a few steps: what it prints, the report it writes, its figure."""
+import argparse
+import contextlib
+import io
+import re
+
+import pytest
+
+from minibert import demo, plots
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert demo.main(argparse.Namespace(out=str(out), steps=2, seed=0, finetune_seeds=1)) == 0
+    return out, printed.getvalue(), (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_fine_tuning_shows_progress_and_a_table_with_its_header(run):
+    _, printed, report = run
+    progress = r"^   \[(\d)/3\] .+, seed 0: dev accuracy 0\.\d{3} \(\d+ s\)$"
+    assert re.findall(progress, printed, re.M) == ["1", "2", "3"]
+    header = "| setting | seed 0 | mean |"
+    assert header in printed and printed.index(header) > printed.index("[3/3]")
+    assert "| shipped model, Mixout 0.8 | 0." in report
+    assert "| random weights, dropout 0.1 | 0." in report
+    majority = re.search(r"dev accuracy on 300 pairs; majority baseline (0\.\d{3})\)", report)
+    assert majority and 0.5 <= float(majority[1]) < 0.7
+
+
+def test_accuracies_come_with_their_item_counts_and_the_report_reads_them(run):
+    _, printed, report = run
+    assert re.search(r"\| masked LM accuracy \(n = [\d,]+ masked tokens\) "
+                     r"\| NSP accuracy \(n = [\d,]+ pairs\) \|", report)
+    assert "| 0 attractors (n = 25) | 1 attractor (n = 25) | 2 attractors (n = 25) |" in report
+    assert "1 attractors" not in report and "1 attractors" not in printed
+    assert "Wrong fill-ins are expected" in report and "lessons/09_cloze_probes.py" in report
+    assert "agree with the closest noun" in report and "one sentence is 0.04 of accuracy" in report
+
+
+def test_the_pretraining_figure_draws_the_baselines_of_the_report(run):
+    out, _, report = run
+    assert (out / "pretraining.png").stat().st_size > 0
+    row = re.search(r"\| baselines: most frequent token / majority NSP label "
+                    r"\| - \| (0\.\d{3}) \| (0\.\d{3}) \|", report)
+    assert row
+    fig = plots.pretraining_figure(plots.read_jsonl(out / "pretrain" / "metrics.jsonl"),
+                                   float(row[1]), float(row[2]))
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert f"MLM: most frequent token ({row[1]})" in labels
+    assert f"NSP: majority label ({row[2]})" in labels and "NSP: chance (0.5)" in labels
