@@ -196,11 +196,12 @@ print(f"\nbest layer for POS: {best} (accuracy {results['model']['pos']['test_ac
 #   fixed place in each frame): both are 1.0 everywhere, for both models, and say nothing about the
 #   encoder. A probe result is only as good as its controls.
 #
-# "Are representations hierarchical?" Tenney et al. and Hewitt & Manning found lexical features
-# peaking in lower layers and syntactic ones in middle layers of a 12- or 24-layer BERT. With 2 layers
-# the question is smaller, and the answer a modest yes: the lexical features are nearly complete at
-# layer 0 and peak at layer 1, while the context-dependent ones (*subject_number*, *licensor*: 0.50 ->
-# 0.95 -> 0.98) still gain from the second layer.
+# "Are representations hierarchical?" Tenney et al. (2019) found parts of speech and other syntactic
+# labels best decoded in the lower layers of a 24-layer BERT and semantic ones (roles, coreference)
+# higher up; Hewitt & Manning (2019, section 5 below) found parse trees best encoded in the middle
+# layers. With 2 layers the question is smaller, and the answer a modest yes: the lexical features
+# are nearly complete at layer 0 and peak at layer 1, while the context-dependent ones
+# (*subject_number*, *licensor*: 0.50 -> 0.95 -> 0.98) still gain from the second layer.
 
 # %% [markdown]
 # ## 5. The structural probe: is the parse tree a linear map away?

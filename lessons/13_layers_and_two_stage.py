@@ -228,10 +228,13 @@ for seed, (s, w_learned, g_learned, steps) in zip(LAYER_SEEDS, mix_runs):
           f"after {steps} steps")
 
 # %% [markdown]
-# **The mixing weights hardly move.** Adam moves every parameter by about the learning rate per step,
-# whatever the size of its gradient (the update is m / sqrt(v)); with linear warmup and decay the
-# learning rates of a run add up to lr x steps / 2. That bounds how far w can go from 0, and so how far
-# softmax(w) can go from 1/3:
+# **The mixing weights hardly move.** Adam's step is typically about the learning rate, whatever the
+# size of the gradient: the update is m / sqrt(v), about 1 for a steady gradient and less for a
+# noisy one. It is not capped at lr: with the default betas one step can reach
+# (1 - b1) / sqrt(1 - b2) = 3.16 lr, for a gradient that appears after a long run of near-zero ones
+# (Kingma & Ba 2015, section 2.1). With linear warmup and decay the learning rates of a run add up
+# to lr x steps / 2, which sets the scale (not a bound) of how far w can go from 0, and so of how
+# far softmax(w) can go from 1/3:
 
 # %%
 steps = mix_runs[0][3]
