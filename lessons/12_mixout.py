@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import gradcheck, lessons
+from minibert import checks, gradcheck, lessons
 from minibert.finetuning import data as task_data
 from minibert.finetuning import stability
 from minibert.finetuning.mixout import (MixoutLinear, apply_mixout, check_mixout_reference,
@@ -195,8 +195,8 @@ def check_hand(p, keep, gradient):
 exact = lambda dw_tilde, keep, p: dw_tilde * keep / (1 - p)                     # noqa: E731
 results = check_hand(P, keep_hand, exact)
 print(gradcheck.format_table(results))
-package = gradcheck.run_check("mixout")
-print(f"package, gradcheck.run_check('mixout') (a MixoutLinear, and a tiny BertModel after apply_mixout): "
+package = checks.run_check("mixout")
+print(f"package, checks.run_check('mixout') (a MixoutLinear, and a tiny BertModel after apply_mixout): "
       f"{sum(r.ok for r in package)} of {len(package)} tensors ok, worst {max(r.max_rel_error for r in package):.1e}")
 
 # %% [markdown]

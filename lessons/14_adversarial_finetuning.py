@@ -37,7 +37,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minibert import gradcheck, kernels, lessons
+from minibert import checks, gradcheck, kernels, lessons
 from minibert.finetuning import (BregmanTeacher, batches, freelb_step, smart_step, stability,
                                  symmetric_kl, symmetric_kl_backward)
 from minibert.finetuning.adversarial import smart_ascent
@@ -119,7 +119,7 @@ s_grad = small.backward()
 small.zero_grad()
 results = gradcheck.compare("d loss / d delta, by hand", small_loss, {"delta": s_grad}, {"delta": s_delta}, rng,
                             max_entries=s_delta.size)
-results += gradcheck.run_check("freelb")       # the same for the package's perturbation_gradient
+results += checks.run_check("freelb")       # the same for the package's perturbation_gradient
 print(gradcheck.format_table(results))
 print(f"{sum(r.ok for r in results)} of {len(results)} within {gradcheck.TOLERANCE:g}; gradient at padding: "
       f"{np.abs(s_grad[s_mask == 0]).max():.1e}")
@@ -310,7 +310,7 @@ b = 2.0 * rng.standard_normal((5, 3))
 results = gradcheck.check_function("symmetric KL, by hand", lambda: sym_kl_by_hand(a, b),
                                    lambda G: dict(zip(("a", "b"), (G * d for d in sym_kl_grad_by_hand(a, b)))),
                                    {"a": a, "b": b}, rng)
-results += gradcheck.run_check("symmetric_kl")
+results += checks.run_check("symmetric_kl")
 print(gradcheck.format_table(results))
 value, cache = symmetric_kl(a, b)
 da, db = symmetric_kl_backward(1.0, cache)
@@ -483,7 +483,7 @@ model.zero_grad()
 print(f"smart_step: loss {record['loss']:.4f}, R_s {record['reg']:.3e}, max |delta| {record['delta_max']:.0e}")
 print(f"parameter gradients vs smart_step: by hand max difference "
       f"{max(np.abs(grads['by hand'][n] - grads['smart_step'][n]).max() for n in grads['smart_step']):.1e}")
-results = gradcheck.run_check("smart")
+results = checks.run_check("smart")
 print(f"run_check('smart') (the objective's parameter gradient for a fixed delta vs finite differences): "
       f"{sum(r.ok for r in results)} of {len(results)} ok, worst {max(r.max_rel_error for r in results):.1e}")
 

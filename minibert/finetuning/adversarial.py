@@ -87,12 +87,11 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:   # gradcheck is imported inside the check functions: it registers them in its CHECKS
-    from minibert.gradcheck import CheckResult
+from minibert.gradcheck import CheckResult, check_function, compare, ids_and_types, padding_mask, tiny_config
+from minibert.models import BertForSequenceClassification
+from minibert.validation import generator
 
 # The gradient norm is clamped below at this value before dividing by it (as FreeLB's code does).
 _NORM_FLOOR = 1e-8
@@ -184,9 +183,7 @@ def _check_number(name, value):
 
 
 def _check_rng(rng):
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), "
-                         f"got {type(rng).__name__}")
+    generator("rng", rng)
 
 
 def _unpack(model, batch):
@@ -448,17 +445,12 @@ def smart_step(model, batch, *, lambda_s: float, rng: np.random.Generator, sigma
 # Gradient checks (float64, tiny model, dropout on with replayed masks)
 # ----------------------------------------------------------------------------------------------
 def _check_model_and_batch(rng, num_labels=3):
-    from minibert.gradcheck import tiny_config
-    from minibert.models import BertForSequenceClassification
-
     config = tiny_config(num_labels=num_labels)
     model = BertForSequenceClassification(config, np.random.default_rng(rng.integers(1 << 31)))
     model.astype(np.float64).train()
-    B, T = 3, 7
-    ids = (np.arange(B * T).reshape(B, T) * 7) % config.vocab_size
-    mask = (np.arange(T)[None, :] < np.array([T, T - 2, T - 4])[:, None]).astype(np.int64)
-    batch = {"input_ids": ids, "token_type_ids": (np.arange(T)[None, :] >= 3).astype(np.int64).repeat(B, 0),
-             "attention_mask": mask, "labels": rng.integers(0, num_labels, B)}
+    ids, types = ids_and_types()
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": padding_mask(),
+             "labels": rng.integers(0, num_labels, len(ids))}
     return model, batch
 
 
@@ -466,7 +458,6 @@ def check_freelb(rng: np.random.Generator) -> list[CheckResult]:
     """``perturbation_gradient`` against central differences of the loss in every entry of delta,
     padded positions included (there delta is nonzero, the loss does not change and the gradient
     returned is 0)."""
-    from minibert.gradcheck import compare
 
     model, batch = _check_model_and_batch(rng)
     delta = 0.3 * rng.standard_normal(batch["input_ids"].shape + (model.config.hidden_size,))
@@ -483,7 +474,6 @@ def check_freelb(rng: np.random.Generator) -> list[CheckResult]:
 
 def check_symmetric_kl(rng: np.random.Generator) -> list[CheckResult]:
     """Both arguments of ``symmetric_kl``; rows far apart, close (the log1p path) and equal."""
-    from minibert.gradcheck import check_function
 
     a = 2.0 * rng.standard_normal((5, 4))
     b = 2.0 * rng.standard_normal((5, 4))
@@ -501,7 +491,6 @@ def check_smart(rng: np.random.Generator) -> list[CheckResult]:
     central differences of loss + lambda_s * l_s(f(x + delta), f(x)) + mu * l_s(f(x), f(x; theta_tilde)):
     checks the order of the passes and that the regulariser's gradient reaches both forwards. A sample
     of tensors from the embeddings to the classifier."""
-    from minibert.gradcheck import compare
 
     model, batch = _check_model_and_batch(rng)
     teacher = BregmanTeacher(model, beta=0.5)

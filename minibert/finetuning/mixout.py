@@ -56,15 +56,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from minibert import functional as F
-from minibert.nn import Dropout, Linear, Module, Parameter
-
-if TYPE_CHECKING:   # gradcheck is imported inside the check functions: it registers them in its CHECKS
-    from minibert.gradcheck import CheckResult
+from minibert import gradcheck
+from minibert.gradcheck import CheckResult
+from minibert.models import BertModel
+from minibert.nn import Dropout, Linear, Module, Parameter, dense_backward, dense_forward
+from minibert.validation import generator
 
 
 def _check_p(p) -> float:
@@ -110,10 +108,10 @@ class MixoutLinear(Linear):
     def __init__(self, linear: Linear, p: float, rng: np.random.Generator, target: np.ndarray | None = None):
         if not isinstance(linear, Linear) or isinstance(linear, MixoutLinear):
             raise ValueError(f"MixoutLinear wraps a plain Linear, got {type(linear).__name__}")
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        generator("rng", rng)
         self.weight: Parameter = linear.weight      # the same objects: names and optimiser references stay
         self.bias: Parameter | None = linear.bias
+        self.activation = linear.activation
         self.p = _check_p(p)
         self.rng = rng
         w = self.weight.data
@@ -150,34 +148,31 @@ class MixoutLinear(Linear):
         w_tilde += u
         return w_tilde, scale
 
-    def forward(self, x, add_bias: bool = True):
-        """x (..., in) -> (..., out), e.g. (B, T, H) -> (B, T, I). ``add_bias=False`` leaves the bias (and its
-        gradient) to the caller, as for Linear."""
-        self.bias_added = add_bias and self.bias is not None
-        bias = self.bias.data if self.bias_added else None
+    def forward(self, x):
+        """x (..., in) -> (..., out), e.g. (B, T, H) -> (B, T, I); GELU after it if the wrapped Linear had
+        that activation (the intermediate dense layer)."""
         w = self.weight.data
         if not self.training or self.p == 0.0:
-            y, linear_cache = F.linear_forward(x, w, bias)
-            self.cache = (linear_cache, None, None)
+            y, dense_cache = dense_forward(x, w, self.bias, self.activation)
+            self.cache = (dense_cache, None, None)
             return y
         # One uniform draw per input column, shared by every row of the batch.
         keep = self.rng.random(w.shape[1]) >= self.p          # (in,) True with probability 1 - p
         w_tilde, scale = self.mixed_weight(keep)
-        y, linear_cache = F.linear_forward(x, w_tilde, bias)  # caches (x, w_tilde): dx needs w_tilde
-        self.cache = (linear_cache, keep, scale)
+        y, dense_cache = dense_forward(x, w_tilde, self.bias, self.activation)  # keeps w_tilde: dx needs it
+        self.cache = (dense_cache, keep, scale)
         return y
 
     def backward(self, dy):
         """dy (..., out) -> dx (..., in). Adds dw = dw_tilde * m / (1 - p) into ``weight.grad`` (accumulating,
-        like every backward here) and the bias gradient if the forward added the bias."""
-        linear_cache, keep, scale = self.cache
-        dbias = self.bias.grad if self.bias_added else None
+        like every backward here) and the bias gradient."""
+        dense_cache, keep, scale = self.cache
         if keep is None:
-            return F.linear_backward(dy, linear_cache, self.weight.grad, dbias)
+            return dense_backward(dy, dense_cache, self.weight.grad, self.bias, self.activation)
         # dw_tilde goes to a scratch buffer first: weight.grad may already hold other contributions (+=),
         # and only this layer's part is to be multiplied by the mask.
         dw_tilde = np.zeros_like(self.weight.grad)             # (out, in)
-        dx = F.linear_backward(dy, linear_cache, dw_tilde, dbias)   # dx = dy w_tilde; dw_tilde = dy^T x
+        dx = dense_backward(dy, dense_cache, dw_tilde, self.bias, self.activation)   # dw_tilde = dy^T x
         if self.reference_gradient:
             dw_tilde = reference_weight_gradient(dw_tilde, keep)
         else:
@@ -236,8 +231,7 @@ def apply_mixout(model: Module, p: float, rng: np.random.Generator | None = None
         rng = getattr(model, "rng", None)
         if rng is None:
             raise ValueError(f"{type(model).__name__} has no rng attribute; pass rng= explicitly")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    generator("rng", rng)
     if any(isinstance(m, MixoutLinear) for m in model.modules()):
         raise ValueError("mixout is already applied to this model; apply it once, to a freshly built or "
                          "loaded model (change a layer's p attribute to change its probability)")
@@ -288,7 +282,6 @@ _IN, _OUT = 13, 5     # small odd sizes
 def _mixout_linear(rng: np.random.Generator) -> tuple[MixoutLinear, dict]:
     """A float64 MixoutLinear (in 13, out 5) with target != w and a random bias, in training mode, whose
     Generator's next mask keeps at least one column and drops at least one; and inputs x (B, T, in)."""
-    from minibert import gradcheck
 
     B, T = gradcheck.B, gradcheck.T
     for _ in range(1000):
@@ -306,7 +299,6 @@ def _mixout_linear(rng: np.random.Generator) -> tuple[MixoutLinear, dict]:
 
 
 def _linear_check(name: str, layer: MixoutLinear, inputs: dict, rng: np.random.Generator):
-    from minibert import gradcheck
 
     return gradcheck.check_module(name, layer, lambda: layer.forward(inputs["x"]),
                                   lambda g: {"x": layer.backward(g)}, inputs, rng, max_entries=_IN * _OUT)
@@ -315,8 +307,6 @@ def _linear_check(name: str, layer: MixoutLinear, inputs: dict, rng: np.random.G
 def _model_check(name: str, rng: np.random.Generator, reference: bool):
     """A tiny float64 BertModel (``gradcheck.tiny_config``) after ``apply_mixout(p = 0.6)`` with targets != w,
     in training mode, every parameter checked through ``gradcheck.check_module`` (masks replayed)."""
-    from minibert import gradcheck
-    from minibert.models import BertModel
 
     model = BertModel(gradcheck.tiny_config(), np.random.default_rng(rng.integers(1 << 31)))
     model.astype(np.float64).train()
@@ -327,8 +317,8 @@ def _model_check(name: str, rng: np.random.Generator, reference: bool):
     for m in model.modules():
         if isinstance(m, MixoutLinear):
             m.reference_gradient = reference
-    ids, types = gradcheck._ids_and_types()
-    mask = gradcheck._padding_mask()
+    ids, types = gradcheck.ids_and_types()
+    mask = gradcheck.padding_mask()
 
     def forward():
         out = model.forward(ids, types, mask)
