@@ -5,6 +5,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from minibert.validation import positive_int
+
 ACTIVATIONS = ("gelu", "gelu_new")  # exact erf GELU, tanh approximation (HF names)
 # Other Hugging Face names for the same two functions. A config given one of them stores the name above
 # (the models test ``hidden_act == "gelu_new"``), so a saved config.json says "gelu_new" instead:
@@ -50,9 +52,8 @@ class BertConfig:
     def validate(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+            # stored as a plain int: a NumPy integer would not survive json.dumps in to_json_file
+            setattr(self, name, positive_int(f"BertConfig.{name}", getattr(self, name)))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -68,8 +69,7 @@ class BertConfig:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         if not self.initializer_range > 0:
             raise ValueError(f"initializer_range must be positive, got {self.initializer_range!r}")
-        if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 1:
-            raise ValueError(f"BertConfig.num_labels must be a positive integer, got {self.num_labels!r}")
+        self.num_labels = positive_int("BertConfig.num_labels", self.num_labels)
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError("BertConfig.classifier_dropout must be None or in [0, 1), "
                              f"got {self.classifier_dropout!r}")

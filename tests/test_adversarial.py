@@ -435,12 +435,15 @@ def test_bad_arguments_are_rejected():
     ok = dict(steps=2, alpha=0.1, eps=0.0, init_mag=0.0, rng=rng)
     for bad, match in ((dict(steps=0), "steps"), (dict(steps=1.5), "steps"), (dict(steps=True), "steps"),
                        (dict(alpha=-0.1), "alpha"), (dict(eps=float("nan")), "eps"),
-                       (dict(init_mag=-1.0), "init_mag"), (dict(rng=None), "rng")):
+                       (dict(init_mag=-1.0), "init_mag")):
         with pytest.raises(ValueError, match=match):
             freelb_step(model, batch, **{**ok, **bad})
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        freelb_step(model, batch, **{**ok, "rng": None})
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        smart_step(model, batch, lambda_s=1.0, rng=3)
     for bad, match in ((dict(lambda_s=-1.0), "lambda_s"), (dict(sigma=-1e-5), "sigma"), (dict(eta=-1.0), "eta"),
-                       (dict(eps=-1.0), "eps"), (dict(mu=-1.0), "mu"), (dict(teacher=model), "BregmanTeacher"),
-                       (dict(rng=3), "rng")):
+                       (dict(eps=-1.0), "eps"), (dict(mu=-1.0), "mu"), (dict(teacher=model), "BregmanTeacher")):
         with pytest.raises(ValueError, match=match):
             smart_step(model, batch, **{**dict(lambda_s=1.0, rng=rng), **bad})
     with pytest.raises(ValueError, match="labels"):

@@ -208,7 +208,7 @@ def test_batches_bad_arguments(tokenizer):
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="batch_size"):
             next(batches(enc, bad))
-    with pytest.raises(ValueError, match="Generator"):
+    with pytest.raises(TypeError, match="Generator"):
         next(batches(enc, 2, rng=0))
     with pytest.raises(ValueError, match="Encoded"):
         next(batches({"input_ids": enc.input_ids}, 2))

@@ -11,7 +11,7 @@ PACKAGE = Path(minibert.__file__).parent
 
 # Lower layers never import higher ones (a module may import its own layer and anything below).
 LAYERS = [
-    {"special", "paths", "config", "safetensors", "outputs", "optim", "plots", "functional"},
+    {"special", "paths", "validation", "config", "safetensors", "outputs", "optim", "plots", "functional"},
     {"kernels", "gradcheck", "tokenization"},
     {"nn", "interop", "checkpoint"},
     {"models", "inference"},

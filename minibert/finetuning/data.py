@@ -51,6 +51,7 @@ from minibert.finetuning import metrics as M
 from minibert.paths import data_dir
 from minibert.tokenization import BertTokenizer
 from minibert.tokenization.vocab import decode_utf8
+from minibert.validation import generator, positive_int
 
 # The bundled tasks; a test checks that data/manifest.json describes exactly these.
 TASKS = ("acceptability", "sentiment", "entailment", "nli")
@@ -252,9 +253,7 @@ def load_examples(task: str | os.PathLike | TaskInfo, split: str, limit: int | N
     naming file and line for invalid JSON, a missing or empty input field, or a bad label.
     """
     info = task_info(task)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-    return _read(info, split, None if limit is None else int(limit))
+    return _read(info, split, None if limit is None else positive_int("limit", limit))
 
 
 def _labels_of(examples: Sequence[dict]) -> np.ndarray:
@@ -355,11 +354,9 @@ def batches(encoded: Encoded, batch_size: int, rng: np.random.Generator | None =
     """
     if not isinstance(encoded, Encoded):
         raise ValueError(f"batches expects an Encoded (from encode()), got {type(encoded).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__} "
-                         f"(use np.random.default_rng(seed))")
+    positive_int("batch_size", batch_size)
+    if rng is not None:
+        generator("rng", rng)
     N = len(encoded)
     order = np.arange(N) if rng is None else rng.permutation(N)
     for start in range(0, N, batch_size):

@@ -17,6 +17,7 @@ from minibert import kernels
 from minibert.checkpoint import PreTrainedModel
 from minibert.config import BertConfig
 from minibert.nn import Dropout, Embedding, LayerNorm, Linear, Module
+from minibert.validation import generator
 
 
 class BertEmbeddings(Module):
@@ -245,8 +246,7 @@ class BertModel(Module, PreTrainedModel):
     """
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        generator("rng", rng)
         self.config = config
         self.rng = rng
         self.embeddings = BertEmbeddings(config, rng)

@@ -18,6 +18,7 @@ import numpy as np
 
 from minibert.corpus.io import read_jsonl
 from minibert.paths import data_path
+from minibert.validation import positive_int
 
 EVAL_SETS = {
     "agreement": ("agreement.jsonl.gz", ("construction", "attractors", "tokens", "mask_index", "correct",
@@ -88,8 +89,7 @@ def single_token_id(tokenizer, word: str) -> int | None:
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Indices grouped into batches of similar length (sorted by length, stable)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int("batch_size", batch_size)
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 

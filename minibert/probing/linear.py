@@ -20,6 +20,7 @@ import numpy as np
 
 from minibert import functional as F
 from minibert.optim import AdamW
+from minibert.validation import positive_int
 
 
 @dataclasses.dataclass
@@ -33,9 +34,7 @@ class ProbeConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"ProbeConfig.{name} must be a positive integer, got {v!r}")
+            positive_int(f"ProbeConfig.{name}", getattr(self, name))
         if not self.lr > 0:
             raise ValueError(f"ProbeConfig.lr must be positive, got {self.lr!r}")
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from minibert.tokenization.basic import BasicTokenizer
 from minibert.tokenization.vocab import SPECIAL_TOKENS, decode_utf8, write_vocab
+from minibert.validation import positive_int
 
 __all__ = ["read_lines", "count_words", "learn_wordpiece", "train_wordpiece", "write_vocab",
            "TrainingResult", "add_arguments", "main"]
@@ -132,10 +133,8 @@ def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, min_frequency:
 
 
 def _learn_wordpiece(word_counts: dict[str, int], vocab_size: int, min_frequency: int) -> TrainingResult:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
-        raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
-    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
-        raise ValueError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
+    positive_int("vocab_size", vocab_size)
+    positive_int("min_frequency", min_frequency)
     if not word_counts:
         raise ValueError("no words to learn a vocabulary from")
 
