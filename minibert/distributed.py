@@ -207,34 +207,48 @@ def shard(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class BatchTotals:
-    """The global batch's normalisers: W (sum of masked-LM weights) and B (sequences)."""
+    """The global batch's normalisers, W (sum of masked-LM weights) and B (sequences), and its real
+    (non-padding) tokens for the throughput."""
     predictions: float
     sequences: int
+    tokens: int = 0
 
     @classmethod
-    def of(cls, masked_lm_weights: np.ndarray, dtype=np.float32) -> "BatchTotals":
+    def of(cls, masked_lm_weights: np.ndarray, dtype=np.float32, attention_mask=None) -> "BatchTotals":
         """Counted in the model's dtype, as the one-process loss counts them (0/1 weights sum exactly)."""
         w = np.asarray(masked_lm_weights)
-        return cls(float(w.astype(dtype).sum()), int(w.shape[0]))
+        tokens = 0 if attention_mask is None else int(np.asarray(attention_mask).sum())
+        return cls(float(w.astype(dtype).sum()), int(w.shape[0]), tokens)
+
+
+def _is_cross_entropy_cache(item) -> bool:
+    """(probs (N, C), targets (N,) integers, row_scale (N,)): what ``cross_entropy_forward`` keeps."""
+    if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(a, np.ndarray) for a in item)):
+        return False
+    probs, targets, scale = item
+    return (probs.ndim == 2 and targets.ndim == 1 and scale.ndim == 1 and targets.dtype.kind in "iu"
+            and scale.dtype.kind == "f" and len(probs) == len(targets) == len(scale))
 
 
 def _loss_row_scales(model) -> tuple[np.ndarray, np.ndarray]:
     """The per-row factors w_p / denominator of the masked-LM and next-sentence losses of the last
     forward, as cached for the backward.
 
-    BertForPreTraining has no argument for a loss normaliser other than its own batch's, so these are
-    found where its forward keeps them: among the tuples it stores on itself, the two cross-entropy
-    caches, each bound to its backend by ``kernels`` as (implementation, (probs, targets, row_scale)),
-    masked LM first. tests/test_distributed.py checks the result against the big batch, so a change of
-    that layout fails a test rather than silently changing the gradient."""
+    BertForPreTraining takes no loss normaliser other than its own batch's, so these are found where
+    its forward keeps them: the two cross-entropy caches (probs, targets, row_scale) among the tuples
+    it stores on itself, however the backend wraps them, masked LM first. tests/test_distributed.py
+    checks the result against the big batch, so a change of that layout fails a test rather than
+    silently changing the gradient."""
     found = []
+
+    def search(value, depth):
+        if _is_cross_entropy_cache(value):
+            found.append(value[2])
+        elif isinstance(value, tuple) and depth < 3:
+            for item in value:
+                search(item, depth + 1)
     for value in vars(model).values():
-        if not isinstance(value, tuple):
-            continue
-        for item in value:
-            if (isinstance(item, tuple) and len(item) == 2 and hasattr(item[0], "cross_entropy_backward")
-                    and isinstance(item[1], tuple) and len(item[1]) == 3):
-                found.append(item[1][2])
+        search(value, 0)
     if len(found) != 2:
         raise RuntimeError("renormalising the loss needs the two loss caches of a forward() with labels; "
                            f"found {len(found)} (update minibert.distributed._loss_row_scales if "
@@ -302,6 +316,44 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
         timings["allreduce"] = time.perf_counter() - t2
     mlm, nsp = float(extra[0]), float(extra[1])
     return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp, "stop": bool(extra[2] > 0)}
+
+
+def on_root(comm, fn):
+    """``fn()`` on the root alone (writing files); every rank returns its result or raises its error.
+
+    Without this, an error on the root (a full disk, a refused output folder) would leave the other
+    ranks waiting forever in their next collective: MPI has no notion of an exception."""
+    if comm.size == 1:
+        return fn()
+    result = error = None
+    if comm.is_root:
+        try:
+            result = fn()
+        except Exception as exc:        # handed to every rank, which all raise it
+            error = exc
+    result, error = comm.bcast((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
+def in_turn(comm, fn):
+    """``fn()`` on every rank, one rank after the other, an error on any rank raised on all of them.
+
+    For preparing data into a folder: the first rank to reach a file system writes it, and the ranks
+    after it, on the same machine or a shared file system, find it ready instead of racing to write it."""
+    result = None
+    for turn in range(comm.size):
+        error = None
+        if comm.rank == turn:
+            try:
+                result = fn()
+            except Exception as exc:
+                error = exc
+        error = comm.bcast(error, root=turn)
+        if error is not None:
+            raise error
+    return result
 
 
 def broadcast_model(model, comm, root: int = 0) -> None:
