@@ -289,12 +289,17 @@ print(gradcheck.format_table(results))
 #   padding's vectors changes the real tokens' outputs by **0.0**.
 # - The heatmap `lessons/figures/04_attention_padding.png`: the two `[PAD]` columns are at 0 (darkest) in
 #   both heads, while the `[PAD]` rows (padded queries) are ordinary distributions over the real keys.
-# - `attention by hand`: `q`, `k`, `v` all `ok` (**2.3e-08**, 7.5e-09, 1.3e-08); padded keys' `dK` and `dV`
-#   exactly `0.0`.
+# - `attention by hand`: `q`, `k`, `v` all `ok`, each error below 1e-7 (2.3e-08, 7.5e-09 and
+#   1.3e-08 on our machine); padded keys' `dK` and `dV` exactly `0.0`.
 # - Package vs by hand: `0.0e+00` for the context, the gradients, the module's output and probabilities.
-# - Bias gradients: `query.bias` **3.1e+00**, `value.bias` **4.3e+00**, `key.bias` **1.1e-15**; adding 5 to
-#   the key bias changes the output by **1.2e-15**.
-# - `run_check`: all 10 tensors `ok` (worst about 7e-09); `BertSelfAttention/key.bias` reports `0.00e+00`.
+# - Bias gradients: `query.bias` **3.1e+00**, `value.bias` **4.3e+00**, `key.bias` of order 1e-15
+#   (rounding: 1.1e-15 here); adding 5 to the key bias changes the output by about as little
+#   (1.2e-15).
+# - `run_check`: all 10 tensors `ok`, the worst below 1e-7 (3.5e-08 on our machine);
+#   `BertSelfAttention/key.bias` reports `0.00e+00`.
+#
+# The gradient-check errors are float64 rounding in the finite differences: their digits change with
+# the CPU and the BLAS library (how sums are ordered and vectorised), so they are given as bounds.
 #
 # ## Exercises
 #

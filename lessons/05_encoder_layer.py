@@ -404,14 +404,17 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 #   parameter gradients identical.
 # - Contributions (Frobenius norms): at `a`, through the residual **5.491** and through the feed-forward
 #   **10.214**; at `x`, through the residual **8.899** and through attention **9.350**.
-# - `layer by hand`: all 17 tensors `ok` (the worst about 9e-08). With the residual gradients forgotten,
-#   **10 tensors fail** with errors of order 1 (`x` and the attention side) and **7 of 17 still pass**
-#   (the six feed-forward-side arrays and `attention.self.key.bias`).
+# - `layer by hand`: all 17 tensors `ok`, the worst below 2e-7 (8.6e-08 on our machine). With the
+#   residual gradients forgotten, **10 tensors fail** with errors of order 1 (`x` and the attention
+#   side) and **7 of 17 still pass** (the six feed-forward-side arrays and
+#   `attention.self.key.bias`).
 # - BertModel: `last_hidden_state (2, 5, 16) float32`, `pooler_output (2, 16)`, 3 hidden states, 2 attention
 #   maps `(2, 4, 5, 5)`; **8208 parameters in 39 arrays**.
-# - `run_check("BertLayer")`: 17 of 17 `ok`; `BertModel`: **39 of 39** `ok`, worst **6.9e-08**.
+# - `run_check("BertLayer")`: 17 of 17 `ok`; `BertModel`: **39 of 39** `ok`, the worst below 2e-7
+#   (6.6e-08 on our machine).
 # - Numba vs NumPy in float32: outputs within about 1e-6, gradients within about 1e-6 of each tensor's
-#   largest entry; the Numba kernels pass the BertLayer check too (17 of 17, worst 3.2e-08).
+#   largest entry; the Numba kernels pass the BertLayer check too (17 of 17, the worst below 2e-7:
+#   5.2e-08 on our machine).
 # - Timings (ratios, not seconds; they vary with the machine and with what else it runs). On our idle
 #   2-core laptop, full mode (B=8, T=128): bias+GELU **3.6-3.8x** faster with Numba on one thread and
 #   **4.8x** on two, layernorm 1.2-1.9x, softmax 0.8-1.4x (no gain: NumPy's version is already a few
