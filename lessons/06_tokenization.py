@@ -40,10 +40,9 @@ import matplotlib.pyplot as plt
 
 from minibert import lessons
 from minibert.paths import data_dir
-from minibert.tokenization import (SPECIAL_TOKENS, BasicTokenizer, BertTokenizer, WordpieceTokenizer,
-                                   train_wordpiece)
+from minibert.tokenization import SPECIAL_TOKENS, BasicTokenizer, BertTokenizer, WordpieceTokenizer
 from minibert.tokenization.basic import clean_text, is_punctuation, split_on_punctuation, strip_accents
-from minibert.tokenization.trainer import count_words, learn_wordpiece
+from minibert.tokenization.trainer import count_words, learn_wordpiece, train_wordpiece
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 
