@@ -290,7 +290,9 @@ for p, made in one_pass.items():
     ax.hist(lens, bins=bins, histtype="step", lw=2, label=f"short_seq_prob {p}")
 ax.set_xlabel("instance length (tokens, with [CLS] and [SEP]s)")
 ax.set_ylabel("instances")
-ax.legend()
+ax.set_title("lengths of one pass of instances", fontsize=10)
+ax.set_ylim(0, ax.get_ylim()[1] * 1.3)           # headroom: the legend sits above the bars, not on them
+ax.legend(loc="upper center", ncol=2, fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "07_lengths.png", dpi=100)
 print("saved", FIGURES / "07_lengths.png")
