@@ -9,19 +9,19 @@
 # %% [markdown]
 # # Lesson 17 — Data parallelism: one batch on N machines, one all-reduce per step
 #
-# **Run time:** about 1 minute on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 15-25 s). The
-# last section runs `mpiexec -n 2`, which needs the optional `mpi` extra (`pip install ".[mpi]"`: mpi4py
-# and MPICH, both wheels from PyPI); without it that section says so and the rest runs as usual. Builds on
-# lesson 08 (the pretraining loss, AdamW, warmup).
+# **Run time:** about 1 minute on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 15-25 s).
+# The last section runs `mpiexec -n 2`, which needs the optional `mpi` extra (`pip install
+# ".[mpi]"`: mpi4py and MPICH, both wheels from PyPI); without it that section says so and the rest
+# runs as usual. Builds on lesson 08 (the pretraining loss, AdamW, warmup).
 #
-# BERT was pretrained on 16 TPU chips at once; every chip held the whole model and a sixteenth of every
-# batch. That is **data parallelism**: N processes (MPI calls them *ranks*), each with a full copy of the
-# weights, each running forward and backward on its own share of the global batch; then they add up their
-# gradients, and every rank applies the same optimiser step, so the copies never drift apart. In this
-# lesson we derive why the shards' gradients add up to the big batch's gradient (and why a plain average
-# of what each shard computes on its own does not quite), build the all-reduce that adds them up, count
-# what it costs on N machines, see what changes in the optimisation when N grows, and finally run
-# `mpiexec -n 2 minibert pretrain`.
+# BERT was pretrained on 16 TPU chips at once; every chip held the whole model and a sixteenth of
+# every batch. That is **data parallelism**: N processes (MPI calls them *ranks*), each with a full
+# copy of the weights, each running forward and backward on its own share of the global batch; then
+# they add up their gradients, and every rank applies the same optimiser step, so the copies never
+# drift apart. In this lesson we derive why the shards' gradients add up to the big batch's gradient
+# (and why a plain average of what each shard computes on its own does not quite), build the
+# all-reduce that adds them up, count what it costs on N machines, see what changes in the
+# optimisation when N grows, and finally run `mpiexec -n 2 minibert pretrain`.
 
 # %%
 import os
@@ -61,8 +61,9 @@ print(f"first {end + 1:,} lines of train.txt -> {len(data):,} instances; quick m
 
 
 def tiny_model(dtype=np.float32):
-    """The tiny preset with dropout off, so that every difference below is arithmetic, not randomness."""
-    config = BertConfig.preset("tiny", vocab_size=V, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    """The tiny preset with dropout off: every difference below is arithmetic, not randomness."""
+    config = BertConfig.preset("tiny", vocab_size=V, hidden_dropout_prob=0.0,
+                               attention_probs_dropout_prob=0.0)
     return BertForPreTraining(config, np.random.default_rng(SEED)).astype(dtype)
 
 
@@ -86,23 +87,24 @@ def relative_error(a, b):
 #
 #     L = sum_p w_p l_p / (W + eps)  +  (1/B) sum_b n_b,        W = sum_p w_p,   eps = 1e-5,
 #
-# l_p the masked-LM negative log-likelihoods, n_b the next-sentence ones. Cut the batch into N shards
-# S_1..S_N of b_r sequences holding W_r real predictions. Both terms are sums over rows, so the loss is a
-# sum of per-shard parts, and so is its gradient (the gradient is linear):
+# l_p the masked-LM negative log-likelihoods, n_b the next-sentence ones. Cut the batch into N
+# shards S_1..S_N of b_r sequences holding W_r real predictions. Both terms are sums over rows, so
+# the loss is a sum of per-shard parts, and so is its gradient (the gradient is linear):
 #
 #     L = sum_r L_r,   L_r = sum_{p in S_r} w_p l_p / (W + eps) + (1/B) sum_{b in S_r} n_b,
 #     grad L = sum_r grad L_r.
 #
-# Rank r can compute grad L_r alone: it needs only its rows and the two **global** counts W and B. One
-# collective operation, a sum over the ranks (an *all-reduce*), then gives every rank grad L.
+# Rank r can compute grad L_r alone: it needs only its rows and the two **global** counts W and B.
+# One collective operation, a sum over the ranks (an *all-reduce*), then gives every rank grad L.
 #
-# What a rank computes if it just calls the model on its shard is different: the model normalises by the
-# shard's own counts, L_r^own = sum_{S_r} w_p l_p / (W_r + eps) + (1/b_r) sum_{S_r} n_b. The textbook
-# recipe "average the ranks' gradients", (1/N) sum_r grad L_r^own, gives shard r's masked-LM rows the
-# weight w_p / (N (W_r + eps)) instead of w_p / (W + eps), and its next-sentence rows 1 / (N b_r) instead
-# of 1 / B. The two agree only when every shard holds exactly W/N predictions and B/N sequences. With 15%
-# of variable-length sequences masked they never quite do, so the plain average is a different gradient,
-# and a different one for every N. Let's measure both on a real batch of 16 split over 2 ranks.
+# What a rank computes if it just calls the model on its shard is different: the model normalises by
+# the shard's own counts, L_r^own = sum_{S_r} w_p l_p / (W_r + eps) + (1/b_r) sum_{S_r} n_b. The
+# textbook recipe "average the ranks' gradients", (1/N) sum_r grad L_r^own, gives shard r's
+# masked-LM rows the weight w_p / (N (W_r + eps)) instead of w_p / (W + eps), and its next-sentence
+# rows 1 / (N b_r) instead of 1 / B. The two agree only when every shard holds exactly W/N
+# predictions and B/N sequences. With 15% of variable-length sequences masked they never quite do,
+# so the plain average is a different gradient, and a different one for every N. Let's measure both
+# on a real batch of 16 split over 2 ranks.
 
 # %%
 B = 16
@@ -111,8 +113,8 @@ big = data.batch(rows, trim_padding=True)
 shards = [data.batch(D.shard(rows, r, 2), trim_padding=True) for r in range(2)]
 W = big["masked_lm_weights"].sum()
 print(f"global batch: B = {B}, W = {W:.0f} real predictions; shards: "
-      + ", ".join(f"b_{r} = {len(s['next_sentence_labels'])}, W_{r} = {s['masked_lm_weights'].sum():.0f}"
-                  for r, s in enumerate(shards)))
+      + ", ".join(f"b_{r} = {len(s['next_sentence_labels'])}, "
+                  f"W_{r} = {s['masked_lm_weights'].sum():.0f}" for r, s in enumerate(shards)))
 
 model = tiny_model()
 out, full = loss_and_grads(model, big)
@@ -121,14 +123,14 @@ for s in shards:
     _, g = loss_and_grads(model, s)
     for n in g:
         averaged[n] += g[n] / 2
-print(f"big batch loss {float(out.loss):.6f}; plain average of the shards' own gradients: relative error "
-      f"{relative_error(averaged, full):.1e}")
+print(f"big batch loss {float(out.loss):.6f}; plain average of the shards' own gradients: "
+      f"relative error {relative_error(averaged, full):.1e}")
 
 # %% [markdown]
-# Now by hand, at the loss's input, where the difference lives. The gradient of the masked-LM loss with
-# respect to one prediction's logits is (softmax - onehot) * w_p / denominator (lesson 02); so a row of
-# the shard's own gradient is the big batch's row times (W + eps) / (W_r + eps). Rescaling each shard's rows
-# by (W_r + eps) / (W + eps) must give back the big batch's rows exactly.
+# Now by hand, at the loss's input, where the difference lives. The gradient of the masked-LM loss
+# with respect to one prediction's logits is (softmax - onehot) * w_p / denominator (lesson 02); so
+# a row of the shard's own gradient is the big batch's row times (W + eps) / (W_r + eps). Rescaling
+# each shard's rows by (W_r + eps) / (W + eps) must give back the big batch's rows exactly.
 
 # %%
 def mlm_dlogits(batch, denominator):
@@ -147,16 +149,16 @@ rows_own = [mlm_dlogits(s, s["masked_lm_weights"].sum() + eps) for s in shards]
 rows_fixed = np.concatenate([r * (s["masked_lm_weights"].sum() + eps) / (W + eps)
                              for r, s in zip(rows_own, shards)])
 print(f"shard rows as computed alone vs the big batch's: max ratio "
-      f"{max(np.abs(r).max() for r in rows_own) / np.abs(rows_big).max():.3f}; after rescaling: max difference "
-      f"{np.abs(rows_fixed - rows_big).max():.1e} (float32 logits)")
+      f"{max(np.abs(r).max() for r in rows_own) / np.abs(rows_big).max():.3f}; after rescaling: "
+      f"max difference {np.abs(rows_fixed - rows_big).max():.1e} (float32 logits)")
 
 # %% [markdown]
-# The package does exactly this, for both losses: `distributed.renormalise(model, weights, totals, out)`,
-# called between a shard's forward and its backward, sets the per-row factors of the loss to
-# w_p / (W + eps) and 1 / B, so `model.backward()` produces grad L_r. Where do W and B come from? Every rank
-# knows the whole global batch (the order of an epoch is a pure function of the seed), so it counts them
-# itself, without communicating: `distributed.BatchTotals.of(weights of the global batch)`. Summing the
-# renormalised shards' gradients, in float32 and in float64:
+# The package does exactly this, for both losses: `distributed.renormalise(model, weights, totals,
+# out)`, called between a shard's forward and its backward, sets the per-row factors of the loss to
+# w_p / (W + eps) and 1 / B, so `model.backward()` produces grad L_r. Where do W and B come from?
+# Every rank knows the whole global batch (the order of an epoch is a pure function of the seed), so
+# it counts them itself, without communicating: `distributed.BatchTotals.of(weights of the global
+# batch)`. Summing the renormalised shards' gradients, in float32 and in float64:
 
 # %%
 for dtype in (np.float32, np.float64):
@@ -172,33 +174,36 @@ for dtype in (np.float32, np.float64):
         model.backward()
         for n, g in model.named_grads():
             summed[n] += g
-    print(f"{np.dtype(dtype).name}: sum of renormalised shard gradients vs big batch: relative error "
-          f"{relative_error(summed, full):.1e}; losses {loss_sum:.8f} vs {float(out.loss):.8f}")
+    print(f"{np.dtype(dtype).name}: sum of renormalised shard gradients vs big batch: relative "
+          f"error {relative_error(summed, full):.1e}; losses {loss_sum:.8f} vs "
+          f"{float(out.loss):.8f}")
 
 # %% [markdown]
-# In float64 the two agree to the last digits: the derivation is exact, and what remains in float32 is the
-# order of the sums (rows added shard by shard, then across shards). That is the promise `mpiexec -n N
-# minibert pretrain` keeps: with dropout off, N ranks with global batch B follow one process with batch B,
-# within float32 summation-order rounding.
+# In float64 the two agree to the last digits: the derivation is exact, and what remains in float32
+# is the order of the sums (rows added shard by shard, then across shards). That is the promise
+# `mpiexec -n N minibert pretrain` keeps: with dropout off, N ranks with global batch B follow one
+# process with batch B, within float32 summation-order rounding.
 #
 # ## 2. The all-reduce, by hand
 #
-# After the backward, rank r holds a gradient vector g_r of S bytes (all parameters, packed into one flat
-# buffer). Every rank needs sum_r g_r. The obvious ways are expensive: everyone sends everything to rank 0,
-# which adds and sends the sum back, puts 2 (N - 1) S bytes through rank 0's link. The **ring all-reduce**
-# (Patarasuk and Yuan, 2009; the one Horovod and NCCL made standard for deep learning) uses every link at
-# once. Cut each buffer into N chunks and arrange the ranks in a ring:
+# After the backward, rank r holds a gradient vector g_r of S bytes (all parameters, packed into one
+# flat buffer). Every rank needs sum_r g_r. The obvious ways are expensive: everyone sends
+# everything to rank 0, which adds and sends the sum back, puts 2 (N - 1) S bytes through rank 0's
+# link. The **ring all-reduce** (Patarasuk and Yuan, 2009; the one Horovod and NCCL made standard
+# for deep learning) uses every link at once. Cut each buffer into N chunks and arrange the ranks in
+# a ring:
 #
-# - *reduce-scatter*, N - 1 steps: in step s, rank r sends chunk (r - s) mod N to rank r + 1, which adds it
-#   to its own copy. After N - 1 steps rank r holds the complete sum of chunk (r + 1) mod N.
+# - *reduce-scatter*, N - 1 steps: in step s, rank r sends chunk (r - s) mod N to rank r + 1, which
+#   adds it to its own copy. After N - 1 steps rank r holds the complete sum of chunk (r + 1) mod N.
 # - *all-gather*, N - 1 steps: each rank passes its completed chunk along the ring, and the receiver
 #   overwrites its copy. After N - 1 steps everyone has every summed chunk.
 #
-# Each rank sends 2 (N - 1) chunks of S/N bytes: 2 (N - 1) / N * S, less than 2 S however large N is.
+# Each rank sends 2 (N - 1) chunks of S/N bytes: 2 (N - 1) / N * S, less than 2 S however large N
+# is.
 
 # %%
 def ring_allreduce(buffers):
-    """Simulate the ring on N ranks' buffers; returns every rank's result and the bytes each one sent."""
+    """Simulate the ring on N ranks' buffers; return every rank's result and the bytes it sent."""
     n = len(buffers)
     chunks = [np.array_split(b.copy(), n) for b in buffers]
     sent = np.zeros(n, dtype=np.int64)
@@ -223,29 +228,30 @@ for n in (2, 3, 4, 8):
     same = all(np.array_equal(r, results[0]) for r in results)
     S = buffers[0].nbytes
     print(f"N={n}: every rank has the sum: {exact}, identical copies: {same}; bytes sent per rank "
-          f"{sent.max() / S:.3f} S (2(N-1)/N = {2 * (n - 1) / n:.3f}); through rank 0 it would be {2 * (n - 1)} S")
+          f"{sent.max() / S:.3f} S (2(N-1)/N = {2 * (n - 1) / n:.3f}); through rank 0 it would be "
+          f"{2 * (n - 1)} S")
 
 # %% [markdown]
-# (Integers stored as floats add exactly, so the check is `==`. With real gradients, every chunk is summed
-# once, on one rank, in one order, then *copied*: the ranks get bit-identical sums, so their weights stay
-# bit-identical, which `tests/test_distributed.py` checks on two real ranks.)
+# (Integers stored as floats add exactly, so the check is `==`. With real gradients, every chunk is
+# summed once, on one rank, in one order, then *copied*: the ranks get bit-identical sums, so their
+# weights stay bit-identical, which `tests/test_distributed.py` checks on two real ranks.)
 #
-# **One buffer, not one call per tensor.** Each all-reduce pays 2 (N - 1) message latencies however small
-# it is. The tiny BERT has 46 gradient arrays; one call per array would pay the latency 46 times.
-# `distributed.FlatBuffer` packs all of them into one contiguous buffer (reused every step), and the
-# trainer makes **one** `Allreduce` per step. The loss parts and a stop flag ride along at the end of the
-# same buffer.
+# **One buffer, not one call per tensor.** Each all-reduce pays 2 (N - 1) message latencies however
+# small it is. The tiny BERT has 46 gradient arrays; one call per array would pay the latency 46
+# times. `distributed.FlatBuffer` packs all of them into one contiguous buffer (reused every step),
+# and the trainer makes **one** `Allreduce` per step. The loss parts and a stop flag ride along at
+# the end of the same buffer.
 #
 # ## 3. What N machines would give: the arithmetic
 #
-# Time of a step on N ranks, global batch fixed: compute shrinks as 1/N, and the all-reduce of S bytes
-# costs, with latency a and bandwidth beta per link (`distributed.ring_allreduce_seconds`),
+# Time of a step on N ranks, global batch fixed: compute shrinks as 1/N, and the all-reduce of S
+# bytes costs, with latency a and bandwidth beta per link (`distributed.ring_allreduce_seconds`),
 #
 #     t_comm(N) = 2 (N - 1) a + 2 (N - 1) / N * S / beta.
 #
-# The second term tends to 2 S / beta: the ring's cost hardly grows with N, while the compute per rank
-# keeps shrinking, so at some N the all-reduce dominates. We time one tiny step here and apply the model
-# to our presets and to BERT-base on a 10 Gb/s network.
+# The second term tends to 2 S / beta: the ring's cost hardly grows with N, while the compute per
+# rank keeps shrinking, so at some N the all-reduce dominates. We time one tiny step here and apply
+# the model to our presets and to BERT-base on a 10 Gb/s network.
 
 # %%
 model = tiny_model()
@@ -258,40 +264,45 @@ for _ in range(repeats):
 tiny_step = (time.perf_counter() - t0) / repeats
 latency, bandwidth = 30e-6, 10e9 / 8
 print(f"one forward + backward of the tiny model on 32 sequences here: {1e3 * tiny_step:.0f} ms")
-sizes = {name: BertForPreTraining(BertConfig.preset(name, vocab_size=V), np.random.default_rng(0)).num_parameters()
+sizes = {name: BertForPreTraining(BertConfig.preset(name, vocab_size=V),
+                                  np.random.default_rng(0)).num_parameters()
          for name in ("tiny", "mini", "small")}
-sizes["BERT-base"] = 110_000_000                          # 12 layers, H = 768, 30,522-token vocabulary
-print(f"{'model':10} {'parameters':>12} {'S (MB)':>8}  " + "  ".join(f"{'N=' + str(n):>8}" for n in (2, 4, 16, 64))
-      + "   (ring all-reduce ms on 10 Gb/s Ethernet)")
+sizes["BERT-base"] = 110_000_000                 # 12 layers, H = 768, 30,522-token vocabulary
+MACHINES = (2, 4, 16, 64)
+print(f"{'model':10} {'parameters':>12} {'S (MB)':>8}  "
+      + "  ".join(f"{'N=' + str(n):>8}" for n in MACHINES) + "   (ring all-reduce ms, 10 Gb/s)")
 for name, count in sizes.items():
     S = 4 * count
     print(f"{name:10} {count:>12,} {S / 1e6:>8.1f}  "
-          + "  ".join(f"{1e3 * D.ring_allreduce_seconds(S, n, latency, bandwidth):>8.2f}" for n in (2, 4, 16, 64)))
+          + "  ".join(f"{1e3 * D.ring_allreduce_seconds(S, n, latency, bandwidth):>8.2f}"
+                      for n in MACHINES))
 t_comm_tiny = D.ring_allreduce_seconds(4 * sizes["tiny"], 8, latency, bandwidth)
-print(f"tiny on 8 machines: compute {1e3 * tiny_step / 8:.0f} ms per rank, all-reduce {1e3 * t_comm_tiny:.1f} ms")
+print(f"tiny on 8 machines: compute {1e3 * tiny_step / 8:.0f} ms per rank, all-reduce "
+      f"{1e3 * t_comm_tiny:.1f} ms")
 
 # %% [markdown]
-# For the tiny model the all-reduce is a few milliseconds against a compute time of tens to hundreds: data
-# parallelism pays until the shards become a handful of sequences. BERT-base's 440 MB of gradient take
-# about 0.7 s per step on 10 Gb/s Ethernet whatever N is, which is why it was trained on TPU pods and GPU
-# clusters with 100+ Gb/s interconnects, and why real systems overlap the all-reduce with the backward
-# (the last layer's gradients are ready first and can travel while the earlier layers are still being
-# differentiated). `minibert bench scaling` measures all of this on your machine: compute, the time a rank
-# waits for the slower one, the all-reduce, the update, real tokens per second, and the same table.
+# For the tiny model the all-reduce is a few milliseconds against a compute time of tens to
+# hundreds: data parallelism pays until the shards become a handful of sequences. BERT-base's 440 MB
+# of gradient take about 0.7 s per step on 10 Gb/s Ethernet whatever N is, which is why it was
+# trained on TPU pods and GPU clusters with 100+ Gb/s interconnects, and why real systems overlap
+# the all-reduce with the backward (the last layer's gradients are ready first and can travel while
+# the earlier layers are still being differentiated). `minibert bench scaling` measures all of this
+# on your machine: compute, the time a rank waits for the slower one, the all-reduce, the update,
+# real tokens per second, and the same table.
 #
 # ## 4. What changes with N
 #
-# **Global batch fixed (strong scaling).** Section 1's result: the run is the same run. Same learning
-# rate, same warmup, same number of steps, same losses; only the wall-clock time per step falls (until
-# the all-reduce dominates). This is what `mpiexec -n N minibert pretrain --batch-size B` does: B is the
-# global batch, each rank takes about B/N rows.
+# **Global batch fixed (strong scaling).** Section 1's result: the run is the same run. Same
+# learning rate, same warmup, same number of steps, same losses; only the wall-clock time per step
+# falls (until the all-reduce dominates). This is what `mpiexec -n N minibert pretrain --batch-size
+# B` does: B is the global batch, each rank takes about B/N rows.
 #
-# **Per-rank batch fixed (weak scaling).** More often one keeps each machine busy with b sequences, so the
-# global batch B = N b grows with N. Then the optimisation changes: an epoch has N times fewer steps, and
-# each step's gradient is less noisy. How much less? The minibatch gradient g_B is an average of B
-# per-example gradients, so its deviation from the full-data gradient G shrinks as 1/B:
-# E |g_B - G|^2 = tr(Sigma) / B, Sigma the per-example gradient covariance. We measure it on a pool of
-# sequences (taking their mean gradient as G) with the tiny model:
+# **Per-rank batch fixed (weak scaling).** More often one keeps each machine busy with b sequences,
+# so the global batch B = N b grows with N. Then the optimisation changes: an epoch has N times
+# fewer steps, and each step's gradient is less noisy. How much less? The minibatch gradient g_B is
+# an average of B per-example gradients, so its deviation from the full-data gradient G shrinks as
+# 1/B: E |g_B - G|^2 = tr(Sigma) / B, Sigma the per-example gradient covariance. We measure it on a
+# pool of sequences (taking their mean gradient as G) with the tiny model:
 
 # %%
 POOL = 48 if QUICK else 128
@@ -309,43 +320,48 @@ for b in (4, 8, 16):
         _, g = loss_and_grads(model, data.batch(pick, trim_padding=True))
         g_flat = np.concatenate([x.ravel() for x in g.values()]).astype(np.float64)
         deviations.append(np.sum((g_flat - G_flat) ** 2))
-    # Sampling without replacement from a pool of POOL: the variance carries (1 - b/POOL) / (1 - 1/POOL).
+    # Sampling without replacement from a pool of POOL: the variance carries (1 - b/POOL) / (1 -
+    # 1/POOL).
     noise[b] = np.mean(deviations) / ((1 - b / POOL) / (1 - 1 / POOL))
     print(f"b = {b:2}: E|g_b - G|^2 = {noise[b]:.4f}   b x E|g_b - G|^2 = {b * noise[b]:.3f}")
 trace_sigma = np.mean([b * v for b, v in noise.items()])
-print(f"|G|^2 = {G_flat @ G_flat:.4f}; noise scale tr(Sigma) / |G|^2 = {trace_sigma / (G_flat @ G_flat):.1f} sequences")
+print(f"|G|^2 = {G_flat @ G_flat:.4f}; noise scale tr(Sigma) / |G|^2 = "
+      f"{trace_sigma / (G_flat @ G_flat):.1f} sequences")
 
 # %% [markdown]
-# b x E|g_b - G|^2 stays roughly constant: the noise falls as 1/b. (The masked-LM loss normalises by the
-# batch's predictions, not its sequences, so the per-example picture is approximate; and with few draws
-# the estimates scatter by some 20-40%.) The ratio tr(Sigma) / |G|^2 is the **gradient noise scale**
-# (McCandlish et al., 2018): batches much smaller than it are noise-dominated, and doubling them is almost
-# as good as taking two steps; batches much larger waste computation, as the gradient barely improves.
+# b x E|g_b - G|^2 stays roughly constant: the noise falls as 1/b. (The masked-LM loss normalises by
+# the batch's predictions, not its sequences, so the per-example picture is approximate; and with
+# few draws the estimates scatter by some 20-40%.) The ratio tr(Sigma) / |G|^2 is the **gradient
+# noise scale** (McCandlish et al., 2018): batches much smaller than it are noise-dominated, and
+# doubling them is almost as good as taking two steps; batches much larger waste computation, as the
+# gradient barely improves.
 #
 # What to do with the learning rate when B grows N-fold:
 #
-# - **SGD: the linear scaling rule** (Goyal et al., 2017): multiply the learning rate by N. One step with
-#   N b examples then moves the weights about as far as N steps with b examples would, while the gradient
-#   hardly changes over those N steps. It breaks down early in training, when the gradient changes fast:
-#   hence a **warmup** from a small learning rate (they used 5 epochs), and it breaks down past the noise
-#   scale.
-# - **Adam(W)**: its update is normalised by the root of the second moment, so its size does not grow with
-#   the gradient's signal-to-noise ratio the way SGD's does; a **square-root rule** (learning rate times
-#   sqrt(N)) is the usual starting point (Malladi et al., 2022, derive it from a stochastic differential
-#   equation for Adam), with warmup kept in examples rather than steps.
-# - **Very large batches**: BERT's own recipe went from 256 to 32,768 sequences with the LAMB optimiser
-#   (You et al., 2019), which adds a per-layer trust ratio to Adam, plus a longer warmup.
+# - **SGD: the linear scaling rule** (Goyal et al., 2017): multiply the learning rate by N. One step
+#   with N b examples then moves the weights about as far as N steps with b examples would, while
+# the gradient   hardly changes over those N steps. It breaks down early in training, when the
+# gradient changes fast:   hence a **warmup** from a small learning rate (they used 5 epochs), and
+# it breaks down past the noise   scale.
+# - **Adam(W)**: its update is normalised by the root of the second moment, so its size does not
+#   grow with the gradient's signal-to-noise ratio the way SGD's does; a **square-root rule**
+# (learning rate times   sqrt(N)) is the usual starting point (Malladi et al., 2022, derive it from
+# a stochastic differential   equation for Adam), with warmup kept in examples rather than steps.
+# - **Very large batches**: BERT's own recipe went from 256 to 32,768 sequences with the LAMB
+#   optimiser (You et al., 2019), which adds a per-layer trust ratio to Adam, plus a longer warmup.
 #
-# Counting warmup in steps hides a trap: `minibert pretrain --warmup 0.1` is 10% of the *steps*. With N
-# times the global batch and the same number of examples, the run has N times fewer steps, and so N times
-# fewer warmup steps, each covering N times more examples. For the tiny preset's shipped recipe (batch 32,
-# 8,000 steps, warmup 10%, peak 1e-3), keeping the examples seen fixed:
+# Counting warmup in steps hides a trap: `minibert pretrain --warmup 0.1` is 10% of the *steps*.
+# With N times the global batch and the same number of examples, the run has N times fewer steps,
+# and so N times fewer warmup steps, each covering N times more examples. For the tiny preset's
+# shipped recipe (batch 32, 8,000 steps, warmup 10%, peak 1e-3), keeping the examples seen fixed:
 
 # %%
-print(f"{'ranks':>5} {'global B':>8} {'steps':>6} {'warmup steps':>12} {'lr linear':>10} {'lr sqrt':>9}")
+print(f"{'ranks':>5} {'global B':>8} {'steps':>6} {'warmup steps':>12} {'lr linear':>10} "
+      f"{'lr sqrt':>9}")
 for n in (1, 2, 4, 8, 16):
     steps = 8000 // n
-    print(f"{n:>5} {32 * n:>8} {steps:>6} {int(0.1 * steps):>12} {1e-3 * n:>10.1e} {1e-3 * np.sqrt(n):>9.1e}")
+    print(f"{n:>5} {32 * n:>8} {steps:>6} {int(0.1 * steps):>12} {1e-3 * n:>10.1e} "
+          f"{1e-3 * np.sqrt(n):>9.1e}")
 
 # %% [markdown]
 # Which column is right for your run is an experiment, not a formula: exercise 3 runs it.
@@ -354,14 +370,15 @@ for n in (1, 2, 4, 8, 16):
 #
 # The pretraining command is data-parallel under an MPI launcher. With the `mpi` extra installed:
 #
-#     mpiexec -n 2 minibert pretrain --preset tiny --steps 200 --batch-size 32 --out runs/pretrain-2ranks
+#     mpiexec -n 2 minibert pretrain --steps 200 --batch-size 32 --out runs/pretrain-2ranks
 #
-# Each rank takes its half of every global batch of 32; gradients are summed with one `Allreduce` per
-# step; every rank applies the same AdamW step; rank 0 alone writes checkpoints, metrics and the figure.
-# Dropout differs per rank (each rank draws its own masks, from a stream that is a pure function of the
-# seed, its rank and N), so with dropout on, the 2-rank run is a different sample of the same training,
-# not the same numbers; resuming it needs the same N. With dropout off it is the 1-process run, to float32
-# rounding. We run both with dropout off (a small script using the same `Trainer`) and compare.
+# Each rank takes its half of every global batch of 32; gradients are summed with one `Allreduce`
+# per step; every rank applies the same AdamW step; rank 0 alone writes checkpoints, metrics and the
+# figure. Dropout differs per rank (each rank draws its own masks, from a stream that is a pure
+# function of the seed, its rank and N), so with dropout on, the 2-rank run is a different sample of
+# the same training, not the same numbers; resuming it needs the same N. With dropout off it is the
+# 1-process run, to float32 rounding. We run both with dropout off (a small script using the same
+# `Trainer`) and compare.
 
 # %%
 def find_mpiexec():

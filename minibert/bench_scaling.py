@@ -1,19 +1,20 @@
-"""``minibert bench scaling``: what data parallelism buys on this machine, and what N machines would give.
+"""``minibert bench scaling``: what data parallelism buys here, and what N machines would give.
 
-    minibert bench scaling [--preset mini] [--batch-size 32] [--seq-len 128] [--steps 10] [--lines 4000]
+    minibert bench scaling [--preset mini] [--batch-size 32] [--seq-len 128] [--steps 10]
+                           [--lines 4000]
 
-Three runs of the same data-parallel pretraining step on bundled-corpus batches (so real, non-padding
-tokens are counted), each in its own process(es):
+Three runs of the same data-parallel pretraining step on bundled-corpus batches (so real,
+non-padding tokens are counted), each in its own process(es):
 
     1 rank, 1 thread       the unit a machine of one core would be
     1 rank, 2 threads      this machine used by one process (NumPy/Numba threads)
     2 ranks, 1 thread each this machine used by MPI (``mpiexec -n 2``; needs the ``mpi`` extra)
 
-Each reports the median step time split into compute (forward + backward), waiting for the slower rank,
-the Allreduce of the gradients, and the optimiser update; and real tokens per second of the global
-batch. Then the arithmetic for N machines: the gradient bytes every rank sends per step and the ring
-all-reduce cost model (``distributed.ring_allreduce_seconds``) on two typical networks, with the
-measured compute time of one rank shared N ways.
+Each reports the median step time split into compute (forward + backward), waiting for the slower
+rank, the Allreduce of the gradients, and the optimiser update; and real tokens per second of the
+global batch. Then the arithmetic for N machines: the gradient bytes every rank sends per step and
+the ring all-reduce cost model (``distributed.ring_allreduce_seconds``) on two typical networks,
+with the measured compute time of one rank shared N ways.
 """
 from __future__ import annotations
 
@@ -38,11 +39,12 @@ WARMUP_STEPS = 2
 # common datacentre Ethernet, and an HPC interconnect. Typical figures, not measurements.
 NETWORKS = (("10 Gb/s Ethernet", 30e-6, 10e9 / 8), ("100 Gb/s InfiniBand", 2e-6, 100e9 / 8))
 MACHINES = (1, 2, 4, 8, 16, 32)
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
 
 
 def find_mpiexec() -> str | None:
-    """The launcher beside this Python (the mpich wheel installs it in the environment's bin), else PATH."""
+    """The launcher beside this Python (where the mpich wheel installs it), else on PATH."""
     return shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
@@ -58,7 +60,7 @@ def child_env(threads: int) -> dict:
     return env
 
 
-# ------------------------------------------------------------------------------------------- worker
+# ------------------------------------------------------------------------------------ worker
 def worker(spec: dict) -> None:
     """One measured run, on every rank of it; rank 0 writes the medians to ``spec["result"]``."""
     from minibert.optim import AdamW, clip_grad_norm, triples_from_model
@@ -77,7 +79,8 @@ def worker(spec: dict) -> None:
     steps = []
     for k in range(WARMUP_STEPS + spec["steps"]):
         rows = order[(k * B) % (len(order) - B + 1):][:B]
-        totals = D.BatchTotals.of(data.arrays["masked_lm_weights"][rows])
+        totals = D.BatchTotals.of(data.arrays["masked_lm_weights"][rows],
+                                  attention_mask=data.arrays["attention_mask"][rows])
         batch = data.batch(D.shard(rows, comm.rank, comm.size), trim_padding=True)
         timings = {}
         t0 = time.perf_counter()
@@ -87,13 +90,14 @@ def worker(spec: dict) -> None:
         optimizer.step()
         timings["update"] = time.perf_counter() - t1
         timings["step"] = time.perf_counter() - t0
-        timings["tokens"] = int(data.arrays["attention_mask"][rows].sum())
+        timings["tokens"] = totals.tokens
         steps.append(timings)
     steps = steps[WARMUP_STEPS:]
     # A step ends when the slowest rank's does: take each step's maximum over the ranks.
     per_rank = comm.gather(steps)
     if comm.is_root:
-        slowest = [{key: max(r[i][key] for r in per_rank) for key in steps[0]} for i in range(len(steps))]
+        slowest = [{key: max(r[i][key] for r in per_rank) for key in steps[0]}
+                   for i in range(len(steps))]
         result = {key: statistics.median(s[key] for s in slowest) for key in steps[0]}
         result["tokens_per_s"] = sum(s["tokens"] for s in slowest) / sum(s["step"] for s in slowest)
         result["gradient_bytes"] = D.gradient_bytes(model)
@@ -101,7 +105,7 @@ def worker(spec: dict) -> None:
         Path(spec["result"]).write_text(json.dumps(result))
 
 
-# ------------------------------------------------------------------------------------------- parent
+# ------------------------------------------------------------------------------------ parent
 def _prepare(tmp: Path, lines: int, seq_len: int, dupe_factor: int, seed: int, needed: int) -> Path:
     from minibert.paths import data_path
     from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
@@ -110,11 +114,12 @@ def _prepare(tmp: Path, lines: int, seq_len: int, dupe_factor: int, seed: int, n
     text = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()[:lines]
     (tmp / "corpus.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
     prepare([tmp / "corpus.txt"], BertTokenizer(str(data_path("vocab.txt"))), tmp / "data",
-            DataConfig(max_seq_length=seq_len, dupe_factor=dupe_factor), seed=seed, log=lambda *a: None)
+            DataConfig(max_seq_length=seq_len, dupe_factor=dupe_factor), seed=seed,
+            log=lambda *a: None)
     n = len(PretrainingDataset(tmp / "data"))
     if n < needed:
-        raise ValueError(f"the first {lines} corpus lines give {n} instances, fewer than one batch of {needed}; "
-                         f"raise --lines or lower --batch-size")
+        raise ValueError(f"the first {lines} corpus lines give {n} instances, fewer than one batch "
+                         f"of {needed}; raise --lines or lower --batch-size")
     return tmp / "data"
 
 
@@ -123,7 +128,8 @@ def _run(spec: dict, ranks: int, threads: int, mpiexec: str | None, tmp: Path, n
     command = [sys.executable, "-m", "minibert.bench_scaling", "--worker", json.dumps(spec)]
     if ranks > 1:
         command = [mpiexec, "-n", str(ranks)] + command
-    done = subprocess.run(command, env=child_env(threads), capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, env=child_env(threads), capture_output=True, text=True,
+                          timeout=3600)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"the {name} run failed ({' '.join(command[:4])} ...): {tail}")
@@ -136,25 +142,30 @@ def main(args) -> int:
             setattr(args, key, value)
     for name in ("batch_size", "seq_len", "steps", "lines", "dupe_factor"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
+                             f"got {getattr(args, name)}")
     if args.batch_size < 2:
-        raise ValueError(f"--batch-size must be at least 2 to share it between 2 ranks, got {args.batch_size}")
+        raise ValueError(f"--batch-size must be at least 2 to share it between 2 ranks, "
+                         f"got {args.batch_size}")
     mpiexec = find_mpiexec()
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         mpiexec = None
     if mpiexec is None:
-        raise ValueError(f"bench scaling runs 2 MPI ranks and needs the mpi extra: {D.INSTALL_HINT}")
+        raise ValueError(f"bench scaling runs 2 MPI ranks and needs the mpi extra: "
+                         f"{D.INSTALL_HINT}")
 
     with tempfile.TemporaryDirectory(prefix="minibert-scaling-") as tmp:
         tmp = Path(tmp)
-        data = _prepare(tmp, args.lines, args.seq_len, args.dupe_factor, args.seed, args.batch_size)
-        spec = {"data": str(data), "preset": args.preset, "seed": args.seed, "batch_size": args.batch_size,
-                "steps": args.steps}
-        print(f"bench scaling: {args.preset} preset, global batch {args.batch_size} x up to {args.seq_len} tokens "
-              f"of the bundled corpus, {args.steps} timed steps after {WARMUP_STEPS} warm-up; medians; "
-              f"{os.cpu_count()} cores (shared with anything else running: repeat to see the spread)")
+        data = _prepare(tmp, args.lines, args.seq_len, args.dupe_factor, args.seed,
+                        args.batch_size)
+        spec = {"data": str(data), "preset": args.preset, "seed": args.seed,
+                "batch_size": args.batch_size, "steps": args.steps}
+        print(f"bench scaling: {args.preset} preset, global batch {args.batch_size} x up to "
+              f"{args.seq_len} tokens of the bundled corpus, {args.steps} timed steps after "
+              f"{WARMUP_STEPS} warm-up; medians; {os.cpu_count()} cores (shared with anything else "
+              f"running: repeat to see the spread)")
         runs = []
         for ranks, threads in ((1, 1), (1, 2), (2, 1)):
             name = f"{ranks}rank{threads}thread"
@@ -165,25 +176,29 @@ def main(args) -> int:
 
 
 def report(runs: list, batch_size: int) -> None:
+    """The three runs' table, the gradient message, and the cost model for N machines."""
     from minibert.bench import print_table
 
     print()
     rows = []
     base = runs[0][2]["tokens_per_s"]
     for ranks, threads, r in runs:
-        rows.append([f"{ranks} rank x {threads} thread", f"{1e3 * r['step']:.0f}", f"{1e3 * r['compute']:.0f}",
-                     f"{1e3 * r['wait']:.1f}", f"{1e3 * r['allreduce']:.1f}", f"{1e3 * r['update']:.0f}",
+        rows.append([f"{ranks} rank x {threads} thread", f"{1e3 * r['step']:.0f}",
+                     f"{1e3 * r['compute']:.0f}", f"{1e3 * r['wait']:.1f}",
+                     f"{1e3 * r['allreduce']:.1f}", f"{1e3 * r['update']:.0f}",
                      f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / base:.2f}"])
-    print_table(["run", "step ms", "compute", "wait", "allreduce", "update", "real tok/s", "vs 1x1"], rows)
+    print_table(["run", "step ms", "compute", "wait", "allreduce", "update", "real tok/s",
+                 "vs 1x1"], rows)
 
     one, two = runs[0][2], runs[-1][2]
     nbytes = one["gradient_bytes"]
-    measured_bw = nbytes / two["allreduce"] if two["allreduce"] > 0 else float("inf")
-    print(f"\ngradient message: {one['parameters']:,} parameters x 4 bytes = {nbytes / 1e6:.1f} MB per rank per "
-          f"step, one Allreduce. Here (2 ranks, shared memory) it took {1e3 * two['allreduce']:.1f} ms: "
-          f"{measured_bw / 1e9:.2f} GB/s of gradient reduced.")
-    print("\nN machines, each one rank like the 1 x 1 run, global batch fixed: compute shrinks as 1/N, the ring\n"
-          "all-reduce costs 2(N-1) latencies + 2(N-1)/N x bytes / bandwidth (no overlap with the backward):")
+    reduced = nbytes / two["allreduce"] if two["allreduce"] > 0 else float("inf")
+    print(f"\ngradient message: {one['parameters']:,} parameters x 4 bytes = {nbytes / 1e6:.1f} MB "
+          f"per rank per step, one Allreduce. Here (2 ranks, shared memory) it took "
+          f"{1e3 * two['allreduce']:.1f} ms: {reduced / 1e9:.2f} GB/s of gradient reduced.")
+    print("\nN machines, each one rank like the 1 x 1 run, global batch fixed: compute shrinks as\n"
+          "1/N, the ring all-reduce costs 2(N-1) latencies + 2(N-1)/N x bytes / bandwidth (not\n"
+          "overlapped with the backward):")
     tokens_per_step = one["tokens"]
     one_machine = tokens_per_step / (one["compute"] + one["update"])
     header = ["machines", "sequences/rank"]
@@ -201,12 +216,13 @@ def report(runs: list, batch_size: int) -> None:
             row += [f"{1e3 * comm:.1f}", f"{speed:,.0f}", f"{speed / (n * one_machine):.0%}"]
         rows.append(row)
     print_table(header, rows)
-    print("\nefficiency = tokens/s over N times one machine's. The update (clip + AdamW) is not shared: every rank\n"
-          "applies it to all the weights. Past the point where comm ms approaches compute / N, more machines\n"
-          "only help with a larger global batch (and then the learning rate and warmup change: lesson 17).")
+    print("\nefficiency = tokens/s over N times one machine's. The update (clip + AdamW) is not\n"
+          "shared: every rank applies it to all the weights. Once comm ms nears compute / N, more\n"
+          "machines only help with a larger global batch (and then the learning rate and warmup\n"
+          "change: lesson 17).")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="internal: one measured run of `minibert bench scaling`")
+    parser = argparse.ArgumentParser(description="one measured run of `minibert bench scaling`")
     parser.add_argument("--worker", required=True, help="the run's specification as JSON")
     worker(json.loads(parser.parse_args().worker))

@@ -1,7 +1,8 @@
-"""Data parallelism over MPI: N processes (ranks) share every global batch and average their gradients.
+"""Data parallelism over MPI: N processes (ranks) share every global batch and sum their gradients.
 
-    mpiexec -n N minibert pretrain ...      every rank: its share of the batch -> forward -> backward
-                                            -> ONE Allreduce of all gradients -> the same AdamW step
+    mpiexec -n N minibert pretrain ...
+        every rank: its share of the batch -> forward -> backward
+                    -> ONE Allreduce of all gradients -> the same AdamW step
 
 Every rank holds the whole model and the whole prepared data set. The order of an epoch is a pure
 function of (seed, epoch), so every rank knows every global batch; rank r runs only its share (a
@@ -29,8 +30,8 @@ communication because it knows the global batch. With dropout off, N ranks then 
 process with batch B to float32 summation-order rounding (tests/test_distributed.py checks it under
 ``mpiexec -n 2``).
 
-Without MPI (no launcher in the environment) ``world()`` is ``SingleProcess``: rank 0 of 1, and every
-collective is the identity, so a plain ``minibert pretrain`` runs exactly as before.
+Without MPI (no launcher in the environment) ``world()`` is ``SingleProcess``: rank 0 of 1, and
+every collective is the identity, so a plain ``minibert pretrain`` runs exactly as before.
 
     pip install "minibert[mpi]"        # mpi4py and MPICH, both as wheels from PyPI
 """
@@ -55,7 +56,7 @@ class MPIUnavailable(RuntimeError):
 
 
 def launcher_world_size() -> int | None:
-    """The number of ranks an MPI launcher started, or None when the process was not started by one."""
+    """The number of ranks an MPI launcher started; None when no launcher started this process."""
     for name in LAUNCHER_SIZE_VARIABLES:
         value = os.environ.get(name)
         if value is not None and value.strip().isdigit():
@@ -105,7 +106,8 @@ class FlatBuffer:
         dtype = arrays[0].dtype
         for a in arrays:
             if a.dtype != dtype:
-                raise ValueError(f"all arrays of one flat buffer must share a dtype; got {dtype} and {a.dtype}")
+                raise ValueError(f"all arrays of one flat buffer must share a dtype; got {dtype} "
+                                 f"and {a.dtype}")
         n = sum(a.size for a in arrays)
         if self.buffer is None or self.buffer.size != n or self.buffer.dtype != dtype:
             self.buffer = np.empty(n, dtype=dtype)
@@ -116,7 +118,7 @@ class FlatBuffer:
         return self.buffer
 
     def unpack(self, arrays: Sequence[np.ndarray]) -> None:
-        """Copy the buffer's slices back into ``arrays`` (in place: they may be a model's gradients)."""
+        """Copy the buffer's slices back into ``arrays``, in place (they may be a model's grads)."""
         offset = 0
         for a in arrays:
             a[...] = self.buffer[offset:offset + a.size].reshape(a.shape)
@@ -171,7 +173,7 @@ _WORLD = None
 
 
 def world():
-    """The communicator of this run: ``MPICommunicator`` under an MPI launcher, else ``SingleProcess``."""
+    """This run's communicator: ``MPICommunicator`` under an MPI launcher, else a SingleProcess."""
     global _WORLD
     if _WORLD is None:
         size = launcher_world_size()
@@ -181,8 +183,9 @@ def world():
             try:
                 import mpi4py  # noqa: F401
             except ImportError:
-                raise MPIUnavailable(f"this process was started by an MPI launcher ({size} ranks) but mpi4py "
-                                     f"is not installed; install it with {INSTALL_HINT}") from None
+                raise MPIUnavailable(f"this process was started by an MPI launcher ({size} ranks) "
+                                     f"but mpi4py is not installed; install it with {INSTALL_HINT}"
+                                     ) from None
             _WORLD = MPICommunicator()
     return _WORLD
 
@@ -198,10 +201,10 @@ def rank_generator(seed: int, comm) -> np.random.Generator:
 
 
 def shard(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
-    """Rank ``rank``'s contiguous share of a global batch's rows; shares differ by at most one row."""
+    """Rank ``rank``'s contiguous share of a global batch's rows (sizes differ by one at most)."""
     if len(indices) < size:
-        raise ValueError(f"a global batch of {len(indices)} sequences cannot be shared by {size} ranks; "
-                         f"use a --batch-size of at least {size}")
+        raise ValueError(f"a global batch of {len(indices)} sequences cannot be shared by {size} "
+                         f"ranks; use a --batch-size of at least {size}")
     return np.array_split(np.asarray(indices), size)[rank]
 
 
@@ -214,16 +217,18 @@ class BatchTotals:
     tokens: int = 0
 
     @classmethod
-    def of(cls, masked_lm_weights: np.ndarray, dtype=np.float32, attention_mask=None) -> "BatchTotals":
-        """Counted in the model's dtype, as the one-process loss counts them (0/1 weights sum exactly)."""
+    def of(cls, masked_lm_weights: np.ndarray, dtype=np.float32,
+           attention_mask=None) -> "BatchTotals":
+        """Counted in the model's dtype, as the one-process loss counts them (0/1 sum exactly)."""
         w = np.asarray(masked_lm_weights)
         tokens = 0 if attention_mask is None else int(np.asarray(attention_mask).sum())
         return cls(float(w.astype(dtype).sum()), int(w.shape[0]), tokens)
 
 
 def _is_cross_entropy_cache(item) -> bool:
-    """(probs (N, C), targets (N,) integers, row_scale (N,)): what ``cross_entropy_forward`` keeps."""
-    if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(a, np.ndarray) for a in item)):
+    """(probs (N, C), targets (N,) integers, row_scale (N,)): a ``cross_entropy_forward`` cache."""
+    if not (isinstance(item, tuple) and len(item) == 3
+            and all(isinstance(a, np.ndarray) for a in item)):
         return False
     probs, targets, scale = item
     return (probs.ndim == 2 and targets.ndim == 1 and scale.ndim == 1 and targets.dtype.kind in "iu"
@@ -235,10 +240,10 @@ def _loss_row_scales(model) -> tuple[np.ndarray, np.ndarray]:
     forward, as cached for the backward.
 
     BertForPreTraining takes no loss normaliser other than its own batch's, so these are found where
-    its forward keeps them: the two cross-entropy caches (probs, targets, row_scale) among the tuples
-    it stores on itself, however the backend wraps them, masked LM first. tests/test_distributed.py
-    checks the result against the big batch, so a change of that layout fails a test rather than
-    silently changing the gradient."""
+    its forward keeps them: the two cross-entropy caches (probs, targets, row_scale) among the
+    tuples it stores on itself, however the backend wraps them, masked LM first.
+    tests/test_distributed.py checks the result against the big batch, so a change of that layout
+    fails a test rather than silently changing the gradient."""
     found = []
 
     def search(value, depth):
@@ -250,20 +255,20 @@ def _loss_row_scales(model) -> tuple[np.ndarray, np.ndarray]:
     for value in vars(model).values():
         search(value, 0)
     if len(found) != 2:
-        raise RuntimeError("renormalising the loss needs the two loss caches of a forward() with labels; "
-                           f"found {len(found)} (update minibert.distributed._loss_row_scales if "
-                           "BertForPreTraining changed how it keeps them)")
+        raise RuntimeError("renormalising the loss needs the two loss caches of a forward() with "
+                           f"labels; found {len(found)} (update minibert.distributed."
+                           "_loss_row_scales if BertForPreTraining changed how it keeps them)")
     return found[0], found[1]
 
 
 def renormalise(model, shard_weights: np.ndarray, totals: BatchTotals, out) -> tuple[float, float]:
-    """Turn the shard's own loss into its part of the global batch's loss, before ``model.backward()``.
+    """Make the shard's own loss its part of the global batch's loss (before ``model.backward()``).
 
-    After ``model.forward`` on a shard, the cached per-row factors are w_p / (W_r + eps) and 1 / b_r;
-    they become w_p / (W + eps) and 1 / B, computed as the one-process loss computes them, so the
-    rows' gradients equal the big batch's rows' bit for bit and only their summation order differs.
-    Returns the shard's parts of the masked-LM and next-sentence losses (their sums over the ranks are
-    the global batch's losses)."""
+    After ``model.forward`` on a shard, the cached per-row factors are w_p / (W_r + eps) and
+    1 / b_r; they become w_p / (W + eps) and 1 / B, computed as the one-process loss computes
+    them, so the rows' gradients equal the big batch's rows' bit for bit and only their summation
+    order differs. Returns the shard's parts of the masked-LM and next-sentence losses (their sums
+    over the ranks are the global batch's losses)."""
     mlm_scale, nsp_scale = _loss_row_scales(model)
     dtype = mlm_scale.dtype
     w = np.asarray(shard_weights).reshape(-1).astype(dtype)
@@ -276,22 +281,25 @@ def renormalise(model, shard_weights: np.ndarray, totals: BatchTotals, out) -> t
     return mlm_part, nsp_part
 
 
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids",
-              "masked_lm_weights", "next_sentence_labels")
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+              "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 
 
 def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool = False,
                      timings: dict | None = None) -> dict:
     """One rank's share of a data-parallel step: zero_grad, forward and backward on ``batch`` (this
-    rank's shard), then one Allreduce that sums the gradients, the two loss parts and the stop flags.
+    rank's shard), then one Allreduce that sums the gradients, the two loss parts and the stop
+    flags.
 
-    Afterwards every rank holds the global batch's gradient and losses; ``stop`` is true on every rank
-    when any rank asked to stop (Ctrl-C reaches the ranks at slightly different moments, and all must
-    leave the loop at the same step). With one process this is forward + backward, unchanged.
+    Afterwards every rank holds the global batch's gradient and losses; ``stop`` is true on every
+    rank when any rank asked to stop (Ctrl-C reaches the ranks at slightly different moments, and
+    all must leave the loop at the same step). With one process this is forward + backward,
+    unchanged.
 
-    ``timings`` (a dict), when given, receives this step's seconds of "compute" (forward + backward),
-    "wait" (a Barrier before the Allreduce: the time this rank waits for the slowest, which would
-    otherwise be counted as communication) and "allreduce"; training passes None and pays no Barrier."""
+    ``timings`` (a dict), when given, receives this step's seconds of "compute" (forward +
+    backward), "wait" (a Barrier before the Allreduce: the time this rank waits for the slowest,
+    which would otherwise be counted as communication) and "allreduce"; training passes None and
+    pays no Barrier."""
     t0 = time.perf_counter()
     model.zero_grad()
     out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
@@ -299,8 +307,8 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
         model.backward()
         if timings is not None:
             timings.update(compute=time.perf_counter() - t0, wait=0.0, allreduce=0.0)
-        return {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss), "nsp_loss": float(out.nsp_loss),
-                "stop": stop}
+        return {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss),
+                "nsp_loss": float(out.nsp_loss), "stop": stop}
     mlm_part, nsp_part = renormalise(model, batch["masked_lm_weights"], totals, out)
     model.backward()
     grads = [g for _, g in model.named_grads()]
@@ -319,7 +327,8 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
 
 
 def on_root(comm, fn):
-    """``fn()`` on the root alone (writing files); every rank returns its result or raises its error.
+    """``fn()`` on the root alone (writing files); every rank returns its result or raises its
+    error.
 
     Without this, an error on the root (a full disk, a refused output folder) would leave the other
     ranks waiting forever in their next collective: MPI has no notion of an exception."""
@@ -341,7 +350,8 @@ def in_turn(comm, fn):
     """``fn()`` on every rank, one rank after the other, an error on any rank raised on all of them.
 
     For preparing data into a folder: the first rank to reach a file system writes it, and the ranks
-    after it, on the same machine or a shared file system, find it ready instead of racing to write it."""
+    after it, on the same machine or a shared file system, find it ready instead of racing to write
+    it."""
     result = None
     for turn in range(comm.size):
         error = None
@@ -357,8 +367,8 @@ def in_turn(comm, fn):
 
 
 def broadcast_model(model, comm, root: int = 0) -> None:
-    """Make every rank's weights the root's (the ranks build the same weights from the same seed; this
-    makes it so, whatever the platform's rounding)."""
+    """Make every rank's weights the root's (the ranks build the same weights from the same seed;
+    this makes it so, whatever the platform's rounding)."""
     if comm.size > 1:
         comm.broadcast_arrays([p for _, p in model.named_parameters()], root)
 
@@ -368,7 +378,8 @@ def gradient_bytes(model) -> int:
     return int(sum(p.nbytes for _, p in model.named_parameters()))
 
 
-def ring_allreduce_seconds(nbytes: float, n: int, latency_s: float, bandwidth_bytes_s: float) -> float:
+def ring_allreduce_seconds(nbytes: float, n: int, latency_s: float,
+                           bandwidth_bytes_s: float) -> float:
     """The cost model of a ring all-reduce of ``nbytes`` over ``n`` ranks.
 
     Reduce-scatter then all-gather: each takes n - 1 steps, and in each step every rank sends one
@@ -381,8 +392,8 @@ def ring_allreduce_seconds(nbytes: float, n: int, latency_s: float, bandwidth_by
 
 
 def share(items: Iterable, comm) -> list:
-    """This rank's share of independent jobs: items rank, rank + N, rank + 2N, ... (round robin, so a
-    list ordered by size spreads its big jobs over all ranks)."""
+    """This rank's share of independent jobs: items rank, rank + N, rank + 2N, ... (round robin, so
+    a list ordered by size spreads its big jobs over all ranks)."""
     return list(items)[comm.rank::comm.size]
 
 
