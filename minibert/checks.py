@@ -15,7 +15,8 @@ import numpy as np
 from minibert import functional as F
 from minibert import kernels
 from minibert.finetuning import adversarial, mixout
-from minibert.gradcheck import (STEP, TOLERANCE, A, B, CheckResult, H, I, T, V, check_function, check_module,
+from minibert.gradcheck import (STEP, TOLERANCE, A, B, CheckResult, H, I, T, V, check_encoder, check_function,
+                                check_module,
                                 format_table, ids_and_types, padding_mask, tiny_config)
 from minibert.models import BertForPreTraining, BertForSequenceClassification, BertModel, bert
 from minibert.nn import ScalarMix
@@ -149,19 +150,8 @@ def _hidden(rng):
 
 
 def _model_check(rng):
-    config = tiny_config()
-    model = BertModel(config, np.random.default_rng(rng.integers(1 << 31))).astype(np.float64).train()
-    ids, types = ids_and_types()
-    mask = padding_mask()
-
-    def forward():
-        out = model.forward(ids, types, mask)
-        return out.last_hidden_state, out.pooler_output
-
-    def backward(g):
-        model.backward(*g)
-        return {}
-    return check_module("BertModel", model, forward, backward, {}, rng)
+    model = BertModel(tiny_config(), np.random.default_rng(rng.integers(1 << 31))).astype(np.float64).train()
+    return check_encoder("BertModel", model, rng)
 
 
 def _pretraining_check(rng):

@@ -160,3 +160,19 @@ def ids_and_types():
     """(B, T) token ids (every id used, some repeated) and segment ids (0 for the first 3 positions)."""
     ids = (np.arange(B * T).reshape(B, T) * 7) % V
     return ids, (np.arange(T)[None, :] >= 3).astype(np.int64).repeat(B, axis=0)
+
+
+def check_encoder(check: str, model, rng: np.random.Generator) -> list[CheckResult]:
+    """Check a float64 ``BertModel`` (as built, or after a change such as Mixout) on the shared padded batch:
+    both outputs, the sequence and the pooled [CLS], get random upstream gradients."""
+    ids, types = ids_and_types()
+    mask = padding_mask()
+
+    def forward():
+        out = model.forward(ids, types, mask)
+        return out.last_hidden_state, out.pooler_output
+
+    def backward(g):
+        model.backward(*g)
+        return {}
+    return check_module(check, model, forward, backward, {}, rng)

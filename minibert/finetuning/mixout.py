@@ -317,17 +317,7 @@ def _model_check(name: str, rng: np.random.Generator, reference: bool):
     for m in model.modules():
         if isinstance(m, MixoutLinear):
             m.reference_gradient = reference
-    ids, types = gradcheck.ids_and_types()
-    mask = gradcheck.padding_mask()
-
-    def forward():
-        out = model.forward(ids, types, mask)
-        return out.last_hidden_state, out.pooler_output
-
-    def backward(g):
-        model.backward(*g)
-        return {}
-    return gradcheck.check_module(name, model, forward, backward, {}, rng)
+    return gradcheck.check_encoder(name, model, rng)
 
 
 def check_mixout(rng: np.random.Generator) -> list[CheckResult]:
