@@ -16,8 +16,7 @@ from minibert import functional as F
 from minibert import kernels
 from minibert.finetuning import adversarial, mixout
 from minibert.gradcheck import (STEP, TOLERANCE, A, B, CheckResult, H, I, T, V, check_encoder, check_function,
-                                check_module,
-                                format_table, ids_and_types, padding_mask, tiny_config)
+                                check_module, format_table, ids_and_types, padding_mask, tiny_config)
 from minibert.models import BertForPreTraining, BertForSequenceClassification, BertModel, bert
 from minibert.nn import ScalarMix
 
