@@ -214,7 +214,8 @@ def swarm_offsets(values: np.ndarray, width: float = 0.35, resolution: float = 0
 def plot_swarm(records: list[dict], strategies: list[str], majority: float, title: str, path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(0.9 * len(strategies) + 2, 4.5), layout="constrained")
+    # Wide enough for the title and the legend beside the axes, however few the strategies.
+    fig = Figure(figsize=(max(0.9 * len(strategies) + 4, 7), 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, s in enumerate(strategies):
         runs = [r for r in records if r["strategy"] == s and "error" not in r]
@@ -223,14 +224,21 @@ def plot_swarm(records: list[dict], strategies: list[str], majority: float, titl
         dev = np.array([r["dev"] for r in runs])
         failed = np.array([r["failed"] for r in runs])
         x = i + swarm_offsets(dev)
-        ax.scatter(x[~failed], dev[~failed], s=18, color="tab:blue", zorder=3)
-        ax.scatter(x[failed], dev[failed], s=18, color="tab:red", zorder=3)
-        ax.hlines(dev.mean(), i - 0.3, i + 0.3, color="black", linewidth=1)
-    ax.axhline(majority, color="tab:red", linestyle="--", linewidth=1, label=f"majority baseline {majority:.2f}")
+        ax.scatter(x[~failed], dev[~failed], s=18, color="tab:blue", zorder=3, label="run")
+        ax.scatter(x[failed], dev[failed], s=18, color="tab:red", zorder=3,
+                   label="failed run (dev <= baseline)")
+        ax.hlines(dev.mean(), i - 0.3, i + 0.3, color="black", linewidth=1, label="mean")
+    ax.axhline(majority, color="tab:red", linestyle="--", linewidth=1,
+               label=f"majority baseline {majority:.2f}")
     ax.set_xticks(range(len(strategies)), strategies, rotation=20)
     ax.set_ylabel("dev score")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    # Beside the axes: the failed runs sit near the baseline, where a legend inside would cover them.
+    handles, names = ax.get_legend_handles_labels()
+    keep = {}                                   # one entry per label, whichever strategy drew it
+    for h, n in zip(handles, names):
+        keep.setdefault(n, h)
+    ax.legend(keep.values(), keep.keys(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.savefig(path, dpi=120)
     return Path(path)
 

@@ -25,6 +25,11 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
+def _legend_beside(ax):
+    """The legend right of the axes: bars and curves reach any height, so inside it covers some."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
 def _bars(ax, groups, series: dict, labels: dict, chance=None):
     """Grouped bars: ``series[name][g]`` for g in groups (None is drawn as no bar)."""
     width = 0.8 / max(len(series), 1)
@@ -60,7 +65,7 @@ def plot_agreement(results: dict, labels: dict, path) -> Path:
     series["baseline"] = {c: baseline["by_construction"][c]["accuracy"] for c in cons}
     _bars(axes[1], cons, series, {**labels, "baseline": "nearest noun"}, chance=0.5)
     axes[1].set(title="by construction (all attractor counts)", ylabel="accuracy")
-    axes[1].legend(fontsize=7, loc="lower left")
+    _legend_beside(axes[1])
     return _save(fig, path)
 
 
@@ -70,7 +75,7 @@ def plot_cloze_bars(results: dict, labels: dict, metrics: dict, title: str, path
     series = {name: {m: f(r) for m, f in metrics.items()} for name, r in results.items()}
     _bars(ax, list(metrics), series, labels, chance)
     ax.set(title=title, ylabel="accuracy / rate")
-    ax.legend(fontsize=8)
+    _legend_beside(ax)
     return _save(fig, path)
 
 
@@ -97,8 +102,12 @@ def plot_layers(results: dict, labels: dict, path) -> Path:
                xticks=layers)
     for ax in axes.flat[len(tasks):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    return _save(fig, path)
+    # One legend for every panel, under them: inside a panel it would cover some task's curves.
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=100)
+    return Path(path)
 
 
 def plot_selectivity(results: dict, labels: dict, path) -> Path:
@@ -115,7 +124,7 @@ def plot_selectivity(results: dict, labels: dict, path) -> Path:
     ax.axhline(0, color="gray", lw=0.8)
     ax.set(title="selectivity = accuracy - control accuracy", xlabel="layer (0 = embeddings)", ylabel="selectivity",
            xticks=range(len(sel)))
-    ax.legend(fontsize=7)
+    _legend_beside(ax)
     return _save(fig, path)
 
 
@@ -166,7 +175,7 @@ def plot_dependency(best: dict, labels: dict, path) -> Path:
     fig, ax = _subplots(figsize=(min(14, max(6, 0.6 * len(rels) + 2)), 4))
     _bars(ax, rels, series, {**labels, "baseline": "best fixed offset"})
     ax.set(title="does the best head's attention argmax hit the dependency head?", ylabel="accuracy")
-    ax.legend(fontsize=8)
+    _legend_beside(ax)
     return _save(fig, path)
 
 
