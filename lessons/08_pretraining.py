@@ -385,7 +385,7 @@ print(f"shipped run (8,000 steps, warmup 800): lr at updates 1, 2, 800, 801, 400
 print(f"largest lr(t) x factor(t) without bias correction: {(lr_shipped * factor).max():.2e} at update "
       f"{int((lr_shipped * factor).argmax()) + 1}, against a peak lr of {lr_shipped.max():.2e}")
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 for ax, lrs, label in ((axes[0], lr_short, f"section 5: {STEPS} steps"),
                        (axes[1], lr_shipped, "shipped model: 8,000 steps")):
     ax.plot(np.arange(1, len(lrs) + 1), lrs)
@@ -394,7 +394,7 @@ axes[2].semilogx(t, factor, label="factor (1 - b1^t) / sqrt(1 - b2^t)")
 axes[2].semilogx(t, lr_shipped * factor / lr_shipped.max(), label="factor x lr(t) / peak lr (shipped schedule)")
 axes[2].axhline(1, color="gray", lw=0.8, ls="--")
 axes[2].set(xlabel="update t", title="step without bias correction / step with")
-axes[2].legend(fontsize=8)
+axes[2].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))   # below: the curves fill it
 fig.tight_layout()
 fig.savefig(FIGURES / "08_schedule.png", dpi=100)
 print("saved", FIGURES / "08_schedule.png")
