@@ -120,7 +120,7 @@ def unigram_accuracy(train: PretrainingDataset, heldout: PretrainingDataset) -> 
 
 def main(args) -> int:
     t_start = time.perf_counter()
-    out = outputs.claim(args.out, "demo", overwrite=args.overwrite)   # a folder of ours, checked first
+    out = outputs.claim(args.out, "demo", overwrite=getattr(args, "overwrite", False))   # checked first
     say = print
     say(f"minibert demo: BERT from scratch in NumPy ({kernels.backend()} kernels, {os.cpu_count()} CPUs)\n")
 

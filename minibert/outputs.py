@@ -1,14 +1,14 @@
 """Output folders and files: where a command may write, and how every file is written.
 
-The rule, for every command that writes a folder (``pretrain``, ``finetune``, ``stability``, ``probe``,
-``prepare``, ``corpus``, ``demo``) and for ``save_pretrained``:
+The rule, for every command that writes a folder (``pretrain``, ``finetune``, ``stability``,
+``probe``, ``prepare``, ``corpus``, ``demo``) and for ``save_pretrained``:
 
 * a folder that does not exist is created (with the usual permissions, as ``mkdir`` gives);
-* an existing folder is written into only when minibert made it for the same kind of output (it holds
-  the marker file ``.minibert.json`` naming the kind) or it is empty;
-* anything else (a folder holding other files, another command's output, a file) is refused, in one line
-  that names the folder and the option that allows it. ``--overwrite`` allows it and still replaces only
-  files minibert writes (the marker lists them); other files in the folder are never touched.
+* an existing folder is written into only when minibert made it for the same kind of output (it
+  holds the marker file ``.minibert.json`` naming the kind) or it is empty;
+* anything else (a folder holding other files, another command's output, a file) is refused, in one
+  line that names the folder and the option that allows it. ``--overwrite`` allows it and still
+  replaces only files minibert writes (the marker lists them); other files there are never touched.
 
 Every check runs before the work starts, so a refused command has changed nothing.
 
@@ -40,14 +40,16 @@ def _umask() -> int:
 
 
 def normal_permissions(path, directory: bool) -> None:
-    """Give ``path`` the permissions ``mkdir`` / ``open`` would: ``tempfile`` makes 0700 folders and 0600
-    files, and a renamed temporary keeps them, which would hide a checkpoint from a user's group."""
+    """Give ``path`` the permissions ``mkdir`` / ``open`` would: ``tempfile`` makes 0700 folders and
+    0600 files, and a renamed temporary keeps them, which would hide a checkpoint from the user's
+    group."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 def write_file(path, data: bytes | str | Callable[[Path], None]) -> Path:
-    """Write ``path`` atomically. ``data`` is the content, or a function that writes a given path (for
-    writers that want a file name, such as ``np.savez`` or ``savefig``; the temporary keeps the suffix)."""
+    """Write ``path`` atomically. ``data`` is the content, or a function that writes a given path
+    (for writers that want a file name, such as ``np.savez`` or ``savefig``; the temporary keeps the
+    suffix, which picks the format)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(21, "a folder is in the way of a file to write", str(path))
@@ -83,11 +85,12 @@ def read_marker(folder) -> dict | None:
 
 
 def marker_content(folder, kind: str, files=(), **fields) -> dict:
-    """The marker ``folder`` should hold after writing ``files`` (names inside it): the old one's file
-    list and fields, updated."""
+    """The marker ``folder`` should hold after writing ``files`` (names inside it): the old one's
+    file list and fields, updated."""
     old = read_marker(folder) or {}
     listed = sorted(set(old.get("files", [])) | set(files))
-    return {**old, **fields, "kind": old.get("kind", kind), "files": listed, "written_at": time.time()}
+    return {**old, **fields, "kind": old.get("kind", kind), "files": listed,
+            "written_at": time.time()}
 
 
 def write_marker(folder, kind: str, files=(), **fields) -> dict:
@@ -106,31 +109,36 @@ def our_files(folder) -> set[str]:
 def claim(folder, kind: str, *, overwrite: bool = False, option: str = "--out",
           allow: str = "add --overwrite", kinds: tuple[str, ...] = (),
           recognise: Callable[[Path], bool] | None = None) -> Path:
-    """Check that ``folder`` may receive output of ``kind`` and mark it; refuse in one line otherwise.
+    """Check that ``folder`` may receive output of ``kind`` and mark it; refuse in one line if not.
 
     ``option`` and ``allow`` word the refusal (``--out`` / ``add --overwrite`` for a command, the
-    argument and ``pass overwrite=True`` for a function). ``kinds``: other kinds this output may share
-    a folder with (a model saved into a fine-tuning folder). ``recognise(folder)``: True for a folder an
-    older minibert made for this output before folders had markers, so existing runs stay usable.
+    argument and ``pass overwrite=True`` for a function). ``kinds``: other kinds this output may
+    share a folder with (a model saved into a fine-tuning folder). ``recognise(folder)``: True for a
+    folder an older minibert made for this output before folders had markers, so existing runs stay
+    usable.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputRefused(f"{option} {folder} is a file, not a folder; give a folder path")
     if folder.is_dir():
         marker = read_marker(folder)
-        if marker is not None and marker["kind"] != kind and marker["kind"] not in kinds and not overwrite:
-            raise OutputRefused(f"{option} {folder} holds the output of `minibert {marker['kind']}`, not of "
-                                f"{kind}; choose another folder, or {allow} to write into it anyway")
-        if marker is None and any(folder.iterdir()) and not (recognise and recognise(folder)) and not overwrite:
-            raise OutputRefused(f"{option} {folder} is not empty and was not made by minibert {kind}; choose a "
-                                f"new folder, or {allow} to write into it (only minibert's own files are "
-                                f"replaced)")
+        other_kind = marker is not None and marker["kind"] != kind and marker["kind"] not in kinds
+        if other_kind and not overwrite:
+            raise OutputRefused(f"{option} {folder} holds the output of `minibert "
+                                f"{marker['kind']}`, not of {kind}; choose another folder, or "
+                                f"{allow} to write into it anyway")
+        foreign = marker is None and any(folder.iterdir()) and not (recognise and recognise(folder))
+        if foreign and not overwrite:
+            raise OutputRefused(f"{option} {folder} is not empty and was not made by minibert "
+                                f"{kind}; choose a new folder, or {allow} to write into it (only "
+                                f"minibert's own files are replaced)")
     folder.mkdir(parents=True, exist_ok=True)
     marker = read_marker(folder)
     if marker is None:
         write_marker(folder, kind)
-    elif marker["kind"] != kind and marker["kind"] not in kinds:     # allowed by overwrite: ours now
-        write_file(folder / MARKER, json.dumps({**marker, "kind": kind}, indent=1, sort_keys=True) + "\n")
+    elif marker["kind"] != kind and marker["kind"] not in kinds:    # --overwrite made it ours
+        write_file(folder / MARKER, json.dumps({**marker, "kind": kind}, indent=1, sort_keys=True)
+                   + "\n")
     return folder
 
 
@@ -153,8 +161,9 @@ def raise_interrupted(signum, frame):
 
 
 class StopRequests:
-    """``with StopRequests() as stop:`` turns the first SIGINT or SIGTERM into ``stop.signum`` (checked
-    by a loop between steps, which then saves and stops); a second one raises ``Interrupted`` at once.
+    """``with StopRequests() as stop:`` turns the first SIGINT or SIGTERM into ``stop.signum``
+    (checked by a loop between steps, which then saves and stops); a second one raises
+    ``Interrupted`` at once.
     Outside the main thread signals cannot be caught, and this does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import collections
+import json
 import sys
 import time
 from pathlib import Path
 
+from .. import outputs
 from . import io
 from .documents import document_text, generate, is_heldout
 
@@ -79,6 +81,17 @@ def build(out: Path, seed: int = DEFAULT_SEED, n_words: int = DEFAULT_WORDS, ann
     return manifest
 
 
+KIND = "corpus"
+
+
+def _generated(folder: Path) -> bool:
+    """A folder this generator wrote before folders had a marker (the bundled data/): its manifest says so."""
+    try:
+        return "generator" in json.loads((folder / io.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _exists(module: str) -> bool:
     return (Path(__file__).parent / f"{module}.py").is_file()
 
@@ -90,6 +103,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"corpus seed (default {DEFAULT_SEED})")
     parser.add_argument("--words", type=int, default=DEFAULT_WORDS,
                         help=f"corpus size in words (default {DEFAULT_WORDS})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files (only the generated files are replaced)")
     parser.add_argument("--annotate-train", action="store_true",
                         help="also write corpus/train.annotations.jsonl.gz (large, not in the manifest)")
 
@@ -111,5 +126,6 @@ def main(args) -> int:
         return 0
     if args.words < 1:
         raise ValueError(f"--words must be positive, got {args.words}")
+    outputs.claim(args.out, KIND, overwrite=args.overwrite, recognise=_generated)
     build(args.out, args.seed, args.words, annotate_train=args.annotate_train)
     return 0

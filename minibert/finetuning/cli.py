@@ -68,13 +68,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reinit-layers", type=int, default=0, metavar="K",
                         help="re-initialise the pooler and the top K layers before fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="folder for the fine-tuned model and results.json")
+    parser.add_argument("--out", default=None,
+                        help="folder for the fine-tuned model and results.json: a new folder, or one an earlier "
+                             "`minibert finetune` wrote (its model and results are replaced)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files; only the model files and "
+                             "results.json are replaced")
 
 
 def config_from_args(args, **changes):
     from minibert.finetuning.trainer import FinetuneConfig
 
-    init = args.init if args.init is not None else str(data_path("pretrained", "tiny"))
+    from minibert.checkpoint import resolve
+
+    init = str(resolve(args.init)) if args.init is not None else str(data_path("pretrained", "tiny"))
     fields = dict(task=args.task, init=init, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
                   batch_size=args.batch_size, train_limit=args.train_limit, max_length=args.max_length)
     for name in ("dropout", "mixout", "layers", "layer_dropout", "freelb", "freelb_init_mag", "smart",
@@ -92,19 +99,34 @@ def result_record(result) -> dict:
             "stages": [dataclasses.asdict(s) for s in result.stages]}
 
 
+KIND = "finetune"
+
+
+def _looks_like_a_finetune(folder: Path) -> bool:
+    """A folder an older ``minibert finetune`` wrote (before folders had a marker)."""
+    return (folder / "results.json").is_file() and (folder / "config.json").is_file()
+
+
 def main(args) -> int:
+    from minibert import checkpoint, outputs
     from minibert.finetuning.trainer import finetune
 
     config = config_from_args(args)
+    out = Path(args.out) if args.out else None
+    if out is not None:      # before training, so a refused folder costs nothing
+        outputs.claim(out, KIND, overwrite=args.overwrite, kinds=checkpoint.MODEL_KINDS,
+                      recognise=_looks_like_a_finetune)
     result = finetune(config)
     final = result.final
     metric = final.metric
     print(f"\n{config.task}: dev {metric} {final.dev[metric]:.4f} (majority baseline {final.majority:.4f}"
           f"{', FAILED' if final.failed else ''}), test {metric} {final.test[metric]:.4f}; "
           f"{sum(s.seconds for s in result.stages):.1f} s")
-    if args.out:
-        out = Path(args.out)
-        result.model.save_pretrained(out, vocab=result.tokenizer.convert_ids_to_tokens(range(len(result.tokenizer))))
-        (out / "results.json").write_text(json.dumps(result_record(result), indent=1) + "\n")
+    if out is not None:
+        vocab = result.tokenizer.convert_ids_to_tokens(range(len(result.tokenizer)))
+        checkpoint.save_model(result.model, out, vocab, kind=KIND, overwrite=args.overwrite, option="--out",
+                              allow="add --overwrite")
+        outputs.write_file(out / "results.json", json.dumps(result_record(result), indent=1) + "\n")
+        outputs.write_marker(out, KIND, files=["results.json"])
         print(f"model and results.json written to {out}")
     return 0

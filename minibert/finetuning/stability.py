@@ -20,12 +20,16 @@ Strategies (comma-separated, each a name and an optional number):
     random           no pretraining: the same architecture from random weights
 
 Runs go to ``OUT/runs.jsonl`` one line each as they finish, so an interrupted experiment resumes where it
-stopped (a run already on file is not repeated). Workers are separate processes (one per core by
-default), each with single-threaded BLAS: small matrices gain nothing from threads, and two processes
-each wanting two threads on two cores slow each other down.
+stopped (a run already on file is not repeated). The settings every run shares (task, model, epochs,
+learning rate, batch size, training examples, length) are stored in ``OUT/settings.json`` with the first
+runs; a later command with other settings is refused rather than mixing its runs with those on file.
+Workers are separate processes (one per core by default), each with single-threaded BLAS: small
+matrices gain nothing from threads, and two processes each wanting two threads on two cores slow each
+other down.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minibert import outputs
 from minibert.finetuning.cli import add_config_arguments, config_from_args
 
 STRATEGY_PATTERN = re.compile(r"^(dropout|mixout|mix|concat4|twostage|freelb|smart|nobiascorr|reinit|long|random)"
@@ -105,13 +110,21 @@ def _cache_key(config):
     return (config.init, config.max_length, config.train_limit, config.task)
 
 
-def read_runs(path) -> list[dict]:
-    """The finished runs of a ``runs.jsonl`` (runs that ended in an error are left out)."""
+def read_runs(path, repair: bool = False) -> list[dict]:
+    """The finished runs of a ``runs.jsonl`` (runs that ended in an error are left out).
+
+    A last line without its newline is a record cut off by a crash: it is left out, and with ``repair``
+    removed from the file (atomically), so that the next run appended starts on a line of its own."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no runs file at {path}")
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+        if repair:
+            outputs.write_file(path, text)
     records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -250,7 +263,11 @@ def add_arguments(parser) -> None:
                         help="comma-separated: dropout[P], mixoutP, mix, concat4, twostage, freelb[A], smart[L], "
                              "nobiascorr, reinit[K], long, random")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
-    parser.add_argument("--out", required=True, help="folder for runs.jsonl, table.md and stability.png")
+    parser.add_argument("--out", required=True,
+                        help="folder for runs.jsonl, settings.json, table.md and stability.png; the runs already "
+                             "there (same settings) are not repeated")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files (they are left alone)")
 
 
 def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
@@ -267,19 +284,34 @@ def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
         for seed in range(args.seeds):
             jobs.append((s, seed, config_from_args(args, seed=seed, **changes)))   # validates every config first
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = outputs.claim(args.out, KIND, overwrite=getattr(args, "overwrite", False),
+                        recognise=lambda folder: (folder / "runs.jsonl").is_file())
     runs_file = out / "runs.jsonl"
-    records = read_runs(runs_file) if runs_file.exists() else []
+    settings = shared_settings(config_from_args(args, seed=0))     # before any strategy's changes
+    check_settings(out, settings)
+    records = read_runs(runs_file, repair=True) if runs_file.exists() else []
     if records and records[0].get("task", args.task) != args.task:
         raise ValueError(f"{runs_file} holds runs of task {records[0]['task']!r}, not {args.task!r}")
+    outputs.write_file(out / SETTINGS, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+    outputs.write_marker(out, KIND, files=["runs.jsonl", SETTINGS, "table.md", "stability.png"])
     done = {(r["strategy"], r["seed"]) for r in records}
     todo = [j for j in jobs if (j[0], j[1]) not in done]
     log(f"stability: {args.task}, {len(strategies)} strategies x {args.seeds} seeds = {len(jobs)} runs "
         f"({len(jobs) - len(todo)} already in {runs_file}), {args.workers} worker(s)")
 
     t0 = time.perf_counter()
-    with open(runs_file, "a") as fh:
+    try:
+        _append_runs(runs_file, todo, args, records, log)
+    except KeyboardInterrupt:
+        log(f"interrupted: the runs that finished are in {runs_file}; the same command continues the "
+            f"experiment from there")
+        raise
+    log(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s")
+    return records, strategies
+
+
+def _append_runs(runs_file: Path, todo, args, records: list, log) -> None:
+    with open(runs_file, "a", encoding="utf-8") as fh:
         for i, record in enumerate(_map(todo, args.workers), 1):
             record["task"] = args.task
             fh.write(json.dumps(record) + "\n")
@@ -290,8 +322,50 @@ def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
                 records.append(record)
                 log(f"  [{i}/{len(todo)}] {record['strategy']:>11} seed {record['seed']:>3}: dev {record['dev']:.3f}"
                     f"{'  (failed)' if record['failed'] else ''}  {record['seconds']:.1f} s")
-    log(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s")
-    return records, strategies
+
+
+KIND = "stability"
+SETTINGS = "settings.json"
+# The FinetuneConfig fields every run of an experiment shares; the strategy and the seed vary.
+SHARED = ("task", "init", "random_init", "epochs", "lr", "batch_size", "train_limit", "max_length", "warmup_fraction",
+          "weight_decay", "max_grad_norm")
+
+
+def shared_settings(config) -> dict:
+    """The settings of an experiment: the shared fields of its base config (the model folder as an
+    absolute path, with the sha256 of its weights, so retraining the model in place is noticed too)."""
+    settings = {name: getattr(config, name) for name in SHARED}
+    init = Path(config.init).resolve()
+    settings["init"] = str(init)
+    weights = init / "model.safetensors"
+    settings["init_weights_sha256"] = _sha256(weights) if weights.is_file() else None
+    return settings
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Refuse to add runs to ``out`` when the runs there were made with other settings."""
+    file, runs = out / SETTINGS, out / "runs.jsonl"
+    if not file.is_file():
+        if runs.is_file() and runs.stat().st_size > 0:
+            raise ValueError(f"{runs} holds runs whose settings were not recorded (an older minibert made them), "
+                             f"so new runs cannot be shown to match them; give a new --out")
+        return
+    try:
+        stored = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ValueError(f"{file} is not valid JSON; give a new --out (or move the folder away)") from None
+    differ = [f"{k} {stored.get(k)!r} there, {v!r} now" for k, v in settings.items() if stored.get(k) != v]
+    if differ:
+        raise ValueError(f"--out {out} holds runs made with other settings ({'; '.join(differ)}); mixing them "
+                         f"would make the table wrong: give a new --out, or the settings of the runs on file")
 
 
 def _map(jobs, workers):
@@ -324,9 +398,11 @@ def main(args) -> int:
         raise ValueError("no run finished; see the errors above")
     table = format_table(rows, args.task, info.metric, majority)
     out = Path(args.out)
-    (out / "table.md").write_text(table + "\n")
+    outputs.write_file(out / "table.md", table + "\n")
     n = min(r["runs"] for r in rows)
-    figure = plot_swarm(records, strategies, majority, f"{args.task}: {n}+ restarts per strategy", out / "stability.png")
+    figure = out / "stability.png"
+    outputs.write_file(figure, lambda tmp: plot_swarm(records, strategies, majority,
+                                                      f"{args.task}: {n}+ restarts per strategy", tmp))
     print("\n" + table)
     print(f"\ntable: {out / 'table.md'}\nfigure: {figure}")
     return 0 if all(r["runs"] == args.seeds for r in rows) else 1

@@ -146,7 +146,7 @@ def check_output(out: Path, resume: Path | None, overwrite: bool) -> None:
         raise outputs.OutputRefused(
             f"--out {out} holds another pretraining run than {resume}; give a new --out to continue {resume} "
             f"there, or --overwrite to replace the run in {out}")
-    later = [p for p in existing if inside and p.name > resume.name]
+    later = [p for p in existing if inside and p.name > resume.name and checkpoint.is_complete(p)]
     if later and not overwrite:
         raise outputs.OutputRefused(
             f"{out} has a later checkpoint ({later[-1].name}) than --resume {resume.name}; continuing from the "
@@ -163,6 +163,16 @@ def clear_run(out: Path, log=print) -> None:
         (out / name).unlink(missing_ok=True)
     if gone:
         log(f"--overwrite: removed the previous run's {len(gone)} checkpoint(s) from {out}")
+
+
+def _skipped_latest(given: Path, resolved: Path) -> Path | None:
+    """The checkpoint a run folder's ``latest`` names when ``resolve`` passed over it as incomplete."""
+    pointer = given / "latest"
+    if given.is_dir() and pointer.is_file():
+        named = given / pointer.read_text(encoding="utf-8").strip()
+        if named != resolved and named.is_dir():
+            return named
+    return None
 
 
 def train_config(args, stored: dict | None) -> TrainConfig:
@@ -183,6 +193,10 @@ def main(args) -> int:
     resume = None
     if args.resume:
         resume = checkpoint.resolve(args.resume)
+        skipped = _skipped_latest(Path(args.resume), resume)
+        if skipped is not None:
+            print(f"note: {skipped} is incomplete or damaged (its files differ from those recorded when it was "
+                  f"saved); resuming from {resume}, the newest complete checkpoint")
         if not (resume / checkpoint.STATE_JSON).is_file():
             raise FileNotFoundError(f"--resume {args.resume}: no training checkpoint there (a checkpoint-NNNNNN "
                                     f"folder of `minibert pretrain`, or the run folder holding them)")

@@ -82,6 +82,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minibert import outputs
 from minibert.tokenization import BertTokenizer
 from minibert.tokenization.vocab import SPECIAL_TOKENS, decode_utf8
 
@@ -813,7 +814,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="UTF-8 text files (.gz read transparently): one sentence per line, a blank line "
                              "between documents")
     parser.add_argument("--vocab", type=Path, required=True, help="vocab.txt, or a tokenizer folder holding one")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (shards + meta.json)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (shards + meta.json): a new folder, or one `minibert prepare` wrote")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files (only shards and meta.json are replaced)")
     parser.add_argument("--max-seq-length", type=int, default=d.max_seq_length, help="T (default %(default)s)")
     parser.add_argument("--max-predictions-per-seq", type=int, default=d.max_predictions_per_seq,
                         help="P (default %(default)s)")
@@ -852,6 +856,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    outputs.claim(args.out, "prepare", overwrite=args.overwrite,
+                  recognise=lambda folder: (folder / "meta.json").is_file())
     config = DataConfig(max_seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
                         masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
                         dupe_factor=args.dupe_factor, whole_word_mask=args.whole_word_mask)

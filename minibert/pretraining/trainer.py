@@ -272,6 +272,8 @@ class Trainer:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
+        if self.step == 0:          # a new run in a folder of an earlier one (the demo's): its own curve
+            self._drop_metrics_after(0)
         self.model.train()
         last_eval = {}
         t_start, tokens_seen, steps_timed = time.perf_counter(), 0, 0

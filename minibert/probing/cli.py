@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.checkpoint import CONFIG_NAME, load_config
+from minibert import outputs
+from minibert.checkpoint import CONFIG_NAME, load_config, resolve
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.paths import data_dir
@@ -31,6 +32,7 @@ from minibert.probing.data import load_eval_set, subsample
 from minibert.probing.linear import ProbeConfig
 from minibert.tokenization import BertTokenizer
 
+KIND = "probe"
 PROBES = ("agreement", "npi", "negation", "facts", "malformed", "layers", "attention")
 
 
@@ -40,7 +42,11 @@ def add_arguments(parser) -> None:
                              "a randomly initialised model of the shipped size")
     parser.add_argument("--only", default=",".join(PROBES),
                         help=f"comma-separated probes to run (default: all of {','.join(PROBES)})")
-    parser.add_argument("--out", default="runs/probe", help="folder for report.md, results.json and figures")
+    parser.add_argument("--out", default="runs/probe",
+                        help="folder for report.md, results.json and figures (default runs/probe): a new folder, "
+                             "or one an earlier `minibert probe` wrote (its report and figures are replaced)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds other files (they are left alone)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the random baseline model, subsampling, probes and control tasks")
     parser.add_argument("--limit", type=int, default=None,
@@ -75,7 +81,7 @@ def load_models(model_arg: str, seed: int):
         model = BertForPreTraining(config, np.random.default_rng(seed + 1))
         description = f"randomly initialised (seed {seed + 1})"
     else:
-        path = Path(model_arg)
+        path = resolve(model_arg)
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"--model {model_arg}: no {CONFIG_NAME} there (expected a model directory "
                                     f"or 'random')")
@@ -386,9 +392,10 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
                   "", f"![dependencies]({dep.name})", "",
                   *[f"![attention map {n}]({m.name})" for n, m in enumerate(maps)], ""]
 
-    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1) + "\n")
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs.write_file(out / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
+    report = outputs.write_file(out / "report.md", "\n".join(lines) + "\n")
+    outputs.write_marker(out, KIND, files=sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".md", ".json")
+                                                 and p.name != outputs.MARKER))
     return report
 
 
@@ -397,13 +404,14 @@ def main(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
     t0 = time.perf_counter()
+    out = outputs.claim(args.out, KIND, overwrite=args.overwrite,
+                        recognise=lambda folder: (folder / "report.md").is_file() and (folder / "results.json").is_file())
     model, random_model, tokenizer, description = load_models(args.model, args.seed)
     labels = {"model": "random model" if args.model == "random" else "pretrained",
               "embeddings": "embedding layer", "random": "random init"}
     results = run_probes(model, random_model, tokenizer, only, np.random.default_rng(args.seed), args.limit,
                          args.batch_size, ProbeConfig(steps=args.probe_steps))
     results["model"] = description
-    out = Path(args.out)
     report = write_report(results, out, model, random_model, tokenizer, description, labels)
     print(f"report: {report}, numbers: {out / 'results.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0
