@@ -375,6 +375,7 @@ def load_into(model, folder, *, strict: bool = True, allow_missing_heads: bool =
     mapped, info = map_state_dict(state, shapes, strict=strict, allow_missing_heads=allow_missing_heads,
                                   tie_word_embeddings=tied, stored_dtypes=dtypes, source=str(folder),
                                   target=type(model).__name__)
+    check_finite(mapped, folder / WEIGHTS_NAME if (folder / WEIGHTS_NAME).is_file() else folder)
     model.load_state_dict(mapped, strict=False)   # names and shapes are checked above
     return info
 
