@@ -51,3 +51,18 @@ def test_the_pretraining_figure_draws_the_baselines_of_the_report(run):
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert f"MLM: most frequent token ({row[1]})" in labels
     assert f"NSP: majority label ({row[2]})" in labels and "NSP: chance (0.5)" in labels
+
+
+def test_demo_help_says_what_it_does_and_bad_counts_are_refused(tmp_path, capsys):
+    from minibert.cli import main
+    try:
+        main(["demo", "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    text = capsys.readouterr().out
+    for words in ("default 300", "default 3", "report.md", "pretraining.png", "attractors", "Mixout"):
+        assert words in text, words
+    for option in ("--steps", "--finetune-seeds"):
+        assert main(["demo", option, "0", "--out", str(tmp_path / "demo")]) == 1
+        assert f"{option} must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()                 # refused before anything was written
