@@ -330,7 +330,9 @@ print("worst relative error:", f"{max(r.max_rel_error for r in results):.1e}")
 # - `W used twice, +=`: `ok` (about 5e-11); `W used twice, =`: `FAIL` with **1.48e+00**.
 # - Package vs by hand: `0.0e+00` for `y`, `dx`, `dW` and `db` (the same operations in the same order).
 # - `run_check("linear")`: three tensors `ok`, the worst **2.6e-08** (tolerance 1e-6). Errors of 1e-8 and
-#   below are measurement noise; a bug shows up as 1e-3 or more.
+#   below are measurement noise; a bug shows up as 1e-3 or more. Their digits vary with the CPU and
+#   the BLAS library (so do those of the finite-difference table): expect the same orders of
+#   magnitude on another machine, not the same digits.
 #
 # ## Exercises
 #

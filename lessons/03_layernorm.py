@@ -242,6 +242,10 @@ print(gradcheck.format_table(checks.run_check("layernorm", seed=0)))
 # - Package vs by hand: `0.0e+00` for all four; the module gives the same numbers, parameter names
 #   `['weight', 'bias']`; `run_check("layernorm")` passes for `x`, `weight` and `bias`.
 #
+# The small numbers (the gradient-check errors, the 1e-16 and 1e-17 rounding residues) come from
+# float rounding, whose digits vary with the CPU and the BLAS library: on another machine expect the
+# same orders of magnitude (check errors below 1e-7), not the same digits.
+#
 # ## Exercises
 #
 # 1. **Drop the variance term** (return `r * (g - mean(g))`). Before running: which tensor's check fails,

@@ -115,7 +115,7 @@ def plot_selectivity(results: dict, labels: dict, path) -> Path:
     tasks = [t for t, r in next(iter(results.values())).items() if "selectivity" in r]
     if not tasks:
         raise ValueError("plot_selectivity: no task has a control task")
-    fig, ax = _subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(8, 4))                 # room for the legend beside the axes
     for k, task in enumerate(tasks):
         for name, res in results.items():
             sel = res[task]["selectivity"]
