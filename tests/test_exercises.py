@@ -1,5 +1,6 @@
-"""The graded exercises: the package's own functions (wrapped into each template's signatures) pass every
-check; each classic mistake, written deliberately, is recognised by name; the command works end to end."""
+"""The graded exercises: the package's own functions (wrapped into each template's signatures)
+pass every check; each classic mistake, written deliberately, is recognised by name; the command
+works end to end."""
 import textwrap
 
 import pytest
@@ -48,7 +49,8 @@ SOLUTIONS = {
         import numpy as np
         from minibert import functional as F
         def attention_head_forward(q, k, v):
-            c, _, cache = F.attention_forward(q[:, None], k[:, None], v[:, None], np.zeros(q.shape[:2]))
+            no_mask = np.zeros(q.shape[:2])
+            c, _, cache = F.attention_forward(q[:, None], k[:, None], v[:, None], no_mask)
             return c[:, 0], cache
         def attention_head_backward(dc, cache):
             return tuple(g[:, 0] for g in F.attention_backward(dc[:, None], cache))
@@ -71,7 +73,8 @@ SOLUTIONS = {
             proj, att, a = cache
             grads = F.attention_backward(split(dc, a), att)
             bufs = ((dwq, dbq), (dwk, dbk), (dwv, dbv))
-            return sum(F.linear_backward(merge(g), p[1], w, b) for g, p, (w, b) in zip(grads, proj, bufs))
+            return sum(F.linear_backward(merge(g), p[1], w, b)
+                       for g, p, (w, b) in zip(grads, proj, bufs))
         """,
     "mlm_tied": """
         from minibert import functional as F
@@ -97,8 +100,8 @@ SOLUTIONS = {
             def random(self, n):
                 return self.draws
         def mixout_forward(x, weight, bias, target, p, keep):
-            layer = MixoutLinear(Linear(weight.shape[1], weight.shape[0], np.random.default_rng(0)), p,
-                                 np.random.default_rng(0), target)
+            linear = Linear(weight.shape[1], weight.shape[0], np.random.default_rng(0))
+            layer = MixoutLinear(linear, p, np.random.default_rng(0), target)
             layer.weight.data, layer.bias.data = weight, bias
             layer.rng = GivenMask(keep)
             return layer.train().forward(x), layer
@@ -109,7 +112,8 @@ SOLUTIONS = {
     "wordpiece": """
         from minibert.tokenization import WordpieceTokenizer
         def wordpiece_tokenize(word, vocab, unk_token="[UNK]", max_input_chars_per_word=100):
-            return list(WordpieceTokenizer(vocab, unk_token, max_input_chars_per_word).tokenize_word(word))
+            tokenizer = WordpieceTokenizer(vocab, unk_token, max_input_chars_per_word)
+            return list(tokenizer.tokenize_word(word))
         """,
     "masking": """
         from minibert.pretraining.data import DataConfig, InstanceMaker
@@ -145,8 +149,8 @@ def test_the_package_passes_every_check(tmp_path, name):
 
 
 def test_encoder_backward_solution_passes(tmp_path):
-    # The package's encoder layer, read through its forward's cache: the BertLayer module's backward is the
-    # package's, so the template's forward is replaced by the module's.
+    # The package's encoder layer, read through its forward's cache: the BertLayer module's backward
+    # is the package's, so the template's forward is replaced by the module's.
     source = """
         import numpy as np
         from minibert.config import BertConfig
@@ -154,8 +158,9 @@ def test_encoder_backward_solution_passes(tmp_path):
         def encoder_layer_forward(x, mask_bias, params, num_heads):
             H = x.shape[-1]
             I = params["intermediate.dense.weight"].shape[0]
-            config = BertConfig(vocab_size=10, hidden_size=H, num_hidden_layers=1, num_attention_heads=num_heads,
-                                intermediate_size=I, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+            config = BertConfig(vocab_size=10, hidden_size=H, num_hidden_layers=1,
+                                num_attention_heads=num_heads, intermediate_size=I,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
             layer = BertLayer(config, np.random.default_rng(0)).astype(np.float64).eval()
             layer.load_state_dict(params)
             y, _ = layer.forward(x, mask_bias)
@@ -286,7 +291,8 @@ MISTAKES = [
         from minibert import functional as F
         def attention_head_forward(q, k, v):
             s = math.sqrt(q.shape[-1])           # cancels the package's scale: no scaling at all
-            c, _, cache = F.attention_forward(q[:, None] * s, k[:, None], v[:, None], np.zeros(q.shape[:2]))
+            no_mask = np.zeros(q.shape[:2])
+            c, _, cache = F.attention_forward(q[:, None] * s, k[:, None], v[:, None], no_mask)
             return c[:, 0], cache
         def attention_head_backward(dc, cache):
             return tuple(g[:, 0] for g in F.attention_backward(dc[:, None], cache))
@@ -416,7 +422,8 @@ MISTAKES = [
             out = list(ids)
             for i in candidates[:num_to_predict]:
                 r = rng.random()
-                out[i] = mask_id if r < 0.8 else ids[i] if r < 0.9 else rng.randint(0, vocab_size - 1)
+                other = rng.randint(0, vocab_size - 1) if r >= 0.9 else None
+                out[i] = mask_id if r < 0.8 else ids[i] if r < 0.9 else other
             positions = list(range(len(ids)))
             return out, positions, list(ids)
         """, "labels of unmasked tokens counted"),
@@ -432,7 +439,8 @@ def test_a_classic_mistake_is_recognised(tmp_path, name, source, diagnosis):
 
 
 def test_encoder_backward_missing_residual_is_recognised(tmp_path):
-    source = exercises.EXERCISES["encoder_backward"].body.replace("    raise NotImplementedError\n", """\
+    blank = "    raise NotImplementedError\n"
+    source = exercises.EXERCISES["encoder_backward"].body.replace(blank, """\
     from minibert.exercises.layers import _encoder_backward
     return _encoder_backward(dy, cache, grads, "ffn_residual")
 """)
@@ -452,7 +460,8 @@ def test_feedback_names_shape_axis_and_element(tmp_path):
             dx = F.linear_backward(dy, cache, dweight, dbias)
             return dx[..., :-1]
         """)
-    assert "dx: expected shape (3, 4, 5), got (3, 4, 4): axis 2 has 4, expected 5" in report.format()
+    expected = "dx: expected shape (3, 4, 5), got (3, 4, 4): axis 2 has 4, expected 5"
+    assert expected in report.format()
     report = grade(tmp_path, "gelu", """
         from minibert import functional as F
         def gelu_forward(x):
@@ -482,7 +491,8 @@ def test_command_cycle(tmp_path, capsys):
     assert all(name in listing for name in exercises.EXERCISES)
     assert main(["exercise", "start", "gelu", "--dir", str(tmp_path)]) == 0
     template = (tmp_path / "gelu.py").read_text()
-    assert "raise NotImplementedError" in template and "normal_cdf(x)" not in template.split("def gelu_forward")[1]
+    assert "raise NotImplementedError" in template
+    assert "normal_cdf(x)" not in template.split("def gelu_forward")[1]
     # never overwrites the learner's file
     (tmp_path / "gelu.py").write_text(textwrap.dedent(SOLUTIONS["gelu"]))
     assert main(["exercise", "start", "gelu", "--dir", str(tmp_path)]) == 1
@@ -491,7 +501,8 @@ def test_command_cycle(tmp_path, capsys):
     assert (tmp_path / "gelu.py").read_text() == textwrap.dedent(SOLUTIONS["gelu"])
     assert main(["exercise", "check", "gelu", "--dir", str(tmp_path)]) == 0
     assert "PASSED" in capsys.readouterr().out
-    write(tmp_path, "gelu", SOLUTIONS["gelu"].replace("return F.gelu_forward(x)", "return F.gelu_forward(x, True)"))
+    tanh = SOLUTIONS["gelu"].replace("return F.gelu_forward(x)", "return F.gelu_forward(x, True)")
+    write(tmp_path, "gelu", tanh)
     assert main(["exercise", "check", "gelu", "--dir", str(tmp_path), "--hint", "2"]) == 1
     out = capsys.readouterr().out
     assert "hint 1 of 3" in out and "hint 2 of 3" in out and "hint 3 of 3" not in out

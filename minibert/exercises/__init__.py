@@ -1,12 +1,13 @@
-"""Exercises that grade themselves: ``minibert exercise list | start NAME | check NAME [--hint [K]]``.
+"""Exercises that grade themselves: ``minibert exercise list | start NAME | check NAME [--hint
+[K]]``.
 
-``start`` writes a small Python file with the signatures, docstrings, shapes and the starting point of
-each derivation; the bodies are the learner's. ``check`` imports that file and grades it in float64
-against the package's own implementation and central finite differences, saying where it goes wrong
-(which shape and axis, which tensor and element, which classic mistake) and, on request, giving hints
-that reveal a little more each time. Templates, grader and hints all live in this package, so the
-cycle works in any installation, outside the repository too.
-"""
+``start`` writes a small Python file with the signatures, docstrings, shapes and the starting point
+of each derivation; the bodies are the learner's. ``check`` imports that file and grades it in
+float64 against the package's own implementation and central finite differences, saying where it
+goes wrong (which shape and axis, which tensor and element, which classic mistake) and, on request,
+giving hints that reveal a little more each time. Templates, grader and hints all live in this
+package, so the cycle works in any installation, outside the repository too. """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,6 +20,7 @@ EXERCISES: dict[str, Exercise] = {}
 
 def _register():
     from minibert.exercises import layers, ops, training
+
     for module in (ops, layers, training):
         for exercise in module.EXERCISES:
             EXERCISES[exercise.name] = exercise
@@ -29,8 +31,10 @@ _register()
 
 def get(name: str) -> Exercise:
     if name not in EXERCISES:
-        raise ValueError(f"unknown exercise {name!r}; `minibert exercise list` shows them: "
-                         f"{', '.join(EXERCISES)}")
+        raise ValueError(
+            f"unknown exercise {name!r}; `minibert exercise list` shows them: "
+            f"{', '.join(EXERCISES)}"
+        )
     return EXERCISES[name]
 
 
@@ -43,10 +47,12 @@ def start(name: str, directory: str | Path = ".") -> Path:
     exercise = get(name)
     path = learner_path(name, directory)
     if path.exists():
-        raise ValueError(f"{path} already exists (your work, perhaps); check it with `minibert exercise check "
-                         f"{name}`, or start afresh elsewhere with --dir")
+        raise ValueError(
+            f"{path} already exists (your work, perhaps); check it with `minibert exercise check "
+            f"{name}`, or start afresh elsewhere with --dir"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x", encoding="utf-8") as f:       # "x": fail rather than overwrite, even in a race
+    with open(path, "x", encoding="utf-8") as f:  # "x": fail rather than overwrite, even in a race
         f.write(exercise.template)
     return path
 
@@ -56,8 +62,10 @@ def check(name: str, directory: str | Path = ".") -> Report:
     exercise = get(name)
     path = learner_path(name, directory)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; write the template first with `minibert exercise start "
-                                f"{name}`" + (f" --dir {directory}" if str(directory) != "." else ""))
+        raise FileNotFoundError(
+            f"{path} not found; write the template first with `minibert exercise start "
+            f"{name}`" + (f" --dir {directory}" if str(directory) != "." else "")
+        )
     try:
         module = load_learner_module(path)
     except LearnerError as exc:

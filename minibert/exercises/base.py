@@ -1,4 +1,5 @@
 """What an exercise is: a template the learner fills in, hints, and a grading function."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,10 +26,10 @@ Everything is graded in float64 against minibert's own implementation and finite
 class Exercise:
     name: str
     title: str
-    lesson: str                        # the lesson it goes with, "01" .. "15"
-    body: str                          # the template after the common header
-    hints: tuple[str, ...]             # each reveals a little more than the one before
-    grade_fn: Callable                 # grade_fn(module, report) adds checks; may raise LearnerError
+    lesson: str  # the lesson it goes with, "01" .. "15"
+    body: str  # the template after the common header
+    hints: tuple[str, ...]  # each reveals a little more than the one before
+    grade_fn: Callable  # grade_fn(module, report) adds checks; may raise LearnerError
 
     @property
     def template(self) -> str:
@@ -37,7 +38,8 @@ class Exercise:
     def grade(self, module) -> Report:
         report = Report(self.name)
         try:
-            # A learner's overflow is reported by the checks (non-finite entries, by name), not as warnings.
+            # A learner's overflow is reported by the checks (non-finite entries, by name), not as
+            # warnings.
             with np.errstate(all="ignore"):
                 self.grade_fn(module, report)
         except LearnerError as exc:

@@ -1,4 +1,5 @@
 """``minibert exercise``: list the exercises, write one's template, grade the learner's file."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,14 +10,27 @@ from minibert import exercises
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="the exercises, with the lesson each goes with")
-    start = sub.add_parser("start", help="write NAME.py, the template to fill in (never overwrites a file)")
+    start = sub.add_parser(
+        "start", help="write NAME.py, the template to fill in (never overwrites a file)"
+    )
     start.add_argument("name", help="an exercise (see `minibert exercise list`)")
-    start.add_argument("--dir", default=".", help="folder for the file (default: the current folder)")
+    start.add_argument(
+        "--dir", default=".", help="folder for the file (default: the current folder)"
+    )
     check = sub.add_parser("check", help="grade your NAME.py; exit code 0 when every check passes")
     check.add_argument("name", help="an exercise (see `minibert exercise list`)")
-    check.add_argument("--dir", default=".", help="folder holding NAME.py (default: the current folder)")
-    check.add_argument("--hint", nargs="?", type=int, const=1, default=0, metavar="K",
-                       help="show the first K hints (default 1); each reveals a little more")
+    check.add_argument(
+        "--dir", default=".", help="folder holding NAME.py (default: the current folder)"
+    )
+    check.add_argument(
+        "--hint",
+        nargs="?",
+        type=int,
+        const=1,
+        default=0,
+        metavar="K",
+        help="show the first K hints (default 1); each reveals a little more",
+    )
 
 
 def main(args) -> int:
@@ -25,12 +39,17 @@ def main(args) -> int:
         print(f"{'exercise'.ljust(width)}  lesson  what you write")
         for name, ex in exercises.EXERCISES.items():
             print(f"{name.ljust(width)}  {ex.lesson:>6}  {ex.title}")
-        print("\nstart one with `minibert exercise start NAME`, grade it with `minibert exercise check NAME`")
+        print(
+            "\nstart one with `minibert exercise start NAME`, grade it with `minibert exercise "
+            "check NAME`"
+        )
         return 0
     if args.action == "start":
         path = exercises.start(args.name, args.dir)
-        print(f"wrote {path}: fill in the bodies, then run `minibert exercise check {args.name}"
-              + (f" --dir {args.dir}`" if args.dir != "." else "`"))
+        print(
+            f"wrote {path}: fill in the bodies, then run `minibert exercise check {args.name}"
+            + (f" --dir {args.dir}`" if args.dir != "." else "`")
+        )
         return 0
     exercise = exercises.get(args.name)
     if args.hint:

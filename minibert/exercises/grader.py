@@ -1,17 +1,20 @@
-"""The grader's tools: load a learner's file, call it safely, compare its numbers, name its mistakes.
+"""The grader's tools: load a learner's file, call it safely, compare its numbers, name its
+mistakes.
 
 A grade is a list of checks, each with a verdict and a message that says *where* things went wrong:
 
 * a shape that differs names the expected and the received shape and the first axis that differs;
 * a forward that differs from the package's gives the largest error and the index where it occurs;
 * a gradient that disagrees with central finite differences (float64, the step and tolerance of
-  ``minibert.gradcheck``) names the first tensor and the first element that disagree, with both values;
+  ``minibert.gradcheck``) names the first tensor and the first element that disagree, with both
+  values;
 * a classic mistake is recognised by name when the learner's numbers equal, to rounding, the numbers
   of a deliberately wrong implementation of that mistake run on the same inputs (never by guessing
   from the size of an error).
 
 Everything runs in float64 so that rounding never hides an error or invents one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +26,8 @@ import numpy as np
 
 from minibert.gradcheck import STEP, TOLERANCE
 
-# A forward agrees with the package's when every entry is within this relative error (float64 rounding
-# of the same algebra done in another order is ~1e-15; a real mistake is far larger).
+# A forward agrees with the package's when every entry is within this relative error (float64
+# rounding of the same algebra done in another order is ~1e-15; a real mistake is far larger).
 FORWARD_RTOL = 1e-7
 
 
@@ -37,7 +40,7 @@ class Check:
     what: str
     ok: bool
     detail: str = ""
-    diagnosis: str | None = None      # the name of a recognised classic mistake
+    diagnosis: str | None = None  # the name of a recognised classic mistake
 
 
 @dataclasses.dataclass
@@ -71,21 +74,23 @@ class Report:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------- loading
+# ------------------------------------------------------------------------------------------ loading
 def load_learner_module(path: Path):
-    """Import the learner's file as a fresh module (a new name each time, so an edited file is re-read)."""
+    """Import the learner's file as a fresh module (a new name each time, so an edited file is
+    re-read)."""
     name = f"minibert_exercise_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:     # the learner's file may raise anything at import
+    except Exception as exc:  # the learner's file may raise anything at import
         raise LearnerError(f"importing {path} failed: {_where(exc, path)}") from None
     return module
 
 
 def _where(exc: BaseException, path: Path | None = None) -> str:
-    """'ValueError: message (line 12 of file.py: the code)' for the innermost frame in the learner's file."""
+    """'ValueError: message (line 12 of file.py: the code)' for the innermost frame in the learner's
+    file."""
     text = f"{type(exc).__name__}: {exc}"
     frames = traceback.extract_tb(exc.__traceback__)
     if isinstance(exc, SyntaxError) and exc.lineno:
@@ -98,7 +103,8 @@ def _where(exc: BaseException, path: Path | None = None) -> str:
 
 
 def call(module, name: str, *args, **kwargs):
-    """Call the learner's function ``name``; any failure becomes a LearnerError saying what and where."""
+    """Call the learner's function ``name``; any failure becomes a LearnerError saying what and
+    where."""
     fn = getattr(module, name, None)
     if not callable(fn):
         raise LearnerError(f"your file defines no function {name}() (keep the template's names)")
@@ -119,7 +125,7 @@ def unpack(result, n: int, name: str):
     return result
 
 
-# ---------------------------------------------------------------------------------------------- numbers
+# ------------------------------------------------------------------------------------------ numbers
 def shape_message(name: str, expected: tuple, got: tuple) -> str:
     """'dx: expected shape (3, 7, 12), got (3, 12, 7): axis 1 has 12, expected 7'."""
     text = f"{name}: expected shape {tuple(expected)}, got {tuple(got)}"
@@ -138,19 +144,27 @@ def as_array(name: str, value) -> np.ndarray:
         raise LearnerError(f"{name} must be a NumPy array, got {type(value).__name__}") from None
 
 
-def compare(report: Report, what: str, name: str, got, expected, rtol: float = FORWARD_RTOL) -> bool:
+def compare(
+    report: Report, what: str, name: str, got, expected, rtol: float = FORWARD_RTOL
+) -> bool:
     """Shape, finiteness, then the largest error and where it is; one check in the report."""
     expected = np.asarray(expected, dtype=np.float64)
     if got is None:
-        return report.add(what, False, f"{name} is None, expected an array of shape {expected.shape}")
+        return report.add(
+            what, False, f"{name} is None, expected an array of shape {expected.shape}"
+        )
     got = as_array(name, got)
     if got.shape != expected.shape:
         return report.add(what, False, shape_message(name, expected.shape, got.shape))
     bad = ~np.isfinite(got)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        return report.add(what, False, f"{name} has {int(bad.sum())} non-finite entries, the first at "
-                                       f"{idx} ({got[idx]}); expected {expected[idx]:.6g} there")
+        return report.add(
+            what,
+            False,
+            f"{name} has {int(bad.sum())} non-finite entries, the first at "
+            f"{idx} ({got[idx]}); expected {expected[idx]:.6g} there",
+        )
     err = np.abs(got - expected)
     # Relative to the array's largest entry, with an absolute floor: a gradient that is exactly zero
     # (the key bias's) is ~1e-17 in any order of summation, and both are right.
@@ -160,16 +174,26 @@ def compare(report: Report, what: str, name: str, got, expected, rtol: float = F
     idx = np.unravel_index(int(np.argmax(err)), err.shape)
     idx = tuple(int(i) for i in idx)
     n_bad = int((err > rtol * scale).sum())
-    return report.add(what, False, f"{name} differs from the package's: max error {err[idx]:.3g} at {idx} "
-                                   f"(got {got[idx]:.6g}, expected {expected[idx]:.6g}); "
-                                   f"{n_bad} of {err.size} entries off")
+    return report.add(
+        what,
+        False,
+        f"{name} differs from the package's: max error {err[idx]:.3g} at {idx} "
+        f"(got {got[idx]:.6g}, expected {expected[idx]:.6g}); "
+        f"{n_bad} of {err.size} entries off",
+    )
 
 
-def numeric_gradient_mismatch(loss_fn, tensor: np.ndarray, analytic, max_entries: int = 300,
-                              rng: np.random.Generator | None = None):
+def numeric_gradient_mismatch(
+    loss_fn,
+    tensor: np.ndarray,
+    analytic,
+    max_entries: int = 300,
+    rng: np.random.Generator | None = None,
+):
     """The first entry (in index order) where ``analytic`` disagrees with central differences of
-    ``loss_fn`` with respect to ``tensor`` (perturbed in place, restored), as (index, analytic, numeric,
-    relative error), or None. The relative error and its floor are those of ``minibert.gradcheck``."""
+    ``loss_fn`` with respect to ``tensor`` (perturbed in place, restored), as (index, analytic,
+    numeric, relative error), or None. The relative error and its floor are those of
+    ``minibert.gradcheck``. """
     flat = tensor.reshape(-1)
     analytic = np.asarray(analytic, dtype=np.float64).reshape(-1)
     if tensor.size <= max_entries:
@@ -190,8 +214,8 @@ def numeric_gradient_mismatch(loss_fn, tensor: np.ndarray, analytic, max_entries
     a = analytic[idx]
     floor = 1e-3 * max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0), 1e-300)
     rel = np.abs(a - numeric) / np.maximum(np.maximum(np.abs(a), np.abs(numeric)), floor)
-    # Both below the rounding noise of the difference itself (the key bias, whose exact gradient is 0):
-    # they agree as far as can be measured, as in minibert.gradcheck.
+    # Both below the rounding noise of the difference itself (the key bias, whose exact gradient is
+    # 0): they agree as far as can be measured, as in minibert.gradcheck.
     rel[np.maximum(np.abs(a), np.abs(numeric)) <= noise] = 0.0
     bad = np.flatnonzero(rel > TOLERANCE)
     if not len(bad):
@@ -202,24 +226,32 @@ def numeric_gradient_mismatch(loss_fn, tensor: np.ndarray, analytic, max_entries
 
 
 def gradient_check(report: Report, what: str, loss_fn, tensors: dict, grads: dict) -> bool:
-    """One check: every tensor's gradient against finite differences; names the first bad element."""
+    """One check: every tensor's gradient against finite differences; names the first bad
+    element."""
     for name, tensor in tensors.items():
         g = grads.get(name)
         if g is None:
             return report.add(what, False, f"no gradient returned for {name}")
         g = as_array(f"the gradient of {name}", g)
         if g.shape != tensor.shape:
-            return report.add(what, False, shape_message(f"the gradient of {name}", tensor.shape, g.shape))
+            return report.add(
+                what, False, shape_message(f"the gradient of {name}", tensor.shape, g.shape)
+            )
         found = numeric_gradient_mismatch(loss_fn, tensor, g)
         if found:
             index, a, n, rel = found
-            return report.add(what, False, f"the first disagreement is in {name} at {index}: yours "
-                                           f"{a:.6g}, finite differences {n:.6g} (relative error {rel:.2g})")
+            return report.add(
+                what,
+                False,
+                f"the first disagreement is in {name} at {index}: yours "
+                f"{a:.6g}, finite differences {n:.6g} (relative error {rel:.2g})",
+            )
     return report.add(what, True)
 
 
 def same(a, b, rtol: float = 1e-6) -> bool:
-    """Whether two outputs (arrays, or tuples of arrays) agree to rounding: the test for a known mistake."""
+    """Whether two outputs (arrays, or tuples of arrays) agree to rounding: the test for a known
+    mistake."""
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(same(x, y, rtol) for x, y in zip(a, b))
     try:
@@ -228,7 +260,9 @@ def same(a, b, rtol: float = 1e-6) -> bool:
         return False
     if a.shape != b.shape or not np.isfinite(a).all():
         return False
-    return bool(np.allclose(a, b, rtol=rtol, atol=rtol * max(float(np.abs(b).max(initial=0.0)), 1e-12)))
+    return bool(
+        np.allclose(a, b, rtol=rtol, atol=rtol * max(float(np.abs(b).max(initial=0.0)), 1e-12))
+    )
 
 
 def diagnose(got, variants: dict) -> str | None:
@@ -237,7 +271,9 @@ def diagnose(got, variants: dict) -> str | None:
     for mistake, compute in variants.items():
         try:
             expected = compute()
-        except Exception:    # a variant that cannot run on these inputs says nothing about the learner
+        except (
+            Exception
+        ):  # a variant that cannot run on these inputs says nothing about the learner
             continue
         if same(got, expected):
             return mistake
