@@ -1,18 +1,19 @@
 """Checkpoints in the Hugging Face layout, written atomically.
 
-A model directory holds ``config.json``, ``model.safetensors`` (Hugging Face key names; the tied decoder
-keys ``cls.predictions.decoder.{weight,bias}`` are omitted as Hugging Face does) and, when a vocabulary
-is given, ``vocab.txt``. A training checkpoint adds ``training_state.safetensors`` (optimiser moments)
-and ``training_state.json`` (step, random-generator states, data position, run settings). The marker
-``.minibert.json`` (see ``minibert.outputs``) lists the files with their sizes, the vocabulary's sha256
-and the time of saving: it is written last, so a folder whose files match it is complete.
+A model directory holds ``config.json``, ``model.safetensors`` (Hugging Face key names; the tied
+decoder keys ``cls.predictions.decoder.{weight,bias}`` are omitted as Hugging Face does) and, when a
+vocabulary is given, ``vocab.txt``. A training checkpoint adds ``training_state.safetensors``
+(optimiser moments) and ``training_state.json`` (step, random-generator states, data position, run
+settings). The marker ``.minibert.json`` (see ``minibert.outputs``) lists the files with their
+sizes, the vocabulary's sha256 and the time of saving: it is written last, so a folder whose files
+match it is complete.
 
 Atomic writes: everything goes into a temporary sibling directory, which is renamed into place only
 when complete. A crash mid-save leaves at most a stray ``.tmp-*`` directory and the previous
-checkpoint untouched; the next save of that folder removes the strays. A folder that also holds files
-minibert did not write is updated file by file instead (each file atomically), and those files are left
-alone. Loading never unpickles; a truncated or tampered file, a vocabulary that is not the model's and a
-weight that is not finite all get a clear error.
+checkpoint untouched; the next save of that folder removes the strays. A folder that also holds
+files minibert did not write is updated file by file instead (each file atomically), and those files
+are left alone. Loading never unpickles; a truncated or tampered file, a vocabulary that is not the
+model's and a weight that is not finite all get a clear error.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ VOCAB_NAME = "vocab.txt"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, STATE_TENSORS, STATE_JSON)
-# What a folder saved by save_model may already be: a model, a training checkpoint, a fine-tuned model.
+# What a folder saved by save_model may already be: a model, a checkpoint, a fine-tuned model.
 MODEL_KINDS = ("model", "checkpoint", "finetune")
 
 
@@ -55,7 +56,8 @@ def is_complete(folder) -> bool:
     marker = outputs.read_marker(folder)
     if marker is not None and isinstance(marker.get("sizes"), dict):
         try:
-            return all((folder / name).stat().st_size == size for name, size in marker["sizes"].items())
+            sizes = marker["sizes"].items()
+            return all((folder / name).stat().st_size == size for name, size in sizes)
         except OSError:
             return False
     try:
@@ -65,7 +67,8 @@ def is_complete(folder) -> bool:
 
 
 def _weights_file_complete(file: Path) -> bool:
-    """A safetensors file is as long as its header says: 8 bytes, the header, then the last tensor's end."""
+    """A safetensors file is as long as its header says: 8 bytes, the header, then the data up to
+    the last tensor's end."""
     size = file.stat().st_size
     with open(file, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
@@ -86,9 +89,10 @@ def _written_at(folder: Path) -> float:
 def recover(path) -> Path | None:
     """If a save died after moving the previous checkpoint aside, put a complete copy back.
 
-    Candidates are the moved-aside previous version (``.NAME.old-*``) and a finished but not yet renamed
-    new one (``.NAME.tmp-*``); only complete ones count (``is_complete``: a half-deleted leftover of an
-    earlier crash does not), and the most recently saved of them is restored. Returns it, or None.
+    Candidates are the moved-aside previous version (``.NAME.old-*``) and a finished but not yet
+    renamed new one (``.NAME.tmp-*``); only complete ones count (``is_complete``: a half-deleted
+    leftover of an earlier crash does not), and the most recently saved of them is restored.
+    Returns it, or None.
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
@@ -102,8 +106,9 @@ def recover(path) -> Path | None:
 
 
 def remove_leftovers(path) -> None:
-    """Delete the ``.NAME.tmp-*`` / ``.NAME.old-*`` folders earlier saves of ``path`` left behind (a save
-    calls this once ``path`` is complete: the leftovers are then older or partial copies of it)."""
+    """Delete the ``.NAME.tmp-*`` / ``.NAME.old-*`` folders earlier saves of ``path`` left behind
+    (a save calls this once ``path`` is complete: the leftovers are then older or partial
+    copies)."""
     path = Path(path)
     for leftover in _leftovers(path, "tmp") + _leftovers(path, "old"):
         if leftover.is_dir() and not leftover.is_symlink():
@@ -115,9 +120,9 @@ def _write_marker_file(folder: Path, marker: dict) -> None:
 
 
 def _replace_file_by_file(path: Path, tmp: Path, files: list[str], kind: str, fields: dict) -> None:
-    """Move each new file over its old version (each rename atomic), drop model files of an earlier save
-    of ours that this save does not write (a stale vocab.txt would not match the new weights), keep the
-    files minibert did not write, and rewrite the marker last."""
+    """Move each new file over its old version (each rename atomic), drop model files of an earlier
+    save of ours that this save does not write (a stale vocab.txt would not match the new weights),
+    keep the files minibert did not write, and rewrite the marker last."""
     stale = (outputs.our_files(path) & set(MODEL_FILES)) - set(files)
     marker = outputs.marker_content(path, kind, files, **fields)
     marker["files"] = sorted(set(marker["files"]) - stale)
@@ -129,15 +134,16 @@ def _replace_file_by_file(path: Path, tmp: Path, files: list[str], kind: str, fi
     shutil.rmtree(tmp)
 
 
-def write_directory_atomically(path, write, kind: str = "model", fields: dict | None = None) -> Path:
+def write_directory_atomically(path, write, kind: str = "model",
+                               fields: dict | None = None) -> Path:
     """Call ``write(tmp_dir)`` to fill a fresh temporary directory, then move it to ``path``.
 
     The marker (kind, files and sizes, ``fields``) is added last. If ``path`` exists and holds only
     files this save writes, it is replaced whole: it is first renamed to ``.NAME.old-*`` and deleted
-    only after the new directory is in place, so some complete checkpoint exists at every instant; if
-    the process dies between the two renames, the next load puts a complete one back (``recover``).
-    If ``path`` holds other files too, each of ours is replaced atomically and the others stay.
-    The caller checks first that ``path`` may be written (``outputs.claim``).
+    only after the new directory is in place, so some complete checkpoint exists at every instant;
+    if the process dies between the two renames, the next load puts a complete one back
+    (``recover``). If ``path`` holds other files too, each of ours is replaced atomically and the
+    others stay. The caller checks first that ``path`` may be written (``outputs.claim``).
     """
     path = Path(path)
     recover(path)
@@ -149,18 +155,20 @@ def write_directory_atomically(path, write, kind: str = "model", fields: dict | 
     try:
         write(tmp)
         files = sorted(p.name for p in tmp.iterdir())
-        for f in files:                                  # data on disk before the rename makes it visible
+        for f in files:                         # data on disk before the rename makes it visible
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
         sizes = {f: (tmp / f).stat().st_size for f in files}
-        others = {p.name for p in path.iterdir()} - set(files) - {outputs.MARKER} if path.is_dir() else set()
+        others = set()
+        if path.is_dir():
+            others = {p.name for p in path.iterdir()} - set(files) - {outputs.MARKER}
         if others:
             _replace_file_by_file(path, tmp, files, kind, {**(fields or {}), "sizes": sizes})
             return path
         old_marker = outputs.read_marker(path) if path.is_dir() else None
-        marker = {**(fields or {}), "kind": old_marker["kind"] if old_marker else kind, "files": files,
-                  "sizes": sizes, "written_at": time.time()}
-        _write_marker_file(tmp, marker)                  # last: its presence means the folder is complete
+        marker = {**(fields or {}), "kind": old_marker["kind"] if old_marker else kind,
+                  "files": files, "sizes": sizes, "written_at": time.time()}
+        _write_marker_file(tmp, marker)         # last: its presence means the folder is complete
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -178,18 +186,21 @@ def write_directory_atomically(path, write, kind: str = "model", fields: dict | 
 
 
 def save_model(model, path, vocab: list[str] | None = None, extra=None, *, kind: str = "model",
-               overwrite: bool = False, option: str = "the folder", allow: str = "pass overwrite=True") -> Path:
+               overwrite: bool = False, option: str = "the folder",
+               allow: str = "pass overwrite=True") -> Path:
     """Write config, weights (and vocab) to ``path`` atomically. ``extra(tmp_dir)`` may add files.
 
-    ``config.json`` names the model's class in ``architectures`` (our class names are transformers'), so
-    ``transformers.AutoModel*.from_pretrained`` builds the right model from the folder. The marker records
-    the vocabulary's sha256, which every loader checks. ``path`` must be new, empty, or a folder minibert
-    saved a model into (``outputs.claim``); ``overwrite`` allows any folder and still replaces only the
-    files this function writes. ``option`` / ``allow`` word a refusal.
+    ``config.json`` names the model's class in ``architectures`` (our class names are
+    transformers'), so ``transformers.AutoModel*.from_pretrained`` builds the right model from the
+    folder. The marker records the vocabulary's sha256, which every loader checks. ``path`` must be
+    new, empty, or a folder minibert saved a model into (``outputs.claim``); ``overwrite`` allows
+    any folder and still replaces only the files this function writes. ``option`` / ``allow`` word a
+    refusal.
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
-        outputs.claim(path, kind, overwrite=overwrite, option=option, allow=allow, kinds=MODEL_KINDS)
+        outputs.claim(path, kind, overwrite=overwrite, option=option, allow=allow,
+                      kinds=MODEL_KINDS)
     tensors = {name: np.asarray(a, dtype=np.float32) for name, a in model.named_parameters()}
     fields = {}
     if vocab is not None:
@@ -215,8 +226,8 @@ def _model_folder(path) -> Path:
 
 
 def check_vocabulary(path, config: BertConfig) -> None:
-    """ValueError unless the folder's ``vocab.txt`` (if any) fits ``config.vocab_size`` and is the one the
-    model was saved with (when the marker recorded its sha256)."""
+    """ValueError unless the folder's ``vocab.txt`` (if any) fits ``config.vocab_size`` and is the
+    one the model was saved with (when the marker recorded its sha256)."""
     path = Path(path)
     if (path / VOCAB_NAME).is_file():
         marker = outputs.read_marker(path) or {}
@@ -224,8 +235,9 @@ def check_vocabulary(path, config: BertConfig) -> None:
 
 
 def resolve(path) -> Path:
-    """A checkpoint folder, or a run folder of ``minibert pretrain`` standing for its latest checkpoint
-    (the one its ``latest`` file names, else the complete ``checkpoint-*`` with the highest step)."""
+    """A checkpoint folder, or a run folder of ``minibert pretrain`` standing for its latest
+    checkpoint (the one its ``latest`` file names, else the complete ``checkpoint-*`` with the
+    highest step)."""
     path = Path(path)
     recover(path)
     if not path.is_dir() or (path / CONFIG_NAME).is_file():
@@ -256,15 +268,16 @@ def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool =
                allow_missing_heads: bool = False, output_loading_info: bool = False, **config_overrides):
     """Build ``cls(config, rng)`` from the directory's config and load its weights.
 
-    The folder may come from minibert or from transformers (``minibert.interop`` maps the variants: with
-    or without the ``bert.`` prefix, legacy LayerNorm names, buffers, tied decoder copies, float16 and
-    bfloat16); a run folder of ``minibert pretrain`` stands for its latest checkpoint. A pretraining
-    checkpoint loads into a ``BertModel`` (its heads are ignored); a ``BertModel`` checkpoint loads into a
-    model with heads when ``allow_missing_heads=True`` (the heads keep their fresh initialisation). Any
-    other missing or unexpected key, any shape mismatch, a weight that is not finite and a ``vocab.txt``
-    that is not the model's are ValueErrors; ``strict=False`` allows missing and unexpected keys. With
-    ``output_loading_info`` returns ``(model, interop.LoadingInfo)``. ``config_overrides`` replace fields
-    of the stored config (``num_labels=3``, ``hidden_dropout_prob=0.0``) before the model is built.
+    The folder may come from minibert or from transformers (``minibert.interop`` maps the variants:
+    with or without the ``bert.`` prefix, legacy LayerNorm names, buffers, tied decoder copies,
+    float16 and bfloat16); a run folder of ``minibert pretrain`` stands for its latest checkpoint. A
+    pretraining checkpoint loads into a ``BertModel`` (its heads are ignored); a ``BertModel``
+    checkpoint loads into a model with heads when ``allow_missing_heads=True`` (the heads keep their
+    fresh initialisation). Any other missing or unexpected key, any shape mismatch, a weight that is
+    not finite and a ``vocab.txt`` that is not the model's are ValueErrors; ``strict=False`` allows
+    missing and unexpected keys. With ``output_loading_info`` returns
+    ``(model, interop.LoadingInfo)``. ``config_overrides`` replace fields of the stored config
+    (``num_labels=3``, ``hidden_dropout_prob=0.0``) before the model is built.
     """
     path = _model_folder(resolve(path))
     config, raw = interop.read_config(path)
@@ -286,8 +299,8 @@ def save_training_state(tmp: Path, tensors: dict[str, np.ndarray], state: dict) 
 
 # The keys of training_state.json and their JSON types; a missing or mistyped one means the file was
 # damaged or edited, and resuming from it would fail half-way or silently differ.
-STATE_KEYS = {"step": int, "epoch": int, "batch_index": int, "rng_state": dict, "train_config": dict,
-              "data": dict, "optimizer_step": int}
+STATE_KEYS = {"step": int, "epoch": int, "batch_index": int, "rng_state": dict,
+              "train_config": dict, "data": dict, "optimizer_step": int}
 
 
 def load_training_state(path) -> tuple[dict[str, np.ndarray], dict]:
@@ -302,14 +315,15 @@ def load_training_state(path) -> tuple[dict[str, np.ndarray], dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file} is not valid JSON: {exc}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{file} is not a training state (a JSON object); resume from another checkpoint")
+        raise ValueError(f"{file} is not a training state (a JSON object); resume from another "
+                         "checkpoint")
     for key, kind in STATE_KEYS.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            raise ValueError(f"{file} has no valid {key!r} ({kind.__name__}): the training state is damaged; "
-                             f"resume from another checkpoint")
+            raise ValueError(f"{file} has no valid {key!r} ({kind.__name__}): the training state "
+                             "is damaged; resume from another checkpoint")
     if not isinstance(state["data"].get("vocab_sha256"), str):
-        raise ValueError(f"{file} has no valid 'data.vocab_sha256': the training state is damaged; resume "
-                         f"from another checkpoint")
+        raise ValueError(f"{file} has no valid 'data.vocab_sha256': the training state is damaged; "
+                         "resume from another checkpoint")
     return tensors, state
 
 
@@ -322,7 +336,8 @@ class PreTrainedModel:
         """A model from a minibert or Hugging Face folder; see ``load_model``."""
         return load_model(cls, path, rng, strict, allow_missing_heads, output_loading_info, **config_overrides)
 
-    def save_pretrained(self, path, vocab: list[str] | None = None, overwrite: bool = False) -> Path:
-        """Save to ``path``: a new folder, an empty one, or one minibert saved a model into; any other
-        folder only with ``overwrite=True``, which replaces only the files written here."""
+    def save_pretrained(self, path, vocab: list[str] | None = None,
+                        overwrite: bool = False) -> Path:
+        """Save to ``path``: a new folder, an empty one, or one minibert saved a model into; any
+        other folder only with ``overwrite=True``, which replaces only the files written here."""
         return save_model(self, path, vocab, overwrite=overwrite)

@@ -3,9 +3,9 @@
 Each subcommand lives in the module that implements it; that module defines
 ``add_arguments(parser)`` and ``main(args) -> int``. The table below is the whole registry.
 
-Errors a user can meet (bad options, missing or damaged files, a full disk, a folder that must not be
-written) print one line, ``minibert CMD: error: ...``, and exit 1; ``--debug`` or ``MINIBERT_DEBUG=1``
-shows the traceback instead. Ctrl-C and SIGTERM exit with 130 and 143.
+Errors a user can meet (bad options, missing or damaged files, a full disk, a folder that must not
+be written) print one line, ``minibert CMD: error: ...``, and exit 1; ``--debug`` or
+``MINIBERT_DEBUG=1`` shows the traceback instead. Ctrl-C and SIGTERM exit with 130 and 143.
 """
 from __future__ import annotations
 
@@ -54,12 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What a failing system call means for the user, by errno; the file comes from the exception.
 OS_ERRORS = {
-    errno.ENOSPC: "no space left on the device while writing {file}; free some space or write elsewhere "
-                  "(--out); files saved earlier are intact",
-    errno.EDQUOT: "disk quota exceeded while writing {file}; free some space or write elsewhere (--out)",
+    errno.ENOSPC: "no space left on the device while writing {file}; free some space or write "
+                  "elsewhere (--out); files saved earlier are intact",
+    errno.EDQUOT: "disk quota exceeded while writing {file}; free some space or write elsewhere "
+                  "(--out)",
     errno.EROFS: "{file} is on a read-only file system; write elsewhere (--out)",
-    errno.EACCES: "permission denied for {file}; choose a folder you can write to (--out) or fix its "
-                  "permissions",
+    errno.EACCES: "permission denied for {file}; choose a folder you can write to (--out) or fix "
+                  "its permissions",
     errno.EPERM: "operation not permitted on {file}; choose a folder you can write to (--out)",
     errno.EISDIR: "{file} is a folder where a file was expected",
     errno.ENOTDIR: "a file is in the way of the folder {file}; give another path",
@@ -69,8 +70,8 @@ OS_ERRORS = {
 
 
 def describe(exc: BaseException) -> str:
-    """One line (or a short block, for a checkpoint that does not fit) saying what went wrong and what to do."""
-    if hasattr(exc, "cli_message"):                  # interop.CheckpointMismatch: the commands' way out
+    """One line (a short block for a checkpoint that does not fit): what went wrong, what to do."""
+    if hasattr(exc, "cli_message"):          # interop.CheckpointMismatch: the commands' way out
         return exc.cli_message
     if isinstance(exc, OSError) and exc.errno is not None:
         file = exc.filename if exc.filename is not None else "a file"
@@ -80,8 +81,8 @@ def describe(exc: BaseException) -> str:
         return template.format(file=file) if template else f"{exc.strerror}: {file}"
     if isinstance(exc, (ValueError, OSError, RuntimeError, ImportError)):
         return str(exc)
-    return (f"{type(exc).__name__}: {exc}. This is unexpected (a bug in minibert?); run again with --debug "
-            f"for the traceback and report it")
+    return (f"{type(exc).__name__}: {exc}. This is unexpected (a bug in minibert?); run again with "
+            "--debug for the traceback and report it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("MINIBERT_DEBUG", "") not in ("", "0")
-    # SIGTERM (kill, docker stop, schedulers) ends a command as Ctrl-C does: loops that hold unsaved work
-    # catch both and save first (outputs.StopRequests); elsewhere it raises Interrupted below.
+    # SIGTERM (kill, docker stop, schedulers) ends a command as Ctrl-C does: loops that hold unsaved
+    # work catch both and save first (outputs.StopRequests); elsewhere it raises Interrupted below.
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, outputs.raise_interrupted)
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = exc.exit_code if isinstance(exc, outputs.Interrupted) else 130
         name = signal.Signals(code - 128).name
-        print(f"minibert {args.command}: interrupted by {name}; what was saved before stays as it was, "
-              f"the work in progress was not saved", file=sys.stderr)
+        print(f"minibert {args.command}: interrupted by {name}; what was saved before stays as it "
+              "was, the work in progress was not saved", file=sys.stderr)
         return code
     except Exception as exc:
         if debug:

@@ -142,7 +142,8 @@ def main(args) -> int:
     for option, value in (("--steps", args.steps), ("--finetune-seeds", args.finetune_seeds)):
         if value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}")
-    out = outputs.claim(args.out, "demo", overwrite=getattr(args, "overwrite", False))   # checked first
+    # The output-folder rule, checked before any work.
+    out = outputs.claim(args.out, "demo", overwrite=getattr(args, "overwrite", False))
     say = print
     say(f"minibert demo: BERT from scratch in NumPy ({kernels.backend()} kernels, {os.cpu_count()} CPUs)\n")
 

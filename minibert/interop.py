@@ -171,8 +171,9 @@ def _pickle_message(folder: Path, found: str) -> str:
 # Key mapping
 # ----------------------------------------------------------------------------------------------
 class CheckpointMismatch(ValueError):
-    """A checkpoint that does not fit the model. ``str()`` gives the hints for Python callers (keyword
-    arguments of ``from_pretrained``); ``cli_message`` the same problems with the commands' way out."""
+    """A checkpoint that does not fit the model. ``str()`` gives the hints for Python callers
+    (keyword arguments of ``from_pretrained``); ``cli_message`` the same problems with the commands'
+    way out."""
 
     def __init__(self, message: str, cli_message: str):
         super().__init__(message)
@@ -180,13 +181,15 @@ class CheckpointMismatch(ValueError):
 
 
 def check_finite(tensors: dict[str, np.ndarray], source) -> None:
-    """ValueError naming the first tensor that holds NaN or infinity: such weights come from a diverged
-    run or a damaged file, and a model built from them prints ``loss nan`` as if nothing were wrong."""
+    """ValueError naming the first tensor that holds NaN or infinity: such weights come from a
+    diverged run or a damaged file, and a model built from them prints ``loss nan`` as if nothing
+    were wrong."""
     for name, array in tensors.items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             bad = int(np.size(array) - np.isfinite(array).sum())
-            raise ValueError(f"{source}: tensor {name!r} holds {bad} NaN or infinite value(s) of {np.size(array)}; "
-                             f"the checkpoint comes from a diverged run or is damaged; use an earlier checkpoint")
+            raise ValueError(f"{source}: tensor {name!r} holds {bad} NaN or infinite value(s) of "
+                             f"{np.size(array)}; the checkpoint comes from a diverged run or is "
+                             "damaged; use an earlier checkpoint")
 
 
 @dataclasses.dataclass
@@ -315,13 +318,15 @@ def map_state_dict(state: dict[str, np.ndarray], model_shapes: dict[str, tuple],
         if bad_missing and all(is_head(n) for n in bad_missing):
             hints.append("allow_missing_heads=True starts the missing heads from their initialisation "
                          "(as when a classifier starts from a pretrained encoder)")
-            cli_hints.append("the folder has no weights for these heads: `minibert evaluate`, `probe` and "
-                             "`pretrain --resume` need a checkpoint saved by `minibert pretrain`, while "
-                             "`minibert finetune --from DIR` starts a new classifier on this encoder")
+            cli_hints.append("the folder has no weights for these heads: `minibert evaluate`, "
+                             "`probe` and `pretrain --resume` need a checkpoint saved by `minibert "
+                             "pretrain`, while `minibert finetune --from DIR` starts a new "
+                             "classifier on this encoder")
         elif bad_missing or bad_unexpected:
             hints.append("strict=False loads the tensors that match and keeps the initialisation of the rest")
-            cli_hints.append("the folder holds a different model; give one saved by `minibert pretrain` or "
-                             "`minibert finetune`, or by transformers' save_pretrained")
+            cli_hints.append("the folder holds a different model; give one saved by `minibert "
+                             "pretrain` or `minibert finetune`, or by transformers' "
+                             "save_pretrained")
         head = f"cannot load {source} into {target}:\n  " + "\n  ".join(problems)
         raise CheckpointMismatch(head + "".join(f"\n  hint: {h}" for h in hints),
                                  head + "".join(f"\n  hint: {h}" for h in cli_hints))

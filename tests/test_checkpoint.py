@@ -55,8 +55,8 @@ def test_save_pretrained_layout_and_round_trip(tmp_path):
     model = BertForPreTraining(CONFIG, np.random.default_rng(1))
     vocab = [f"tok{i}" for i in range(40)]
     model.save_pretrained(tmp_path / "ckpt", vocab=vocab)
-    assert sorted(os.listdir(tmp_path / "ckpt")) == [".minibert.json", "config.json", "model.safetensors",
-                                                     "vocab.txt"]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == [".minibert.json", "config.json",
+                                                     "model.safetensors", "vocab.txt"]
     tensors, _ = safetensors.load_file(tmp_path / "ckpt" / "model.safetensors")
     assert "bert.embeddings.word_embeddings.weight" in tensors and "cls.predictions.bias" in tensors
     assert "cls.predictions.decoder.weight" not in tensors    # tied, omitted like Hugging Face

@@ -44,27 +44,31 @@ def test_demo_writes_a_report(tmp_path):
 
 
 def test_pretrain_prints_what_evaluate_prints_and_draws_a_curve(tmp_path, capsys):
-    """The held-out numbers at the end of pretrain are `evaluate`'s on the final checkpoint (the same
-    instances: prepared as evaluate prepares them, all of them read), the held-out preparation is logged
-    as held-out, a short run evaluates ten times, and `evaluate` takes the run folder itself."""
+    """The held-out numbers at the end of pretrain are `evaluate`'s on the final checkpoint (the
+    same instances: prepared as evaluate prepares them, all of them read), the held-out preparation
+    is logged as held-out, a short run evaluates ten times, and `evaluate` takes the run folder
+    itself."""
     lines = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()[:1500]
     corpus, heldout = tmp_path / "corpus.txt", tmp_path / "heldout.txt"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     held = data_path("corpus", "heldout.txt").read_text(encoding="utf-8").splitlines()[:300]
     heldout.write_text("\n".join(held) + "\n", encoding="utf-8")
     run = tmp_path / "run"
-    assert main(["pretrain", "--corpus", str(corpus), "--heldout", str(heldout), "--max-seq-length", "64",
-                 "--dupe-factor", "1", "--batch-size", "8", "--steps", "20", "--out", str(run)]) == 0
+    assert main(["pretrain", "--corpus", str(corpus), "--heldout", str(heldout), "--max-seq-length",
+                 "64", "--dupe-factor", "1", "--batch-size", "8", "--steps", "20",
+                 "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^held-out: \d+ documents", out, re.M)
-    end = re.search(r"held-out eval_mlm_loss ([\d.]+), eval_mlm_accuracy ([\d.]+), eval_nsp_accuracy ([\d.]+)",
-                    out).groups()
+    number = r"([\d.]+)"
+    end = re.search(f"held-out eval_mlm_loss {number}, eval_mlm_accuracy {number}, "
+                    f"eval_nsp_accuracy {number}", out).groups()
     evals = [r for r in map(json.loads, open(run / "metrics.jsonl")) if "eval_mlm_loss" in r]
     assert [r["step"] for r in evals] == list(range(2, 21, 2))
     assert main(["evaluate", str(run), "--text", str(heldout), "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint-000020" in out
-    again = re.search(r"masked LM loss ([\d.]+), accuracy ([\d.]+) .*next sentence accuracy ([\d.]+)", out).groups()
+    again = re.search(f"masked LM loss {number}, accuracy {number} .*next sentence accuracy "
+                      f"{number}", out).groups()
     assert again == end
     # Every command that takes a model takes the run folder: its latest checkpoint.
     from minibert.cli import build_parser
@@ -79,7 +83,7 @@ def test_pretrain_help_describes_presets_steps_and_intervals(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for expected in ("tiny 2 layers, hidden 128", "mini 4 layers", "small 4 layers", "total optimiser steps",
-                     "(default 2000)", "default: a tenth of --steps", "(default 500; the last step is always",
-                     "--resume", "SIGTERM", "143"):
+    for expected in ("tiny 2 layers, hidden 128", "mini 4 layers", "small 4 layers",
+                     "total optimiser steps", "(default 2000)", "default: a tenth of --steps",
+                     "(default 500; the last step is always", "--resume", "SIGTERM", "143"):
         assert expected in text, expected

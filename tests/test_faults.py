@@ -1,5 +1,6 @@
-"""Faults and bad inputs, one test (at least) per class of issue 11: no command loses a user's work, none
-reports a success it did not have, and every error a user can meet is one line saying what to do.
+"""Faults and bad inputs, one test (at least) per class of issue 11: no command loses a
+user's work, none reports a success it did not have, and every error a user can meet is one line
+saying what to do.
 
 Every refused or failing command is checked to leave the files that were there byte for byte
 (``snapshot`` before and after). Runs are a few steps of the tiny model on a few hundred instances.
@@ -21,7 +22,6 @@ from minibert.cli import main
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining, BertModel
 from minibert.paths import data_path
-from minibert.pretraining import trainer as trainer_module
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import Diverged, Trainer, TrainConfig, build_model
 from minibert.tokenization import BertTokenizer
@@ -73,12 +73,13 @@ def corpus(tmp_path_factory):
 
 def pretrain_args(corpus, out, steps, *extra):
     return ["pretrain", "--corpus", str(corpus), "--max-seq-length", "64", "--dupe-factor", "1",
-            "--batch-size", "8", "--save-every", "2", "--steps", str(steps), "--out", str(out), *extra]
+            "--batch-size", "8", "--save-every", "2", "--steps", str(steps), "--out", str(out),
+            *extra]
 
 
 @pytest.fixture(scope="module")
 def run(corpus, tmp_path_factory):
-    """A finished 4-step pretraining run (checkpoints at steps 2 and 4); tests copy it before changing it."""
+    """A finished 4-step pretraining run (checkpoints at steps 2 and 4); tests change copies."""
     out = tmp_path_factory.mktemp("run") / "run"
     assert main(pretrain_args(corpus, out, 4)) == 0
     return out
@@ -89,9 +90,9 @@ def copy_run(run, tmp_path):
     return tmp_path / "run"
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Data lost
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 def test_finetune_refuses_a_folder_of_user_files_before_training(tmp_path, capsys, monkeypatch):
     out = user_folder(tmp_path / "mine")
     before = snapshot(out)
@@ -153,7 +154,8 @@ def test_save_pretrained_refuses_a_user_folder_and_overwrite_keeps_the_users_fil
     assert (out / "notes.txt").read_text() == "my notes\n"
     np.testing.assert_array_equal(BertModel.from_pretrained(out).pooler.dense.weight.data,
                                   model.pooler.dense.weight.data)
-    # Saving again without a vocabulary drops the vocab.txt we wrote (it would not match), not the notes.
+    # Saving again without a vocabulary drops the vocab.txt we wrote (it would not match), not
+    # the notes.
     model.save_pretrained(out)
     assert not (out / "vocab.txt").exists() and (out / "notes.txt").is_file()
 
@@ -170,14 +172,15 @@ def test_folders_get_normal_permissions(tmp_path):
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
 
 
-def test_a_second_pretrain_into_the_same_out_is_refused_and_resume_continues(run, tmp_path, capsys, corpus):
+def test_a_second_pretrain_into_the_same_out_is_refused_and_resume_continues(run, tmp_path, capsys,
+                                                                             corpus):
     out = copy_run(run, tmp_path)
     before = snapshot(out)
     assert main(pretrain_args(corpus, out, 4)) == 1
     err = one_error_line(capsys)
     assert "already holds a pretraining run" in err and "--resume" in err and "--overwrite" in err
     assert snapshot(out) == before
-    # --resume with the run folder continues from its latest checkpoint; metrics are one line per step.
+    # --resume with the run folder continues from its latest checkpoint; one metrics line per step.
     assert main(pretrain_args(corpus, out, 6, "--resume", str(out))) == 0
     steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -192,8 +195,8 @@ def test_resume_from_a_checkpoint_older_than_the_latest_is_refused(run, tmp_path
 
 
 def test_resume_drops_the_metrics_of_steps_after_the_checkpoint(run, tmp_path, corpus):
-    """A run killed (SIGKILL) after step 5 was logged but before a checkpoint: resuming from step 4 must not
-    log step 5 twice, and a line cut off by the kill is not a record."""
+    """A run killed (SIGKILL) after step 5 was logged but before a checkpoint: resuming from step 4
+    must not log step 5 twice, and a line cut off by the kill is not a record."""
     out = copy_run(run, tmp_path)
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
@@ -217,7 +220,8 @@ def test_sigterm_saves_like_ctrl_c_and_exits_143(tmp_path, capsys, corpus, monke
     sigterm_at_step(monkeypatch, 3)
     assert main(pretrain_args(corpus, out, 10, "--save-every", "100")) == 143
     printed = capsys.readouterr()
-    assert "interrupted by SIGTERM at step 3" in printed.err + printed.out and "done in" not in printed.out
+    assert "interrupted by SIGTERM at step 3" in printed.err + printed.out
+    assert "done in" not in printed.out
     assert (out / "latest").read_text().strip() == "checkpoint-000003"
     monkeypatch.undo()
     assert main(pretrain_args(corpus, out, 4, "--resume", str(out))) == 0
@@ -226,8 +230,9 @@ def test_sigterm_saves_like_ctrl_c_and_exits_143(tmp_path, capsys, corpus, monke
 def test_sigterm_to_a_real_process_saves_and_exits_143(tmp_path, corpus):
     out = tmp_path / "run"
     env = {**os.environ, "MINIBERT_KERNELS": "numpy"}
-    proc = subprocess.Popen([sys.executable, "-m", "minibert.cli", *pretrain_args(corpus, out, 2000)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    command = [sys.executable, "-m", "minibert.cli", *pretrain_args(corpus, out, 2000)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").is_file()
                                           and (out / "metrics.jsonl").stat().st_size > 0):
@@ -254,7 +259,7 @@ def test_recovery_restores_a_complete_checkpoint_and_the_next_save_cleans_up(tmp
     first = BertModel(CONFIG, np.random.default_rng(1))
     first.save_pretrained(path)
     # A crash between the two renames of a save: the complete previous version is at .ckpt.old-B; an
-    # earlier crash left a half-deleted .ckpt.old-A, modified later (deleting files touches the folder).
+    # earlier crash left a half-deleted .ckpt.old-A, modified later (deleting touches the folder).
     os.rename(path, tmp_path / ".ckpt.old-B")
     half = tmp_path / ".ckpt.old-A"
     half.mkdir()
@@ -267,12 +272,13 @@ def test_recovery_restores_a_complete_checkpoint_and_the_next_save_cleans_up(tmp
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Silently wrong
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 def test_stability_refuses_runs_made_with_other_settings(tmp_path, capsys):
-    common = ["stability", "--task", "entailment", "--seeds", "1", "--strategies", "dropout", "--workers", "1",
-              "--train-limit", "8", "--epochs", "0.5", "--out", str(tmp_path / "st")]
+    common = ["stability", "--task", "entailment", "--seeds", "1", "--strategies", "dropout",
+              "--workers", "1", "--train-limit", "8", "--epochs", "0.5",
+              "--out", str(tmp_path / "st")]
     assert main(common) == 0
     before = snapshot(tmp_path / "st")
     capsys.readouterr()
@@ -292,9 +298,10 @@ def test_a_vocabulary_that_is_not_the_models_is_refused(tmp_path, capsys):
     folder = saved_model(tmp_path)
     lines = VOCAB[:]
     (folder / "vocab.txt").write_text("\n".join(lines[:-3]) + "\n")            # fewer lines
-    with pytest.raises(ValueError, match="has 37 tokens but the model's config.json says vocab_size 40"):
+    with pytest.raises(ValueError, match="has 37 tokens but the model's config.json says "
+                                         "vocab_size 40"):
         BertForPreTraining.from_pretrained(folder)
-    lines[5], lines[6] = lines[6], lines[5]                                  # same size, two swapped
+    lines[5], lines[6] = lines[6], lines[5]                      # the same size, two swapped
     (folder / "vocab.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match="not the vocabulary the model was saved with"):
         BertForPreTraining.from_pretrained(folder)
@@ -321,17 +328,18 @@ def test_weights_that_are_not_finite_are_refused_with_the_tensors_name(tmp_path,
 def small_data(corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     prepare([corpus], BertTokenizer(str(data_path("vocab.txt"))), root,
-            DataConfig(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=1), seed=1, heldout_fraction=0.05)
+            DataConfig(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=1), seed=1,
+            heldout_fraction=0.05)
     return root
 
 
 def test_divergence_stops_early_and_names_the_last_good_checkpoint(small_data, tmp_path):
-    """The rule: not finite, above twice uniform guessing, or above 4x the running mean. Step 7's loss is
-    2.5x the mean (suspect: checkpoint 8 is not "good"), step 9's 4.4x: training stops, naming checkpoint 6,
-    which rotation (keep 1) kept although two later checkpoints were saved."""
+    """The rule: not finite, above twice uniform guessing, or above 4x the running mean. Step 7's
+    loss is 2.5x the mean (suspect: checkpoint 8 is not "good"), step 9's 4.4x: training stops,
+    naming checkpoint 6, which rotation (keep 1) kept although two later checkpoints were saved."""
     train = PretrainingDataset(small_data)
-    config = TrainConfig(steps=30, batch_size=8, seed=3, eval_every=100, save_every=2, keep_checkpoints=1,
-                         divergence_window=4)
+    config = TrainConfig(steps=30, batch_size=8, seed=3, eval_every=100, save_every=2,
+                         keep_checkpoints=1, divergence_window=4)
     trainer = Trainer(build_model("tiny", train.vocab_size, 3, 64), train, config, tmp_path / "run",
                       log=lambda *a: None)
     real = trainer.check_loss
@@ -369,15 +377,17 @@ def test_resume_with_too_few_steps_or_a_preset_is_a_clear_error(run, tmp_path, c
     assert snapshot(out) == before
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Raw tracebacks
-# ---------------------------------------------------------------------------------------------------
-def test_a_full_disk_is_one_line_and_the_saved_checkpoints_stay(run, tmp_path, capsys, corpus, monkeypatch):
+# ------------------------------------------------------------------------------------------------
+def test_a_full_disk_is_one_line_and_the_saved_checkpoints_stay(run, tmp_path, capsys, corpus,
+                                                                 monkeypatch):
     out = copy_run(run, tmp_path)
     before = snapshot(out)
 
     def full(*a, **k):
-        raise OSError(28, "No space left on device", str(out / "checkpoint-000006" / "model.safetensors"))
+        raise OSError(28, "No space left on "
+                          "device", str(out / "checkpoint-000006" / "model.safetensors"))
     monkeypatch.setattr(safetensors, "save_file", full)
     assert main(pretrain_args(corpus, out, 6, "--resume", str(out))) == 1
     assert "no space left" in one_error_line(capsys)
@@ -395,8 +405,8 @@ def test_a_damaged_training_state_is_one_line(run, tmp_path, capsys, corpus):
     assert main(pretrain_args(corpus, out, 6, "--resume", str(out / "checkpoint-000004"))) == 1
     err = one_error_line(capsys)
     assert "training_state.json has no valid 'data'" in err
-    # Given the run folder, resume skips the damaged latest checkpoint (its sizes differ from the marker's)
-    # for the newest complete one, and says so.
+    # Given the run folder, resume skips the damaged latest checkpoint (its sizes differ from the
+    # marker's) for the newest complete one, and says so.
     assert main(pretrain_args(corpus, out, 6, "--resume", str(out))) == 0
     assert "checkpoint-000004 is incomplete or damaged" in capsys.readouterr().out
 
@@ -420,5 +430,5 @@ def test_cli_errors_suggest_the_commands_way_not_python_arguments(tmp_path, caps
     err = capsys.readouterr().err
     assert "allow_missing_heads" not in err and "strict=False" not in err and "Traceback" not in err
     assert "minibert finetune --from" in err
-    with pytest.raises(ValueError, match="allow_missing_heads=True"):      # Python callers get theirs
+    with pytest.raises(ValueError, match="allow_missing_heads=True"):    # Python's way in Python
         BertForPreTraining.from_pretrained(tmp_path / "encoder")

@@ -85,7 +85,8 @@ KIND = "corpus"
 
 
 def _generated(folder: Path) -> bool:
-    """A folder this generator wrote before folders had a marker (the bundled data/): its manifest says so."""
+    """A folder this generator wrote before folders had a marker (the bundled data/): its manifest
+    says so."""
     try:
         return "generator" in json.loads((folder / io.MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
@@ -104,7 +105,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--words", type=int, default=DEFAULT_WORDS,
                         help=f"corpus size in words (default {DEFAULT_WORDS})")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into an --out that holds other files (only the generated files are replaced)")
+                        help="write into an --out that holds other files (only the generated files "
+                             "are replaced)")
     parser.add_argument("--annotate-train", action="store_true",
                         help="also write corpus/train.annotations.jsonl.gz (large, not in the manifest)")
 

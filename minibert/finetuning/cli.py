@@ -69,8 +69,9 @@ def add_arguments(parser) -> None:
                         help="re-initialise the pooler and the top K layers before fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None,
-                        help="folder for the fine-tuned model and results.json: a new folder, or one an earlier "
-                             "`minibert finetune` wrote (its model and results are replaced)")
+                        help="folder for the fine-tuned model and results.json: a new folder, or "
+                             "one an earlier `minibert finetune` wrote (its model and results are "
+                             "replaced)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out that holds other files; only the model files and "
                              "results.json are replaced")
@@ -81,7 +82,10 @@ def config_from_args(args, **changes):
 
     from minibert.checkpoint import resolve
 
-    init = str(resolve(args.init)) if args.init is not None else str(data_path("pretrained", "tiny"))
+    if args.init is not None:
+        init = str(resolve(args.init))
+    else:
+        init = str(data_path("pretrained", "tiny"))
     fields = dict(task=args.task, init=init, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
                   batch_size=args.batch_size, train_limit=args.train_limit, max_length=args.max_length)
     for name in ("dropout", "mixout", "layers", "layer_dropout", "freelb", "freelb_init_mag", "smart",
@@ -124,8 +128,8 @@ def main(args) -> int:
           f"{sum(s.seconds for s in result.stages):.1f} s")
     if out is not None:
         vocab = result.tokenizer.convert_ids_to_tokens(range(len(result.tokenizer)))
-        checkpoint.save_model(result.model, out, vocab, kind=KIND, overwrite=args.overwrite, option="--out",
-                              allow="add --overwrite")
+        checkpoint.save_model(result.model, out, vocab, kind=KIND, overwrite=args.overwrite,
+                              option="--out", allow="add --overwrite")
         outputs.write_file(out / "results.json", json.dumps(result_record(result), indent=1) + "\n")
         outputs.write_marker(out, KIND, files=["results.json"])
         print(f"model and results.json written to {out}")

@@ -19,13 +19,13 @@ Strategies (comma-separated, each a name and an optional number):
     long             twice the epochs
     random           no pretraining: the same architecture from random weights
 
-Runs go to ``OUT/runs.jsonl`` one line each as they finish, so an interrupted experiment resumes where it
-stopped (a run already on file is not repeated). The settings every run shares (task, model, epochs,
-learning rate, batch size, training examples, length) are stored in ``OUT/settings.json`` with the first
-runs; a later command with other settings is refused rather than mixing its runs with those on file.
-Workers are separate processes (one per core by default), each with single-threaded BLAS: small
-matrices gain nothing from threads, and two processes each wanting two threads on two cores slow each
-other down.
+Runs go to ``OUT/runs.jsonl`` one line each as they finish, so an interrupted experiment resumes
+where it stopped (a run already on file is not repeated). The settings every run shares (task,
+model, epochs, learning rate, batch size, training examples, length) are stored in
+``OUT/settings.json`` with the first runs; a later command with other settings is refused rather
+than mixing its runs with those on file. Workers are separate processes (one per core by default),
+each with single-threaded BLAS: small matrices gain nothing from threads, and two processes each
+wanting two threads on two cores slow each other down.
 """
 from __future__ import annotations
 
@@ -113,8 +113,9 @@ def _cache_key(config):
 def read_runs(path, repair: bool = False) -> list[dict]:
     """The finished runs of a ``runs.jsonl`` (runs that ended in an error are left out).
 
-    A last line without its newline is a record cut off by a crash: it is left out, and with ``repair``
-    removed from the file (atomically), so that the next run appended starts on a line of its own."""
+    A last line without its newline is a record cut off by a crash: it is left out, and with
+    ``repair`` removed from the file (atomically), so that the next run appended starts on a line of
+    its own."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no runs file at {path}")
@@ -246,7 +247,8 @@ def plot_swarm(records: list[dict], strategies: list[str], majority: float, titl
     ax.set_xticks(range(len(strategies)), strategies, rotation=20)
     ax.set_ylabel("dev score")
     ax.set_title(title, fontsize=10)
-    # Beside the axes: the failed runs sit near the baseline, where a legend inside would cover them.
+    # Beside the axes: the failed runs sit near the baseline, where a legend inside would cover
+    # them.
     handles, names = ax.get_legend_handles_labels()
     keep = {}                                   # one entry per label, whichever strategy drew it
     for h, n in zip(handles, names):
@@ -264,8 +266,8 @@ def add_arguments(parser) -> None:
                              "nobiascorr, reinit[K], long, random")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
     parser.add_argument("--out", required=True,
-                        help="folder for runs.jsonl, settings.json, table.md and stability.png; the runs already "
-                             "there (same settings) are not repeated")
+                        help="folder for runs.jsonl, settings.json, table.md and stability.png; "
+                             "the runs already there (same settings) are not repeated")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out that holds other files (they are left alone)")
 
@@ -303,8 +305,8 @@ def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
     try:
         _append_runs(runs_file, todo, args, records, log)
     except KeyboardInterrupt:
-        log(f"interrupted: the runs that finished are in {runs_file}; the same command continues the "
-            f"experiment from there")
+        log(f"interrupted: the runs that finished are in {runs_file}; the same command continues "
+            "the experiment from there")
         raise
     log(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s")
     return records, strategies
@@ -327,13 +329,14 @@ def _append_runs(runs_file: Path, todo, args, records: list, log) -> None:
 KIND = "stability"
 SETTINGS = "settings.json"
 # The FinetuneConfig fields every run of an experiment shares; the strategy and the seed vary.
-SHARED = ("task", "init", "random_init", "epochs", "lr", "batch_size", "train_limit", "max_length", "warmup_fraction",
-          "weight_decay", "max_grad_norm")
+SHARED = ("task", "init", "random_init", "epochs", "lr", "batch_size", "train_limit", "max_length",
+          "warmup_fraction", "weight_decay", "max_grad_norm")
 
 
 def shared_settings(config) -> dict:
     """The settings of an experiment: the shared fields of its base config (the model folder as an
-    absolute path, with the sha256 of its weights, so retraining the model in place is noticed too)."""
+    absolute path, with the sha256 of its weights, so retraining the model in place is noticed
+    too)."""
     settings = {name: getattr(config, name) for name in SHARED}
     init = Path(config.init).resolve()
     settings["init"] = str(init)
@@ -355,17 +358,21 @@ def check_settings(out: Path, settings: dict) -> None:
     file, runs = out / SETTINGS, out / "runs.jsonl"
     if not file.is_file():
         if runs.is_file() and runs.stat().st_size > 0:
-            raise ValueError(f"{runs} holds runs whose settings were not recorded (an older minibert made them), "
-                             f"so new runs cannot be shown to match them; give a new --out")
+            raise ValueError(f"{runs} holds runs whose settings were not recorded (an older "
+                             "minibert made them), so new runs cannot be shown to match them; "
+                             "give a new --out")
         return
     try:
         stored = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise ValueError(f"{file} is not valid JSON; give a new --out (or move the folder away)") from None
-    differ = [f"{k} {stored.get(k)!r} there, {v!r} now" for k, v in settings.items() if stored.get(k) != v]
+        raise ValueError(f"{file} is not valid JSON; give a new --out (or move the folder "
+                         "away)") from None
+    differ = [f"{k} {stored.get(k)!r} there, {v!r} "
+              "now" for k, v in settings.items() if stored.get(k) != v]
     if differ:
-        raise ValueError(f"--out {out} holds runs made with other settings ({'; '.join(differ)}); mixing them "
-                         f"would make the table wrong: give a new --out, or the settings of the runs on file")
+        raise ValueError(f"--out {out} holds runs made with other settings ({'; '.join(differ)}); "
+                         "mixing them would make the table wrong: give a new --out, or the "
+                         "settings of the runs on file")
 
 
 def _map(jobs, workers):
@@ -402,7 +409,8 @@ def main(args) -> int:
     n = min(r["runs"] for r in rows)
     figure = out / "stability.png"
     outputs.write_file(figure, lambda tmp: plot_swarm(records, strategies, majority,
-                                                      f"{args.task}: {n}+ restarts per strategy", tmp))
+                                                      f"{args.task}: {n}+ restarts per "
+                                                      "strategy", tmp))
     print("\n" + table)
     print(f"\ntable: {out / 'table.md'}\nfigure: {figure}")
     return 0 if all(r["runs"] == args.seeds for r in rows) else 1

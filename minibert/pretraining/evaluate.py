@@ -1,8 +1,9 @@
 """``minibert evaluate DIR``: held-out masked-LM loss and accuracy and NSP accuracy of a checkpoint.
 
-The held-out instances are made with the checkpoint's own vocabulary, one masking seeded by ``--seed``
-(``EVAL_SEED``), 128 tokens and one pass (``eval_data_config``): the same instances ``minibert pretrain``
-evaluates on when it reads the same held-out text, so both print the same numbers for a checkpoint.
+The held-out instances are made with the checkpoint's own vocabulary, one masking seeded by
+``--seed`` (``EVAL_SEED``), 128 tokens and one pass (``eval_data_config``): the same instances
+``minibert pretrain`` evaluates on when it reads the same held-out text, so both print the same
+numbers for a checkpoint.
 """
 from __future__ import annotations
 
@@ -19,18 +20,21 @@ EVAL_SEED = 12345
 
 
 def eval_data_config(max_position_embeddings: int) -> DataConfig:
-    """How held-out text becomes instances: up to 128 tokens, one pass (each sentence masked once)."""
+    """How held-out text becomes instances: up to 128 tokens, one pass (each sentence masked
+    once)."""
     return DataConfig(max_seq_length=min(128, max_position_embeddings), dupe_factor=1)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="a checkpoint folder (config.json, model.safetensors, vocab.txt), or the "
-                                      "output folder of `minibert pretrain` (its latest checkpoint)")
+    parser.add_argument("model", help="a checkpoint folder (config.json, model.safetensors, "
+                                      "vocab.txt), or the "
+                                      "output folder of `minibert pretrain` (its latest "
+                                      "checkpoint)")
     parser.add_argument("--text", nargs="+", help="held-out text in BERT format (default: the bundled held-out documents)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=EVAL_SEED,
-                        help=f"seed of the masking and pairing of the held-out text (default {EVAL_SEED}, "
-                             f"as `minibert pretrain` uses)")
+                        help="seed of the masking and pairing of the held-out text (default "
+                             f"{EVAL_SEED}, as `minibert pretrain` uses)")
 
 
 def evaluate_checkpoint(model_dir, text=None, batch_size=32, seed=EVAL_SEED, log=None) -> dict:
@@ -42,7 +46,8 @@ def evaluate_checkpoint(model_dir, text=None, batch_size=32, seed=EVAL_SEED, log
     tokenizer = BertTokenizer.from_pretrained(model_dir)
     text = text or [str(data_path("corpus", "heldout.txt"))]
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(text, tokenizer, tmp, eval_data_config(model.config.max_position_embeddings), seed=seed, log=log)
+        config = eval_data_config(model.config.max_position_embeddings)
+        prepare(text, tokenizer, tmp, config, seed=seed, log=log)
         data = PretrainingDataset(tmp)
         return {**evaluate(model, data, batch_size), "checkpoint": str(model_dir)}
 
@@ -52,6 +57,6 @@ def main(args) -> int:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     result = evaluate_checkpoint(args.model, args.text, args.batch_size, args.seed)
     print(f"{result['checkpoint']}: masked LM loss {result['eval_mlm_loss']:.4f}, accuracy "
-          f"{result['eval_mlm_accuracy']:.4f} over {result['eval_predictions']} predictions; next sentence "
-          f"accuracy {result['eval_nsp_accuracy']:.4f}")
+          f"{result['eval_mlm_accuracy']:.4f} over {result['eval_predictions']} predictions; next "
+          f"sentence accuracy {result['eval_nsp_accuracy']:.4f}")
     return 0

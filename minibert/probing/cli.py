@@ -43,8 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--only", default=",".join(PROBES),
                         help=f"comma-separated probes to run (default: all of {','.join(PROBES)})")
     parser.add_argument("--out", default="runs/probe",
-                        help="folder for report.md, results.json and figures (default runs/probe): a new folder, "
-                             "or one an earlier `minibert probe` wrote (its report and figures are replaced)")
+                        help="folder for report.md, results.json and figures (default runs/probe): "
+                             "a new folder, or one an earlier `minibert probe` wrote (its report "
+                             "and figures are replaced)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out that holds other files (they are left alone)")
     parser.add_argument("--seed", type=int, default=0,
@@ -394,8 +395,8 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
 
     outputs.write_file(out / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
     report = outputs.write_file(out / "report.md", "\n".join(lines) + "\n")
-    outputs.write_marker(out, KIND, files=sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".md", ".json")
-                                                 and p.name != outputs.MARKER))
+    written = [p.name for p in out.iterdir() if p.suffix in (".png", ".md", ".json")]
+    outputs.write_marker(out, KIND, files=sorted(set(written) - {outputs.MARKER}))
     return report
 
 
@@ -404,8 +405,8 @@ def main(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
     t0 = time.perf_counter()
-    out = outputs.claim(args.out, KIND, overwrite=args.overwrite,
-                        recognise=lambda folder: (folder / "report.md").is_file() and (folder / "results.json").is_file())
+    out = outputs.claim(args.out, KIND, overwrite=args.overwrite, recognise=lambda folder: (
+        (folder / "report.md").is_file() and (folder / "results.json").is_file()))
     model, random_model, tokenizer, description = load_models(args.model, args.seed)
     labels = {"model": "random model" if args.model == "random" else "pretrained",
               "embeddings": "embedding layer", "random": "random init"}

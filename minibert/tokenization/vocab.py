@@ -80,25 +80,27 @@ def write_vocab(tokens: Iterable[str], path: str | os.PathLike) -> Path:
 
 
 def vocab_sha256(tokens: Iterable[str]) -> str:
-    """sha256 of a vocabulary as ``write_vocab`` writes it (UTF-8, each token followed by "\\n"): the
-    fingerprint a saved model records, so a loader can tell that a ``vocab.txt`` is the one it was saved
-    with (same tokens, same order) and not merely one of the same size."""
+    """sha256 of a vocabulary as ``write_vocab`` writes it (UTF-8, each token followed by "\\n"):
+    the fingerprint a saved model records, so a loader can tell that a ``vocab.txt`` is the one it
+    was saved with (same tokens, same order) and not merely one of the same size."""
     return hashlib.sha256("".join(t + "\n" for t in tokens).encode("utf-8")).hexdigest()
 
 
-def check_model_vocab(path: str | os.PathLike, vocab_size: int, recorded_sha256: str | None = None) -> None:
-    """ValueError unless the ``vocab.txt`` at ``path`` has ``vocab_size`` tokens (the rows of the model's
-    embedding matrix) and, when a fingerprint was recorded at saving, the same tokens in the same order."""
+def check_model_vocab(path: str | os.PathLike, vocab_size: int,
+                      recorded_sha256: str | None = None) -> None:
+    """ValueError unless the ``vocab.txt`` at ``path`` has ``vocab_size`` tokens (the rows of the
+    model's embedding matrix) and, when a fingerprint was recorded at saving, the same tokens in the
+    same order."""
     where = Path(path) / "vocab.txt" if Path(path).is_dir() else Path(path)
     lines = decode_utf8(where.read_bytes(), where).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     tokens = [line.removesuffix("\r") for line in lines]     # as load_vocab reads them
     if len(tokens) != vocab_size:
-        raise ValueError(f"{where} has {len(tokens)} tokens but the model's config.json says vocab_size "
-                         f"{vocab_size}: this vocabulary does not belong to the model; put back the "
-                         f"vocab.txt it was saved with")
+        raise ValueError(f"{where} has {len(tokens)} tokens but the model's config.json says "
+                         f"vocab_size {vocab_size}: this vocabulary does not belong to the model; "
+                         "put back the vocab.txt it was saved with")
     if recorded_sha256 is not None and vocab_sha256(tokens) != recorded_sha256:
-        raise ValueError(f"{where} is not the vocabulary the model was saved with (same size, different "
-                         f"tokens or order; its sha256 differs from the one recorded at saving); put back "
-                         f"the vocab.txt it was saved with")
+        raise ValueError(f"{where} is not the vocabulary the model was saved with (same size, "
+                         "different tokens or order; its sha256 differs from the one recorded at "
+                         "saving); put back the vocab.txt it was saved with")
