@@ -28,8 +28,8 @@ from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
 from minibert.tokenization import BertTokenizer
 
 KIND = "pretrain"
-# The training options a checkpoint remembers: on --resume, one not given on the command line keeps the
-# checkpoint's value instead of this command's default.
+# The training options a checkpoint remembers: on --resume, one not given on the command line keeps
+# the checkpoint's value instead of this command's default.
 RESUMABLE = {"batch_size": "batch_size", "lr": "lr", "warmup": "warmup_fraction", "seed": "seed",
              "eval_every": "eval_every", "save_every": "save_every", "no_bias_correction": "correct_bias"}
 
@@ -104,7 +104,8 @@ def prepare_data(corpus, heldout, vocab_file, out_dir: Path, data_config: DataCo
     prepare(corpus, tokenizer, out_dir / "train", data_config, seed=seed,
             heldout_fraction=0.0 if heldout else 0.02, log=log)
     if heldout:
-        # prepare() names the split of a file it reads whole "train"; here that file is the held-out text.
+        # prepare() names the split of a file it reads whole "train"; here that file is the held-out
+        # text.
         def heldout_log(line: str):
             log("held-out" + line[len("train"):] if line.startswith("train:") else line)
         prepare(heldout, tokenizer, out_dir / "heldout", heldout_config, seed=EVAL_SEED, log=heldout_log)
@@ -129,8 +130,8 @@ def _run_checkpoints(folder: Path) -> list[Path]:
 
 
 def check_output(out: Path, resume: Path | None, overwrite: bool) -> None:
-    """Before any work: ``out`` may hold a run only when this command continues it (``--resume`` from a
-    checkpoint inside it, no later checkpoint there) or replaces it (``--overwrite``)."""
+    """Before any work: ``out`` may hold a run only when this command continues it (``--resume``
+    from a checkpoint inside it, no later checkpoint there) or replaces it (``--overwrite``)."""
     outputs.claim(out, KIND, overwrite=overwrite, recognise=_looks_like_a_run)
     existing = _run_checkpoints(out)
     has_run = bool(existing) or (out / "metrics.jsonl").is_file()
@@ -138,24 +139,25 @@ def check_output(out: Path, resume: Path | None, overwrite: bool) -> None:
         if has_run and not overwrite:
             last = existing[-1].name if existing else "metrics.jsonl"
             raise outputs.OutputRefused(
-                f"--out {out} already holds a pretraining run ({last}); continue it with --resume {out}, "
-                f"replace it with --overwrite, or give another --out")
+                f"--out {out} already holds a pretraining run ({last}); continue it with --resume "
+                f"{out}, replace it with --overwrite, or give another --out")
         return
     inside = resume.parent.resolve() == out.resolve()
     if has_run and not inside and not overwrite:
         raise outputs.OutputRefused(
-            f"--out {out} holds another pretraining run than {resume}; give a new --out to continue {resume} "
-            f"there, or --overwrite to replace the run in {out}")
+            f"--out {out} holds another pretraining run than {resume}; give a new --out to "
+            f"continue {resume} there, or --overwrite to replace the run in {out}")
     later = [p for p in existing if inside and p.name > resume.name and checkpoint.is_complete(p)]
     if later and not overwrite:
         raise outputs.OutputRefused(
-            f"{out} has a later checkpoint ({later[-1].name}) than --resume {resume.name}; continuing from the "
-            f"earlier one would replace it: resume from {later[-1]}, or give a new --out")
+            f"{out} has a later checkpoint ({later[-1].name}) than --resume {resume.name}; "
+            f"continuing from the earlier one would replace it: resume from {later[-1]}, or give a "
+            "new --out")
 
 
 def clear_run(out: Path, log=print) -> None:
-    """``--overwrite``: remove the previous run's checkpoints, metrics, figure and pointer (all written by
-    minibert pretrain into its own folder)."""
+    """``--overwrite``: remove the previous run's checkpoints, metrics, figure and pointer (all
+    written by minibert pretrain into its own folder)."""
     gone = _run_checkpoints(out)
     for p in gone:
         shutil.rmtree(p)

@@ -83,13 +83,13 @@ class TrainConfig:
         return self.eval_every if self.eval_every is not None else max(1, self.steps // 10)
 
 
-DIVERGENCE_RULE = ("the loss is not finite, or above 2 (ln V + ln 2) (twice uniform guessing), or above "
-                   "divergence_factor times its mean over the last divergence_window steps")
+DIVERGENCE_RULE = ("the loss is not finite, or above 2 (ln V + ln 2) (twice uniform guessing), or "
+                   "above divergence_factor times its mean over the last divergence_window steps")
 
 
 class Diverged(RuntimeError):
-    """Training stopped because the loss blew up (``DIVERGENCE_RULE``); the message names the last good
-    checkpoint."""
+    """Training stopped because the loss blew up (``DIVERGENCE_RULE``); the message names the last
+    good checkpoint."""
 
 
 NonFiniteLoss = Diverged      # the name it had when only NaN and infinity stopped training
@@ -194,11 +194,12 @@ class Trainer:
         if not math.isfinite(loss):
             raise Diverged(f"the loss became {loss} at step {step}")
         if loss > self.loss_ceiling:
-            raise Diverged(f"the loss blew up to {loss:.4g} at step {step}, above twice the loss of uniform "
-                           f"guessing ({self.loss_ceiling:.2f})")
+            raise Diverged(f"the loss blew up to {loss:.4g} at step {step}, above twice the loss "
+                           f"of uniform guessing ({self.loss_ceiling:.2f})")
         if level is not None and loss > cfg.divergence_factor * level:
-            raise Diverged(f"the loss blew up to {loss:.4g} at step {step}, above {cfg.divergence_factor:g} "
-                           f"times its mean over the previous {len(self._recent)} steps ({level:.4g})")
+            raise Diverged(f"the loss blew up to {loss:.4g} at step {step}, above "
+                           f"{cfg.divergence_factor:g} times its mean over the previous "
+                           f"{len(self._recent)} steps ({level:.4g})")
         if level is not None and loss > cfg.divergence_factor / 2 * level:
             self._suspect = True
         self._recent.append(loss)
@@ -332,8 +333,9 @@ class Trainer:
                 f"nsp {record['nsp_loss']:.3f}) lr {record['lr']:.2e} {record['tokens_per_s']:,.0f} tok/s "
                 f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s")
         if last_eval:     # the step says how old the numbers are between evaluations
-            line += (f" | eval@{last_eval['eval_step']} mlm acc {last_eval['eval_mlm_accuracy']:.3f} "
-                     f"nsp acc {last_eval['eval_nsp_accuracy']:.3f}")
+            line += (f" | eval@{last_eval['eval_step']} mlm acc "
+                     f"{last_eval['eval_mlm_accuracy']:.3f} nsp acc "
+                     f"{last_eval['eval_nsp_accuracy']:.3f}")
         if sys.stdout.isatty():
             sys.stdout.write(line + "\033[K")
             sys.stdout.flush()
