@@ -201,6 +201,7 @@ def _table(header, rows) -> list[str]:
 def write_report(results: dict, out: Path, model, random_model, tokenizer, description: str, labels: dict) -> Path:
     """Figures (PNG), ``results.json`` and ``report.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    started = time.time() - 1        # the figures written from here on are this report's
     c = model.config
     lines = ["# minibert probe report", "",
              f"Model: {description} ({c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} "
@@ -395,8 +396,8 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
 
     outputs.write_file(out / "results.json", json.dumps(_jsonable(results), indent=1) + "\n")
     report = outputs.write_file(out / "report.md", "\n".join(lines) + "\n")
-    written = [p.name for p in out.iterdir() if p.suffix in (".png", ".md", ".json")]
-    outputs.write_marker(out, KIND, files=sorted(set(written) - {outputs.MARKER}))
+    figures_written = [p.name for p in out.glob("*.png") if p.stat().st_mtime >= started]
+    outputs.write_marker(out, KIND, files=sorted(figures_written + ["results.json", "report.md"]))
     return report
 
 
