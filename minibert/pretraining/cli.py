@@ -126,7 +126,8 @@ def _looks_like_a_run(folder: Path) -> bool:
 
 
 def _run_checkpoints(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("checkpoint-*") if p.is_dir())
+    """The training checkpoints in ``folder``: checkpoint-* folders holding a training state."""
+    return sorted(p for p in folder.glob("checkpoint-*") if (p / checkpoint.STATE_JSON).is_file())
 
 
 def check_output(out: Path, resume: Path | None, overwrite: bool) -> None:
