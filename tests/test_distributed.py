@@ -1,6 +1,6 @@
-"""Data parallelism: the communicator's single-process fallback is the identity, the shards' renormalised
-gradients sum to the big batch's exactly (and a plain average does not), and, when the `mpi` extra is
-installed, `mpiexec -n 2` reproduces one process with the same global batch."""
+"""Data parallelism: the communicator's single-process fallback is the identity, the shards'
+renormalised gradients sum to the big batch's exactly (and a plain average does not), and, when the
+`mpi` extra is installed, `mpiexec -n 2` reproduces one process with the same global batch."""
 import json
 import os
 import shutil
@@ -25,18 +25,18 @@ except ImportError:
 
 
 def find_mpiexec():
-    """The launcher installed beside this Python (the mpich wheel puts it in the venv's bin), else PATH."""
+    """The launcher beside this Python (where the mpich wheel installs it), else on PATH."""
     return shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
 MPIEXEC = find_mpiexec()
-needs_mpi = pytest.mark.skipif(not (HAVE_MPI4PY and MPIEXEC),
-                               reason='needs the mpi extra: pip install "minibert[mpi]" (mpi4py + mpich)')
+needs_mpi = pytest.mark.skipif(
+    not (HAVE_MPI4PY and MPIEXEC), reason='needs the mpi extra: pip install "minibert[mpi]"')
 
 
 def mpi_env():
-    """One BLAS/Numba thread per rank (2 ranks on 2 cores), and permission to run as root: CI runs as
-    root, which MPICH accepts and Open MPI refuses unless told."""
+    """One BLAS/Numba thread per rank (2 ranks on 2 cores), and permission to run as root: CI runs
+    as root, which MPICH accepts and Open MPI refuses unless told."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[name] = "1"
@@ -47,8 +47,8 @@ def mpi_env():
 
 
 def tiny_config(**overrides):
-    return BertConfig.preset("tiny", vocab_size=300, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                             attention_probs_dropout_prob=0.0, **overrides)
+    return BertConfig.preset("tiny", vocab_size=300, max_position_embeddings=64,
+                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides)
 
 
 def random_batch(rng, B=8, T=24, P=5, V=300):
@@ -58,8 +58,9 @@ def random_batch(rng, B=8, T=24, P=5, V=300):
     mask = (np.arange(T)[None] < lengths[:, None]).astype(np.int64)
     weights = (rng.random((B, P)) < 0.6).astype(np.float32)
     weights[0] = 1.0                      # at least one real prediction, and unequal shard counts
-    return {"input_ids": rng.integers(5, V, (B, T)) * mask, "token_type_ids": np.zeros((B, T), np.int64),
-            "attention_mask": mask, "masked_lm_positions": rng.integers(1, 8, (B, P)),
+    return {"input_ids": rng.integers(5, V, (B, T)) * mask,
+            "token_type_ids": np.zeros((B, T), np.int64), "attention_mask": mask,
+            "masked_lm_positions": rng.integers(1, 8, (B, P)),
             "masked_lm_ids": rng.integers(5, V, (B, P)), "masked_lm_weights": weights,
             "next_sentence_labels": rng.integers(0, 2, B)}
 
@@ -70,7 +71,7 @@ def grads_of(model):
 
 def max_error(a, b):
     """Largest difference over all gradients, relative to the largest gradient entry (some gradients
-    are exactly zero in exact arithmetic, e.g. the key bias's, so per-tensor ratios would be noise)."""
+    are exactly zero in exact arithmetic, e.g. the key bias's: per-tensor ratios would be noise)."""
     scale = max(np.abs(g).max() for g in b.values())
     return max(np.abs(a[n] - b[n]).max() for n in b) / scale
 
@@ -81,7 +82,8 @@ def test_world_without_a_launcher_is_a_single_process(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(D, "_WORLD", None)
     comm = D.world()
-    assert isinstance(comm, D.SingleProcess) and (comm.rank, comm.size, comm.is_root) == (0, 1, True)
+    assert isinstance(comm, D.SingleProcess)
+    assert (comm.rank, comm.size, comm.is_root) == (0, 1, True)
     g = np.arange(6, dtype=np.float32).reshape(2, 3)
     comm.allreduce_sum([g])
     comm.broadcast_arrays([g])
@@ -93,7 +95,8 @@ def test_launcher_without_mpi4py_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PMI_SIZE", "2")
     monkeypatch.setattr(D, "_WORLD", None)
     monkeypatch.setitem(sys.modules, "mpi4py", None)          # import mpi4py now raises ImportError
-    with pytest.raises(D.MPIUnavailable, match=r"2 ranks.*mpi4py is not installed.*minibert\[mpi\]"):
+    with pytest.raises(D.MPIUnavailable,
+                       match=r"2 ranks.*mpi4py is not installed.*minibert\[mpi\]"):
         D.world()
 
 
@@ -102,10 +105,10 @@ def test_flat_buffer_round_trip_and_dtype_check():
     flat = D.FlatBuffer()
     buffer = flat.pack([a, b])
     assert buffer.shape == (10,) and np.array_equal(buffer[:6], np.arange(6))
-    buffer *= 2                                               # what an Allreduce(SUM) over 2 equal ranks does
+    buffer *= 2                           # what an Allreduce(SUM) over 2 equal ranks does
     flat.unpack([a, b])
     assert np.array_equal(a, 2 * np.arange(6).reshape(2, 3)) and np.array_equal(b, np.full(4, 2.0))
-    assert flat.pack([a, b]) is buffer                        # reused, not reallocated, step after step
+    assert flat.pack([a, b]) is buffer    # reused, not reallocated, step after step
     with pytest.raises(ValueError, match="share a dtype"):
         flat.pack([a, b.astype(np.float64)])
 
@@ -168,7 +171,8 @@ def test_renormalise_needs_a_forward_with_labels():
     batch = random_batch(np.random.default_rng(0))
     out = model.forward(batch["input_ids"], attention_mask=batch["attention_mask"])
     with pytest.raises(RuntimeError, match="forward\\(\\) with labels"):
-        D.renormalise(model, batch["masked_lm_weights"], D.BatchTotals.of(batch["masked_lm_weights"]), out)
+        D.renormalise(model, batch["masked_lm_weights"],
+                      D.BatchTotals.of(batch["masked_lm_weights"]), out)
 
 
 def test_ring_cost_model():
@@ -176,7 +180,7 @@ def test_ring_cost_model():
     assert D.ring_allreduce_seconds(1e6, 2, 0.0, 1e9) == pytest.approx(1e-3)      # half sent, twice
     assert D.ring_allreduce_seconds(1e6, 2, 1e-5, 1e9) == pytest.approx(1e-3 + 2e-5)
     many = D.ring_allreduce_seconds(1e6, 1000, 0.0, 1e9)
-    assert 1.99e-3 < many < 2e-3                               # the bandwidth term does not grow with N
+    assert 1.99e-3 < many < 2e-3          # the bandwidth term does not grow with N
 
 
 def test_gradient_bytes_counts_tied_weights_once():
@@ -212,7 +216,7 @@ WORKER = textwrap.dedent("""
     model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
     D.broadcast_model(model, comm)
     opt = AdamW(triples_from_model(model), lr=1e-3, weight_decay=0.01)
-    data_rng = np.random.default_rng(2)                       # the same global batches on every rank
+    data_rng = np.random.default_rng(2)             # the same global batches on every rank
     losses = []
     for step in range(3):
         batch = random_batch(data_rng)
@@ -237,10 +241,10 @@ def test_two_ranks_reproduce_one_process(tmp_path):
     script.write_text(WORKER)
     tests_dir = str(Path(__file__).parent)
     env = mpi_env()
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), tests_dir], env=env, check=True,
-                   timeout=300)
-    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), str(tmp_path / "two"), tests_dir],
-                            env=env, timeout=300, capture_output=True, text=True)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), tests_dir], env=env,
+                   check=True, timeout=300)
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), str(tmp_path / "two"),
+                             tests_dir], env=env, timeout=300, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
     assert (one["size"], two["size"]) == (1, 2)
@@ -249,3 +253,113 @@ def test_two_ranks_reproduce_one_process(tmp_path):
     w1, w2 = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     for name in w1.files:
         np.testing.assert_allclose(w2[name], w1[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+TRAINER_WORKER = textwrap.dedent("""
+    import json, signal, sys
+    import numpy as np
+    from minibert import checkpoint
+    from minibert import distributed as D
+    from minibert.config import BertConfig
+    from minibert.models import BertForPreTraining
+    from minibert.pretraining.data import PretrainingDataset
+    from minibert.pretraining.trainer import Trainer, TrainConfig
+
+    data_dir, out = sys.argv[1], sys.argv[2]
+    comm = D.world()
+    data = PretrainingDataset(data_dir)
+
+    def trainer(folder, dropout, steps=5):
+        config = BertConfig.preset("tiny", vocab_size=data.vocab_size, max_position_embeddings=64,
+                                   hidden_dropout_prob=dropout,
+                                   attention_probs_dropout_prob=dropout)
+        model = BertForPreTraining(config, np.random.default_rng(3))
+        train = TrainConfig(steps=steps, batch_size=8, lr=2e-3, seed=3, save_every=100,
+                            log_every=100)
+        return Trainer(model, data, train, f"{out}/{folder}", log=lambda *a: None, comm=comm)
+
+    def losses(folder):
+        return [json.loads(line)["loss"] for line in open(f"{out}/{folder}/metrics.jsonl")]
+
+    result = {"size": comm.size}
+    exact = trainer("exact", 0.0)
+    exact.train()
+    if comm.size == 1:
+        # the other N's checkpoint is refused, with the reason and the command that works
+        try:
+            trainer("resumed", 0.1).resume(f"{sys.argv[3]}/interrupted/checkpoint-000003")
+        except ValueError as exc:
+            result["refused"] = str(exc)
+    else:
+        trainer("full", 0.1).train()
+        # rank 0 alone sees a signal during step 2: every rank stops after step 3 and saves it
+        first = trainer("interrupted", 0.1)
+        real_step = first.train_step
+
+        def step_with_a_signal(batch):
+            record = real_step(batch)
+            if first.step == 2 and comm.rank == 0:
+                first.stop.signum = signal.SIGINT
+            return record
+        first.train_step = step_with_a_signal
+        first.train()
+        second = trainer("interrupted", 0.1)
+        second.resume(f"{out}/interrupted/checkpoint-000003")
+        second.train()
+        result["stopped_at"] = first.step
+    if comm.is_root:
+        for folder in ("exact", "full", "interrupted"):
+            try:
+                result[folder] = losses(folder)
+            except FileNotFoundError:
+                pass
+        weights = checkpoint.load_weights(f"{out}/exact/checkpoint-000005")
+        np.savez(f"{out}/exact.npz", **weights)
+        with open(f"{out}/result.json", "w") as f:
+            json.dump(result, f)
+""")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from minibert.paths import data_path
+    from minibert.pretraining.data import DataConfig, prepare
+    from minibert.tokenization import BertTokenizer
+
+    root = tmp_path_factory.mktemp("distributed")
+    lines = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()[:1500]
+    (root / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prepare([root / "corpus.txt"], BertTokenizer(str(data_path("vocab.txt"))), root / "data",
+            DataConfig(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=1), seed=1,
+            log=lambda *a: None)
+    return root / "data"
+
+
+@needs_mpi
+def test_pretraining_on_two_ranks_is_the_one_process_run_and_resumes_exactly(small_data, tmp_path):
+    script = tmp_path / "trainer_worker.py"
+    script.write_text(TRAINER_WORKER)
+    env = mpi_env()
+    two = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), str(small_data),
+                          str(tmp_path / "two")], env=env, timeout=300, capture_output=True,
+                         text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, str(script), str(small_data), str(tmp_path / "one"),
+                          str(tmp_path / "two")], env=env, timeout=300, capture_output=True,
+                         text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    r1, r2 = (json.loads((tmp_path / k / "result.json").read_text()) for k in ("one", "two"))
+
+    # dropout off: the same losses and weights as one process with the same global batch
+    np.testing.assert_allclose(r2["exact"], r1["exact"], rtol=1e-5)
+    w1, w2 = np.load(tmp_path / "one" / "exact.npz"), np.load(tmp_path / "two" / "exact.npz")
+    for name in w1.files:
+        np.testing.assert_allclose(w2[name], w1[name], rtol=0, atol=1e-5, err_msg=name)
+    # rank 0 alone wrote the run's files
+    assert sorted(p.name for p in (tmp_path / "two" / "exact").iterdir()) == [
+        "checkpoint-000005", "latest", "metrics.jsonl", "pretraining.png"]
+    # a signal seen by one rank stops all of them after the same step; the resumed run (per-rank
+    # dropout streams restored) continues exactly as the uninterrupted one
+    assert r2["stopped_at"] == 3
+    assert r2["interrupted"] == r2["full"] and len(r2["full"]) == 5
+    assert "2 rank(s) and this run has 1" in r1["refused"] and "mpiexec -n 2" in r1["refused"]

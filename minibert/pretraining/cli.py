@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from minibert import checkpoint, outputs
+from minibert import checkpoint, distributed, outputs
 from minibert.config import PRESETS
 from minibert.models import BertForPreTraining
 from minibert.paths import data_path
@@ -42,47 +44,61 @@ presets (--preset, default tiny; the vocabulary sets V):
 {chr(10).join(f"  {name:<6} {p['num_hidden_layers']} layers, hidden {p['hidden_size']}, {p['num_attention_heads']} "
               f"heads, feed-forward {p['intermediate_size']}" for name, p in PRESETS.items())}
 
-The output folder holds checkpoint-NNNNNN/ (the last {d.keep_checkpoints} and the last good one), a `latest`
-file naming the newest, metrics.jsonl (one line per step), pretraining.png and data/ (the prepared
-instances, reused by later runs with the same options). A folder that already holds a run is refused:
-continue it with --resume, or replace it with --overwrite.
+The output folder holds checkpoint-NNNNNN/ (a run keeps its last {d.keep_checkpoints} and its last good
+one; those of the run it resumed stay), a `latest` file naming the newest, metrics.jsonl (one line
+per step), pretraining.png and data/ (the prepared instances, reused by later runs with the same
+options). A folder that already holds a run is refused: continue it with --resume, or replace it
+with --overwrite.
 
 Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; continue with
     minibert pretrain --resume OUT --steps N
 (OUT or any checkpoint in it; the options a checkpoint remembers are kept unless given again).
 Training stops, naming the last good checkpoint, when the loss is not finite, exceeds twice the loss of
-uniform guessing, or exceeds {d.divergence_factor:g} times its mean over the previous {d.divergence_window} steps."""
+uniform guessing, or exceeds {d.divergence_factor:g} times its mean over the previous {d.divergence_window} steps.
+
+On N processes or machines (the mpi extra: pip install "minibert[mpi]"), data-parallel:
+    mpiexec -n N minibert pretrain ...
+--batch-size is the global batch, shared by the ranks; one Allreduce of the gradients per step;
+rank 0 writes the output folder; a run resumes with the same N. See minibert/distributed.py and
+lesson 17."""
     parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                        help="model size (default tiny); see below. Not with --resume: the checkpoint has its size")
+                        help="model size (default tiny); see below. Not with --resume: the "
+                             "checkpoint has its size")
     parser.add_argument("--corpus", nargs="+", help="BERT-format text files (default: the bundled corpus)")
     parser.add_argument("--heldout", nargs="*", help="held-out text for evaluation (default: the bundled "
                         "held-out documents; with --corpus, 2%% of its documents)")
     parser.add_argument("--vocab", help="vocab.txt (default: the bundled vocabulary)")
     parser.add_argument("--steps", type=int, default=d.steps,
-                        help=f"total optimiser steps, counting those before a --resume (default {d.steps})")
+                        help="total optimiser steps, counting those before a --resume (default "
+                             f"{d.steps})")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"sequences per step (default {d.batch_size})")
     parser.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr:g})")
     parser.add_argument("--warmup", type=float, default=None,
-                        help=f"fraction of the steps with a rising learning rate, then linear decay to 0 "
-                             f"(default {d.warmup_fraction:g})")
+                        help="fraction of the steps with a rising learning rate, then linear "
+                             f"decay to 0 (default {d.warmup_fraction:g})")
     parser.add_argument("--seed", type=int, default=None,
-                        help=f"one seed for initialisation, data order, masking and dropout (default {d.seed})")
+                        help="one seed for initialisation, data order, masking and dropout "
+                             f"(default {d.seed})")
     parser.add_argument("--max-seq-length", type=int, default=128, help="tokens per training instance (default 128)")
     parser.add_argument("--dupe-factor", type=int, default=5,
                         help="passes over the corpus, each with new pairs and masks (default 5)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="steps between held-out evaluations (default: a tenth of --steps)")
     parser.add_argument("--save-every", type=int, default=None,
-                        help=f"steps between checkpoints (default {d.save_every}; the last step is always saved)")
+                        help=f"steps between checkpoints (default {d.save_every}; the last step is "
+                             "always saved)")
     parser.add_argument("--no-bias-correction", action="store_true", default=None,
                         help="BERT's original Adam (no bias correction)")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: runs/pretrain-PRESET; with --resume, the checkpoint's run folder)")
+                        help="output folder (default: runs/pretrain-PRESET; with --resume, the "
+                             "checkpoint's run folder)")
     parser.add_argument("--resume", metavar="DIR",
-                        help="continue a run: its folder (its latest checkpoint) or one checkpoint-NNNNNN in it")
+                        help="continue a run: its folder (its latest checkpoint) or one "
+                             "checkpoint-NNNNNN in it")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start a new run in an --out that holds one: its checkpoints and metrics are replaced")
+                        help="start a new run in an --out that holds one: its checkpoints and "
+                             "metrics are replaced")
 
 
 def prepare_data(corpus, heldout, vocab_file, out_dir: Path, data_config: DataConfig, seed: int, log=print):
@@ -193,19 +209,24 @@ def train_config(args, stored: dict | None) -> TrainConfig:
 
 
 def main(args) -> int:
+    comm = distributed.world()          # one process, or this rank of an mpiexec run
+    if not comm.is_root:                # rank 0 speaks for the run
+        sys.stdout = open(os.devnull, "w")
     resume = None
     if args.resume:
         resume = checkpoint.resolve(args.resume)
         skipped = _skipped_latest(Path(args.resume), resume)
         if skipped is not None:
-            print(f"note: {skipped} is incomplete or damaged (its files differ from those recorded when it was "
-                  f"saved); resuming from {resume}, the newest complete checkpoint")
+            print(f"note: {skipped} is incomplete or damaged (its files differ from those recorded "
+                  f"when it was saved); resuming from {resume}, the newest complete checkpoint")
         if not (resume / checkpoint.STATE_JSON).is_file():
-            raise FileNotFoundError(f"--resume {args.resume}: no training checkpoint there (a checkpoint-NNNNNN "
-                                    f"folder of `minibert pretrain`, or the run folder holding them)")
+            raise FileNotFoundError(f"--resume {args.resume}: no training checkpoint there (a "
+                                    "checkpoint-NNNNNN folder of `minibert pretrain`, or the run "
+                                    "folder holding them)")
         if args.preset is not None:
-            raise ValueError("--preset does not apply with --resume: the model's size comes from the checkpoint "
-                             f"({resume / checkpoint.CONFIG_NAME}); leave --preset out")
+            raise ValueError("--preset does not apply with --resume: the model's size comes from "
+                             f"the checkpoint ({resume / checkpoint.CONFIG_NAME}); leave --preset "
+                             "out")
     preset = args.preset or "tiny"
     default_corpus = args.corpus is None
     corpus = args.corpus or [str(data_path("corpus", "train.txt"))]
@@ -225,15 +246,19 @@ def main(args) -> int:
         _, state = checkpoint.load_training_state(resume)
         stored = state["train_config"]
         if args.steps <= state["step"]:
-            raise ValueError(f"--resume {resume} is at step {state['step']}; --steps counts all steps, so give "
-                             f"--steps above {state['step']} (now {args.steps})")
+            raise ValueError(f"--resume {resume} is at step {state['step']}; --steps counts all "
+                             f"steps, so give --steps above {state['step']} (now {args.steps})")
     config = train_config(args, stored)
     data_config = DataConfig(max_seq_length=args.max_seq_length, dupe_factor=args.dupe_factor)
-    check_output(out, resume, args.overwrite)
-    if args.overwrite and resume is None:
-        clear_run(out)
-    train_data, eval_data, tokenizer = prepare_data(corpus, heldout, vocab_file, out / "data", data_config,
-                                                    config.seed)
+
+    def claim():
+        check_output(out, resume, args.overwrite)
+        if args.overwrite and resume is None:
+            clear_run(out)
+    distributed.on_root(comm, claim)     # rank 0 alone owns the output folder
+    # Rank after rank: the first on a file system prepares the data, the others find it there.
+    train_data, eval_data, tokenizer = distributed.in_turn(comm, lambda: prepare_data(
+        corpus, heldout, vocab_file, out / "data", data_config, config.seed))
     vocab = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
 
     if resume is not None:
@@ -242,7 +267,7 @@ def main(args) -> int:
     else:
         model = build_model(preset, tokenizer.vocab_size, config.seed, args.max_seq_length)
         size = preset
-    trainer = Trainer(model, train_data, config, out, eval_data, vocab)
+    trainer = Trainer(model, train_data, config, out, eval_data, vocab, comm=comm)
     if resume is not None:
         trainer.resume(resume)
         changed = [f"--{o.replace('_', '-')}" for o in RESUMABLE if getattr(args, o) is not None
@@ -250,9 +275,11 @@ def main(args) -> int:
         print(f"resumed from {resume} at step {trainer.step}"
               + (f"; changed from the checkpoint: {', '.join(changed)}" if changed else ""))
     c = model.config
-    print(f"pretraining BertForPreTraining ({size}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
-          f"{model.num_parameters():,} parameters) on {len(train_data):,} instances for {config.steps} steps "
-          f"of {config.batch_size}; output in {out}")
+    print(f"pretraining BertForPreTraining ({size}: {c.num_hidden_layers} layers, hidden "
+          f"{c.hidden_size}, {model.num_parameters():,} parameters) on {len(train_data):,} "
+          f"instances for {config.steps} steps of "
+          f"{config.batch_size}{f' shared by {comm.size} ranks' if comm.size > 1 else ''}; output "
+          f"in {out}")
     t0 = time.perf_counter()
     result = trainer.train()
     numbers = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))

@@ -9,14 +9,22 @@ state of the model's random generator (dropout), and the data position (epoch, b
 order of an epoch is a pure function of (seed, epoch), so the resumed run draws the same batches and the
 same dropout masks, and its losses equal the uninterrupted run's.
 
-Stopping without losing work: Ctrl-C (SIGINT) or SIGTERM (a scheduler, ``docker stop``) ends the current
-step, saves a checkpoint and returns with ``interrupted`` set; a second signal stops at once.
+Stopping without losing work: Ctrl-C (SIGINT) or SIGTERM (a scheduler, ``docker stop``) ends the
+current step, saves a checkpoint and returns with ``interrupted`` set; a second signal stops at
+once.
 
-Divergence (``DIVERGENCE_RULE``): training stops, naming the last good checkpoint, when the loss is not
-finite, exceeds twice the loss of uniform guessing (2 (ln V + ln 2): a model worse than chance twice over
-has diverged), or exceeds ``divergence_factor`` (4) times its mean over the previous
-``divergence_window`` (20) steps. A checkpoint counts as good when no loss since the previous save went
-above half that factor over the running mean; rotation never deletes the last good one.
+Divergence (``DIVERGENCE_RULE``): training stops, naming the last good checkpoint, when the loss is
+not finite, exceeds twice the loss of uniform guessing (2 (ln V + ln 2): a model worse than chance
+twice over has diverged), or exceeds ``divergence_factor`` (4) times its mean over the previous
+``divergence_window`` (20) steps. A checkpoint counts as good when no loss since the previous save
+went above half that factor over the running mean; rotation never deletes the last good one.
+
+Data parallelism (``mpiexec -n N minibert pretrain``, ``minibert.distributed``): every rank draws
+the same global batch and runs its share of the rows; the gradients, normalised by the global
+batch's counts, are summed by one Allreduce, and every rank takes the same AdamW step. Each rank has
+its own dropout stream, a pure function of (seed, rank, N). Rank 0 alone evaluates and writes
+metrics, checkpoints and figures; a checkpoint keeps every rank's stream, so it resumes exactly with
+the same N and refuses another N.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ import collections
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -31,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import checkpoint, outputs
+from minibert import checkpoint, distributed, outputs
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
@@ -131,7 +140,8 @@ class Trainer:
     """Pretrains ``model`` on ``train_data``; writes metrics, figures and checkpoints to ``out``."""
 
     def __init__(self, model: BertForPreTraining, train_data: PretrainingDataset, config: TrainConfig, out,
-                 eval_data: PretrainingDataset | None = None, vocab: list[str] | None = None, log=print):
+                 eval_data: PretrainingDataset | None = None, vocab: list[str] | None = None,
+                 log=print, comm=None):
         if train_data.vocab_size != model.config.vocab_size:
             raise ValueError(f"the data was prepared with a vocabulary of {train_data.vocab_size} tokens, the model "
                              f"has vocab_size {model.config.vocab_size}")
@@ -157,6 +167,18 @@ class Trainer:
         self.last_good: Path | None = None
         # Twice the loss of uniform guessing: MLM over V tokens plus NSP over 2 classes.
         self.loss_ceiling = 2 * (math.log(model.config.vocab_size) + math.log(2))
+        # One process unless started by an MPI launcher (``distributed.world()``).
+        self.comm = comm if comm is not None else distributed.SingleProcess()
+        self._totals: distributed.BatchTotals | None = None    # the global batch's counts (N > 1)
+        self._stop_agreed = False               # any rank's signal, agreed on in the Allreduce
+        if self.comm.size > 1:
+            if config.batch_size < self.comm.size:
+                raise ValueError(f"--batch-size {config.batch_size} cannot be shared by "
+                                 f"{self.comm.size} ranks; give at least {self.comm.size} (it is "
+                                 f"the global batch)")
+            own = distributed.rank_generator(config.seed, self.comm)
+            model.rng.bit_generator.state = own.bit_generator.state
+            distributed.broadcast_model(model, self.comm)
 
     # ---- data position ---------------------------------------------------------------------
     def next_batch(self):
@@ -168,24 +190,35 @@ class Trainer:
         b = self.config.batch_size
         idx = self._order[self.batch_index * b:(self.batch_index + 1) * b]
         self.batch_index += 1
+        if self.comm.size > 1:      # every rank knows the global batch: count it, take its rows
+            arrays = self.train_data.arrays
+            self._totals = distributed.BatchTotals.of(arrays["masked_lm_weights"][idx],
+                                                      attention_mask=arrays["attention_mask"][idx])
+            idx = distributed.shard(idx, self.comm.rank, self.comm.size)
         return self.train_data.batch(idx, trim_padding=True)
 
     # ---- one step --------------------------------------------------------------------------
     def train_step(self, batch) -> dict:
         model, cfg = self.model, self.config
         lr = linear_warmup_decay(self.step, cfg.lr, cfg.warmup_steps, cfg.steps)
-        model.zero_grad()
-        out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
-        loss = float(out.loss)
-        self.check_loss(loss)
-        model.backward()
+        if self.comm.size == 1:
+            model.zero_grad()
+            out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
+            losses = {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss),
+                      "nsp_loss": float(out.nsp_loss)}
+            self.check_loss(losses["loss"])
+            model.backward()
+        else:           # the global batch's gradient and losses on every rank, after one Allreduce
+            losses = distributed.forward_backward(model, batch, self._totals, self.comm,
+                                                  stop=self.stop.signum is not None)
+            self._stop_agreed = losses.pop("stop")
+            self.check_loss(losses["loss"])
         grad_norm = clip_grad_norm([g for _, g in model.named_grads()], cfg.max_grad_norm)
         if not math.isfinite(grad_norm):
             raise Diverged(f"the gradient norm became {grad_norm} at step {self.step + 1}")
         self.optimizer.step(lr)
         self.step += 1
-        return {"step": self.step, "loss": loss, "mlm_loss": float(out.mlm_loss), "nsp_loss": float(out.nsp_loss),
-                "lr": lr, "grad_norm": grad_norm}
+        return {"step": self.step, **losses, "lr": lr, "grad_norm": grad_norm}
 
     def check_loss(self, loss: float) -> None:
         """Raise Diverged if ``loss`` (of step ``self.step + 1``) breaks ``DIVERGENCE_RULE``; remember it."""
@@ -210,17 +243,24 @@ class Trainer:
 
     def save(self) -> Path:
         path = self.checkpoint_path(self.step)
+        # A collective: every rank's dropout stream is kept, and all ranks save at the same steps.
+        rng_states = self.comm.gather(self.model.rng.bit_generator.state)
         state = {
             "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-            "rng_state": self.model.rng.bit_generator.state,
+            "rng_state": self.model.rng.bit_generator.state, "world_size": self.comm.size,
             "train_config": dataclasses.asdict(self.config),
             "data": {"directory": str(self.train_data.directory), "vocab_sha256": self.train_data.meta["vocab_sha256"]},
         }
+        if self.comm.size > 1:
+            state["rank_rng_states"] = rng_states
         opt = self.optimizer.state_dict()
         state["optimizer_step"] = opt.pop("step")
-        checkpoint.save_model(self.model, path, self.vocab, kind="checkpoint", overwrite=True,
-                              extra=lambda tmp: checkpoint.save_training_state(tmp, opt, state))
-        outputs.write_file(self.out / "latest", path.name + "\n")
+
+        def write():        # rank 0 alone writes; an error there is raised on every rank
+            checkpoint.save_model(self.model, path, self.vocab, kind="checkpoint", overwrite=True,
+                                  extra=lambda tmp: checkpoint.save_training_state(tmp, opt, state))
+            outputs.write_file(self.out / "latest", path.name + "\n")
+        distributed.on_root(self.comm, write)
         if path not in self._saved:
             self._saved.append(path)
         if not self._suspect:
@@ -229,7 +269,8 @@ class Trainer:
         # Only checkpoints of this run rotate, and never the last good one.
         for old in self._saved[:-self.config.keep_checkpoints]:
             if old != self.last_good:
-                shutil.rmtree(old, ignore_errors=True)
+                if self.comm.is_root:
+                    shutil.rmtree(old, ignore_errors=True)
                 self._saved.remove(old)
         return path
 
@@ -240,19 +281,31 @@ class Trainer:
         if state["data"]["vocab_sha256"] != self.train_data.meta["vocab_sha256"]:
             raise ValueError(f"{path} was trained on data with a different vocabulary than {self.train_data.directory}")
         if state["step"] >= self.config.steps:
-            raise ValueError(f"{path} is at step {state['step']} and --steps {self.config.steps} is the total "
-                             f"number of steps, so nothing is left to do; give --steps above {state['step']}")
+            raise ValueError(f"{path} is at step {state['step']} and --steps {self.config.steps} "
+                             "is the total number of steps, so nothing is left to do; give "
+                             f"--steps above {state['step']}")
         self.model.load_state_dict(checkpoint.load_weights(path))
         self.optimizer.load_state_dict({**tensors, "step": state["optimizer_step"]})
-        self.model.rng.bit_generator.state = state["rng_state"]
+        ranks = state.get("world_size", 1)
+        if ranks != self.comm.size:
+            how = (f"mpiexec -n {ranks} minibert pretrain --resume ..." if ranks > 1
+                   else "one process, without mpiexec")
+            raise ValueError(f"{path} was written by a run on {ranks} rank(s) and this run has "
+                             f"{self.comm.size}: each rank's share of a batch and its dropout "
+                             f"stream depend on the number of ranks, so it would not continue the "
+                             f"same run. Resume it with {how}")
+        self.model.rng.bit_generator.state = (state["rng_state"] if ranks == 1
+                                              else state["rank_rng_states"][self.comm.rank])
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self._order = None
         self.last_good = path
-        self._drop_metrics_after(self.step)
+        if self.comm.is_root:
+            self._drop_metrics_after(self.step)
 
     def _drop_metrics_after(self, step: int) -> None:
-        """Keep the records of ``metrics.jsonl`` up to ``step``: the steps after the checkpoint (run before
-        a crash) are about to be run again, and a line cut off by the crash is not a record."""
+        """Keep the records of ``metrics.jsonl`` up to ``step``: the steps after the checkpoint (run
+        before a crash) are about to be run again, and a line cut off by the crash is not a
+        record."""
         path = self.out / "metrics.jsonl"
         if not path.is_file():
             return
@@ -268,58 +321,72 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
     def train(self) -> dict:
-        """Train to ``config.steps``; returns the last held-out evaluation. A signal ends the run early
-        with a saved checkpoint and ``self.interrupted`` set; a blow-up raises ``Diverged``."""
+        """Train to ``config.steps``; returns the last held-out evaluation. A signal ends the run
+        early with a saved checkpoint and ``self.interrupted`` set; a blow-up raises
+        ``Diverged``."""
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.comm.is_root:
+            self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
-        if self.step == 0:          # a new run in a folder of an earlier one (the demo's): its own curve
-            self._drop_metrics_after(0)
+        if self.step == 0 and self.comm.is_root:    # a new run in a folder of an earlier one (the
+            self._drop_metrics_after(0)               # demo's): its own curve
         self.model.train()
         last_eval = {}
         t_start, tokens_seen, steps_timed = time.perf_counter(), 0, 0
         try:
-            with self.stop, open(metrics_path, "a", encoding="utf-8") as metrics:
-                while self.step < cfg.steps and self.stop.signum is None:
+            metrics_file = metrics_path if self.comm.is_root else os.devnull   # rank 0 writes
+            with self.stop, open(metrics_file, "a", encoding="utf-8") as metrics:
+                while self.step < cfg.steps and not self._stopping():
                     batch = self.next_batch()
                     try:
                         record = self.train_step(batch)
                     except Diverged as exc:
                         raise Diverged(self._divergence_message(exc)) from None
-                    tokens_seen += batch_tokens(batch)
+                    tokens_seen += (batch_tokens(batch) if self.comm.size == 1
+                                    else self._totals.tokens)
                     steps_timed += 1
                     elapsed = time.perf_counter() - t_start
                     record["tokens_per_s"] = tokens_seen / elapsed
                     record["time"] = elapsed
                     if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
-                        if self.eval_data is not None:
+                        if self.eval_data is not None and self.comm.is_root:
                             last_eval = evaluate(self.model, self.eval_data, cfg.batch_size, cfg.eval_batches)
                             last_eval["eval_step"] = self.step
                             record.update(last_eval)
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
-                    self._progress(record, elapsed / steps_timed, last_eval)
+                    if self.comm.is_root:
+                        self._progress(record, elapsed / steps_timed, last_eval)
                     if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                         self.save()
-                if self.stop.signum is not None:
-                    self.interrupted = self.stop.name
+                if self._stopping():
+                    # A rank that saw no signal itself stops with the others, as if by Ctrl-C.
+                    self.interrupted = self.stop.name or "SIGINT"
                     path = self.save() if self.step not in self._saved_steps() else self.checkpoint_path(self.step)
-                    self.log(f"\ninterrupted by {self.interrupted} at step {self.step}: saved {path}; "
-                             f"continue with --resume {path}")
+                    if self.comm.is_root:
+                        self.log(f"\ninterrupted by {self.interrupted} at step {self.step}: saved "
+                                 f"{path}; continue with --resume {path}")
         finally:
-            sys.stdout.write("\n")
+            if self.comm.is_root:
+                sys.stdout.write("\n")
         from minibert import plots
-        outputs.write_file(self.out / "pretraining.png",
-                           lambda tmp: plots.plot_pretraining(metrics_path, tmp))
+        if self.comm.is_root:
+            outputs.write_file(self.out / "pretraining.png",
+                               lambda tmp: plots.plot_pretraining(metrics_path, tmp))
         return last_eval
+
+    def _stopping(self) -> bool:
+        """A signal asked to stop: this process's, or with several ranks any rank's (agreed on in
+        the step's Allreduce, so that all ranks leave the loop after the same step)."""
+        return self.stop.signum is not None if self.comm.size == 1 else self._stop_agreed
 
     def _saved_steps(self) -> set[int]:
         return {int(p.name.split("-")[1]) for p in self._saved}
 
     def _divergence_message(self, exc: Exception) -> str:
         if self.last_good is not None:
-            where = (f"the last good checkpoint is {self.last_good}; resume from it with a lower --lr or a "
-                     f"longer --warmup (--resume {self.last_good} --lr ...)")
+            where = (f"the last good checkpoint is {self.last_good}; resume from it with a lower "
+                     f"--lr or a longer --warmup (--resume {self.last_good} --lr ...)")
         else:
             where = "no good checkpoint of this run was saved; start again with a lower --lr or a longer --warmup"
         return f"{exc}; training stopped ({DIVERGENCE_RULE}): {where}"
