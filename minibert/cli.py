@@ -66,6 +66,7 @@ OS_ERRORS = {
     errno.ENOTDIR: "a file is in the way of the folder {file}; give another path",
     errno.ENAMETOOLONG: "the path {file} is too long",
     errno.EEXIST: "{file} already exists",
+    errno.ENOENT: "{file} does not exist (nor, perhaps, a folder on its path)",
 }
 
 
