@@ -10,9 +10,10 @@
 # # Lesson 16 — Debugging a BERT that does not learn
 #
 # **Run time:** about 3-5 minutes on a 2-core laptop (4.5 minutes measured on a busy one), most of
-# it five short pretraining runs in section 2 (quick mode `MINIBERT_QUICK=1`: about 20 s of computing,
-# a minute on a busy machine, with much shorter runs on less data). Builds on lessons 01 (gradient checks), 04 (attention and its mask),
-# 07 (the instances) and 08 (the heads, the loss, AdamW).
+# it five short pretraining runs in section 2 (quick mode `MINIBERT_QUICK=1`: about 20 s of
+# computing, a minute on a busy machine, with much shorter runs on less data). Builds on lessons 01
+# (gradient checks), 04 (attention and its mask), 07 (the instances) and 08 (the heads, the loss,
+# AdamW).
 #
 # "NSP accuracy stuck at 50%." "MLM loss plateaus at 7." "My eval numbers change every time I run
 # them." Questions like these fill the issue trackers of every BERT implementation, and the answer
@@ -21,8 +22,9 @@
 # one at a time, shows what each looks like from the outside (its **symptom**) and the check that
 # finds it (its **diagnostic**).
 #
-# A bug is planted from outside the model by `minibert.bugs.planted(NAME)`, a context manager that
-# wraps one function or method and restores it on exit; nothing in the model knows about bugs:
+# A bug is planted from outside the model by `minibert.pretraining.bugs.planted(NAME)`, a context
+# manager that wraps one function or method and restores it on exit; nothing in the model knows
+# about bugs:
 #
 #     with bugs.planted("no_sqrt_scale"):
 #         ...        # every attention in here forgets the 1/sqrt(D)
@@ -39,11 +41,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minibert import bugs, lessons
+from minibert import lessons
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
 from minibert.paths import data_path
+from minibert.pretraining import bugs
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import BATCH_KEYS, evaluate
 from minibert.tokenization import BertTokenizer

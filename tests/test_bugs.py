@@ -3,9 +3,10 @@ the ``with`` block restores every patched function, method and instance."""
 import numpy as np
 import pytest
 
-from minibert import bugs, kernels
+from minibert import kernels
 from minibert.models import BertModel
 from minibert.optim import AdamW
+from minibert.pretraining import bugs
 from minibert.pretraining.data import InstanceMaker
 
 
