@@ -108,14 +108,15 @@ def our_files(folder) -> set[str]:
 # ---- the rule ---------------------------------------------------------------------------------
 def claim(folder, kind: str, *, overwrite: bool = False, option: str = "--out",
           allow: str = "add --overwrite", kinds: tuple[str, ...] = (),
-          recognise: Callable[[Path], bool] | None = None) -> Path:
+          recognise: Callable[[Path], bool] | None = None, mark: bool = True) -> Path:
     """Check that ``folder`` may receive output of ``kind`` and mark it; refuse in one line if not.
 
     ``option`` and ``allow`` word the refusal (``--out`` / ``add --overwrite`` for a command, the
     argument and ``pass overwrite=True`` for a function). ``kinds``: other kinds this output may
     share a folder with (a model saved into a fine-tuning folder). ``recognise(folder)``: True for a
     folder an older minibert made for this output before folders had markers, so existing runs stay
-    usable.
+    usable. ``mark=False`` leaves the marking to the caller (``mark_folder``), after checks of its
+    own, so that a command refused by those leaves an existing folder as it was.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -133,13 +134,20 @@ def claim(folder, kind: str, *, overwrite: bool = False, option: str = "--out",
                                 f"{kind}; choose a new folder, or {allow} to write into it (only "
                                 f"minibert's own files are replaced)")
     folder.mkdir(parents=True, exist_ok=True)
+    if mark:
+        mark_folder(folder, kind, kinds)
+    return folder
+
+
+def mark_folder(folder, kind: str, kinds: tuple[str, ...] = ()) -> None:
+    """Write ``folder``'s marker for ``kind`` (kept if it already names ``kind`` or one of ``kinds``)."""
+    folder = Path(folder)
     marker = read_marker(folder)
     if marker is None:
         write_marker(folder, kind)
     elif marker["kind"] != kind and marker["kind"] not in kinds:    # --overwrite made it ours
         write_file(folder / MARKER, json.dumps({**marker, "kind": kind}, indent=1, sort_keys=True)
                    + "\n")
-    return folder
 
 
 # ---- interruptions ----------------------------------------------------------------------------

@@ -286,6 +286,14 @@ def test_stability_refuses_runs_made_with_other_settings(tmp_path, capsys):
         assert main(common + change) == 1
         assert "other settings" in one_error_line(capsys)
         assert snapshot(tmp_path / "st") == before
+    # Runs of an older minibert, whose settings were not recorded: refused, the folder left as it was.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "runs.jsonl").write_text((tmp_path / "st" / "runs.jsonl").read_text())
+    before = snapshot(legacy)
+    assert main(common[:-1] + [str(legacy)]) == 1
+    assert "settings were not recorded" in one_error_line(capsys)
+    assert snapshot(legacy) == before
 
 
 def saved_model(tmp_path):
@@ -367,13 +375,20 @@ def test_a_diverging_pretrain_is_one_line_and_exit_1(tmp_path, capsys, corpus):
     assert "training stopped" in err and "--lr" in err
 
 
-def test_resume_with_too_few_steps_or_a_preset_is_a_clear_error(run, tmp_path, capsys, corpus):
+def test_resume_with_too_few_steps_a_preset_or_another_vocabulary_is_a_clear_error(run, tmp_path,
+                                                                                  capsys, corpus):
     out = copy_run(run, tmp_path)
     before = snapshot(out)
     assert main(pretrain_args(corpus, out, 4, "--resume", str(out))) == 1
     assert "is at step 4" in one_error_line(capsys)
     assert main(pretrain_args(corpus, out, 8, "--resume", str(out), "--preset", "mini")) == 1
     assert "--preset does not apply with --resume" in one_error_line(capsys)
+    tokens = data_path("vocab.txt").read_text(encoding="utf-8").splitlines()
+    tokens[10], tokens[11] = tokens[11], tokens[10]
+    (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    assert main(pretrain_args(corpus, out, 8, "--resume", str(out), "--vocab",
+                              str(tmp_path / "vocab.txt"))) == 1
+    assert "another vocabulary" in one_error_line(capsys)
     assert snapshot(out) == before
 
 

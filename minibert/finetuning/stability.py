@@ -287,10 +287,11 @@ def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
             jobs.append((s, seed, config_from_args(args, seed=seed, **changes)))   # validates every config first
 
     out = outputs.claim(args.out, KIND, overwrite=getattr(args, "overwrite", False),
-                        recognise=lambda folder: (folder / "runs.jsonl").is_file())
+                        recognise=lambda folder: (folder / "runs.jsonl").is_file(), mark=False)
     runs_file = out / "runs.jsonl"
     settings = shared_settings(config_from_args(args, seed=0))     # before any strategy's changes
     check_settings(out, settings)
+    outputs.mark_folder(out, KIND)
     records = read_runs(runs_file, repair=True) if runs_file.exists() else []
     if records and records[0].get("task", args.task) != args.task:
         raise ValueError(f"{runs_file} holds runs of task {records[0]['task']!r}, not {args.task!r}")
