@@ -28,6 +28,7 @@ from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.evaluate import EVAL_SEED, eval_data_config
 from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
 from minibert.tokenization import BertTokenizer
+from minibert.tokenization.vocab import vocab_sha256
 
 KIND = "pretrain"
 # The training options a checkpoint remembers: on --resume, one not given on the command line keeps
@@ -149,7 +150,7 @@ def _run_checkpoints(folder: Path) -> list[Path]:
 def check_output(out: Path, resume: Path | None, overwrite: bool) -> None:
     """Before any work: ``out`` may hold a run only when this command continues it (``--resume``
     from a checkpoint inside it, no later checkpoint there) or replaces it (``--overwrite``)."""
-    outputs.claim(out, KIND, overwrite=overwrite, recognise=_looks_like_a_run)
+    outputs.claim(out, KIND, overwrite=overwrite, recognise=_looks_like_a_run, mark=False)
     existing = _run_checkpoints(out)
     has_run = bool(existing) or (out / "metrics.jsonl").is_file()
     if resume is None:
@@ -245,6 +246,11 @@ def main(args) -> int:
     if resume is not None:
         _, state = checkpoint.load_training_state(resume)
         stored = state["train_config"]
+        tokenizer = BertTokenizer.from_pretrained(vocab_file)
+        tokens = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
+        if vocab_sha256(tokens) != state["data"]["vocab_sha256"]:
+            raise ValueError(f"--resume {resume} was trained with another vocabulary than "
+                             f"{vocab_file}; give the --vocab it was trained with")
         if args.steps <= state["step"]:
             raise ValueError(f"--resume {resume} is at step {state['step']}; --steps counts all "
                              f"steps, so give --steps above {state['step']} (now {args.steps})")
@@ -253,6 +259,7 @@ def main(args) -> int:
 
     def claim():
         check_output(out, resume, args.overwrite)
+    outputs.mark_folder(out, KIND)
         if args.overwrite and resume is None:
             clear_run(out)
     distributed.on_root(comm, claim)     # rank 0 alone owns the output folder
