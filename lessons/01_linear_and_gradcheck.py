@@ -348,3 +348,6 @@ print("worst relative error:", f"{max(r.max_rel_error for r in results):.1e}")
 #    compare with the table.
 # 4. **Tied weights.** Extend section 5 so that `b` is *not* shared (two biases `b1`, `b2`). Which buffers
 #    now receive one contribution and which two? Check your answer with `gradcheck.compare`.
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `linear` (the forward/backward pair and its `+=`).

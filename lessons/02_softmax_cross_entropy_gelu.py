@@ -347,3 +347,6 @@ print("float32 in, float32 out:", normal_cdf(xs[:3].astype(np.float32)).dtype)
 # 4. **GELU tanh backward.** Check `F.gelu_backward` with `approximate=True` against finite differences
 #    (copy the GELU check and swap the functions). Then use the exact backward for the tanh forward: which
 #    error does the check report, and how does it compare with the 4.7e-4 gap between the two forwards?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `softmax_cross_entropy`, `gelu` and `dropout`.

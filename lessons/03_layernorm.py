@@ -258,3 +258,6 @@ print(gradcheck.format_table(checks.run_check("layernorm", seed=0)))
 #    of the derivation would change if `xhat` had been computed from `sqrt(var)` and `eps` added elsewhere.
 # 4. **Memory.** Modify the forward to cache `(x, gamma)` only and recompute `mu`, `r`, `xhat` in the
 #    backward. Check it. What did you save, and what did it cost?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `layernorm` (the axis, the three terms of the backward).

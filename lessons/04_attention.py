@@ -314,3 +314,6 @@ print(gradcheck.format_table(results))
 # 4. **Rows vs columns.** Add the mask to the *rows* of `S` (`mask_bias[:, None, :, None]`) instead of the
 #    columns. What happens to the attention of a padded query, and to real tokens? Does the real tokens'
 #    output still ignore the padding?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `attention_head` and `multihead_attention` (the 1/sqrt(D), the mask's axis).

@@ -434,3 +434,7 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 #    whole step on all threads? Then try `OMP_WAIT_POLICY=passive` as well.
 # 4. **Amdahl at another size.** Re-run section 5 with `BertConfig.preset("mini")` (H = 256) and then with
 #    T = 32. Predict, from the share printed above, which change makes Numba's whole-step gain larger.
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `embedding` (the scatter-add) and `encoder_backward` (the layer's backward in
+# order).

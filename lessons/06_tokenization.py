@@ -380,3 +380,6 @@ assert train_wordpiece(train_lines, vocab_size=len(result.tokens)) == result.tok
 #    (Hint: when is there no pair left at all?)
 # 4. Train a cased vocabulary (`count_words(..., do_lower_case=False)`). Predict how the alphabet and
 #    the number of merges needed to reach 1.2 pieces per word change.
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `wordpiece` (greedy longest match, the whole word as [UNK]).

@@ -410,3 +410,6 @@ print(f"padding: {1 - dataset.arrays['attention_mask'].mean():.0%} of all token 
 #    better choice for this corpus if the goal is to train fast?
 # 4. Make the random replacement skip the special tokens. How many of the random replacements in section
 #    5 were special tokens before the change? (Count them, then compare with 5/V of the 10%.)
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `masking` (80/10/10, labels only at the chosen positions).

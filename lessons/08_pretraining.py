@@ -627,3 +627,6 @@ WORK.cleanup()
 # 4. **MLM only.** Make `BertForPreTraining.backward` ignore the NSP loss (pass 0 instead of `dloss` to the
 #    NSP cross-entropy backward). Predict the held-out NSP accuracy after the short run, and whether the MLM
 #    numbers change. Check.
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `mlm_tied` (the tied decoder's `+=`) and `adamw` (bias correction).

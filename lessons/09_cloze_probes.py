@@ -349,3 +349,6 @@ for name, r in malformed.items():
 #    log p(often) under *whether* and *that*. Does this cheaper measure agree with the controlled PLL?
 # 4. Write a new negation frame ("A robin is never a [MASK].", "No robin is a [MASK].") and predict,
 #    before running it, whether the model's answer will change.
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `masking` (how a [MASK] gets into the input the probes read).

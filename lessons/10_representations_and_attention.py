@@ -337,3 +337,7 @@ print("heat map of:", " ".join(sentence))
 #    Why is that a bad control here?
 # 4. Give the structural probe rank 2 instead of 64 (`rank=2`). Predict the UUAS of each layer before
 #    running it: how many dimensions does a tree of ten words need?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `attention_head` and `multihead_attention` (the probabilities the head
+# analysis reads).

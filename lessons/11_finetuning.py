@@ -514,3 +514,6 @@ print(f"\nlesson time {time.perf_counter() - T_START:.0f} s")
 #    over 10 seeds. Is "dev at or below the majority baseline" a good definition when the dev set has 300
 #    examples? What would a run that predicts at random (not a constant) score, and how often would it
 #    "fail"?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `softmax_cross_entropy` (the classifier's loss) and `adamw` (bias correction).

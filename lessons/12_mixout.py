@@ -670,3 +670,7 @@ print(f"\nlesson time {time.perf_counter() - T_START:.0f} s")
 #    the majority baseline; with 300 dev examples a run that guesses at random scores 0.50 +- 0.03.
 #    Recount the measured experiment with "failed = dev < majority + 2 standard errors" (`runs.jsonl`
 #    has every run's score). Which conclusions of section 9 change?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `mixout` (the forward, and the backward whose 1/(1 - p) the reference code
+# forgets).

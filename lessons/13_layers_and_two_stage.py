@@ -464,3 +464,6 @@ print(f"lesson 13 done in {time.perf_counter() - STARTED:.0f} s")
 #    (lesson 11) or in `run_stage`, zero every gradient whose name starts with `bert.` before the optimiser
 #    step. Compare last / mix / concat4 again. Does the difference between the readings grow, as it did for
 #    Devlin et al.'s feature-based NER?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `dropout` (layer dropout replays a mask the same way) and `linear`.

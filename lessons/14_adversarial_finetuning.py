@@ -808,3 +808,7 @@ print(f"lesson 14 done in {time.perf_counter() - STARTED:.0f} s")
 # 4. **A bound for FreeLB.** Run section 8's FreeLB with `freelb=(2, 0.1, 0.05)` (steps of 0.1, projected
 #    on ||delta||_F <= 0.05) and with `(3, 0.03, 0.0)`. Predict each run's dev accuracy relative to the
 #    rows of section 8 before running it.
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `embedding` (the perturbed word embeddings get the lookup's gradient) and
+# `softmax_cross_entropy`.

@@ -407,3 +407,6 @@ shutil.rmtree(WORK)                      # the folders of this lesson (comment o
 # 4. Transpose one weight on export: in `checkpoint.save_model`, store `query.weight.T` for layer 0.
 #    Which check of this lesson catches it: the shape check when loading, or the output comparison?
 #    What would catch a transposed `intermediate.dense.weight` (I x H), and how early?
+#
+# **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
+# lessons/README.md): `linear` (weights stored (out, in), as in the checkpoints) and `wordpiece`.
