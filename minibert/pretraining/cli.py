@@ -259,7 +259,7 @@ def main(args) -> int:
 
     def claim():
         check_output(out, resume, args.overwrite)
-    outputs.mark_folder(out, KIND)
+        outputs.mark_folder(out, KIND)
         if args.overwrite and resume is None:
             clear_run(out)
     distributed.on_root(comm, claim)     # rank 0 alone owns the output folder
