@@ -214,9 +214,10 @@ def main(args) -> int:
     say("\n".join(agreement))
 
     # 5. fine-tuning: dropout vs Mixout on the small pair task, and what pretraining is worth
-    n_dev = sum(1 for line in data_path("tasks", "entailment", "dev.jsonl").open() if line.strip())
+    dev_file = data_path("tasks", "entailment", "dev.jsonl")
+    n_dev = sum(1 for line in dev_file.read_text(encoding="utf-8").splitlines() if line.strip())
     say(f"\n5. Fine-tuning on the entailment task (500 training pairs, {n_dev} dev pairs), "
-        f"{args.finetune_seeds} seeds per setting ...")
+        f"{args.finetune_seeds} seed{'' if args.finetune_seeds == 1 else 's'} per setting ...")
     finetuning, majority = finetune_comparison(args.finetune_seeds, say)
     say("\n".join(finetuning))
 

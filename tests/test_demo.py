@@ -36,6 +36,7 @@ def test_accuracies_come_with_their_item_counts_and_the_report_reads_them(run):
                      r"\| NSP accuracy \(n = [\d,]+ pairs\) \|", report)
     assert "| 0 attractors (n = 25) | 1 attractor (n = 25) | 2 attractors (n = 25) |" in report
     assert "1 attractors" not in report and "1 attractors" not in printed
+    assert "1 seed per setting" in printed and "1 seeds" not in printed
     assert "Wrong fill-ins are expected" in report and "lessons/09_cloze_probes.py" in report
     assert "agree with the closest noun" in report and "one sentence is 0.04 of accuracy" in report
 
