@@ -2,14 +2,20 @@
 
     minibert bench kernels [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini]
     minibert bench train [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--predictions 20]
+    minibert bench corpus [--steps 30] [--batch-size 32] [--seq-len 128] [--preset tiny|mini] [--lines 20000]
+    minibert bench profile [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--corpus]
     minibert bench parity [--steps 200] [--batch-size 16] [--seq-len 128] [--preset tiny] [--lines 4000] [--out DIR]
 
 ``kernels`` times every kernel pair of ``minibert.kernels`` (NumPy reference vs Numba), forward and
 backward separately, at the shapes one training step of the chosen preset meets, then one whole encoder
 forward + backward through each path. ``train`` times a whole pretraining step (forward, backward,
 clipping, AdamW) of minibert's two paths and of Hugging Face's PyTorch model when it is installed, and
-reports each one's share of the machine's matmul peak and its peak memory. Each number is the median over ``--repeats`` calls in this one
-process, after one warm-up call (which also pays Numba's compilation, or loads it from the disk cache).
+reports each one's share of the machine's matmul peak and its peak memory. Each number is the median
+over ``--repeats`` calls in this one process, after one warm-up call (which also pays Numba's
+compilation, or loads it from the disk cache). ``corpus`` is the real work: pretraining steps on the
+bundled corpus, whose batches are about half padding, minibert's Trainer step against Hugging Face with
+dynamic padding, counted in real (non-padding) tokens per second. ``profile`` splits one training step
+into its operations (time, and the memory kept for the backward; see ``minibert.profiling``).
 ``parity`` is not a timing: it trains minibert and Hugging Face's ``BertForPreTraining`` (PyTorch) from the
 same weights on the same batches of the bundled corpus, with dropout off, and plots the two loss curves.
 
@@ -224,14 +230,30 @@ def bench_kernels(args) -> int:
 # bench train
 # ----------------------------------------------------------------------------------------------
 def matmul_flops(config: BertConfig, B: int, T: int, P: int, mlm_rows: int | None = None) -> float:
-    """Analytic multiply-add FLOPs (2 per multiply-add) of the matrix products in one training step:
-    forward, plus twice that for the backward (the gradients of both operands). ``mlm_rows`` is how many
-    positions the MLM decoder scores: P per sequence for minibert (gathered), T for Hugging Face."""
+    """Analytic multiply-add FLOPs (2 per multiply-add) of the matrix products in one training step on a
+    full-length batch: forward, plus twice that for the backward (the gradients of both operands).
+    ``mlm_rows`` is how many positions per sequence the MLM decoder scores: P for minibert (gathered), T
+    for Hugging Face."""
+    return _step_flops(config, B * T, B * T * T, B, B * (P if mlm_rows is None else mlm_rows))
+
+
+def batch_flops(config: BertConfig, attention_mask: np.ndarray, mlm_rows: int, padded: bool) -> float:
+    """``matmul_flops`` of one step on a real batch. ``padded``: the token-wise products run over all B T
+    positions and attention over T x T per sequence; otherwise over the N real tokens and n_b x n_b per
+    sequence of n_b tokens. ``mlm_rows``: positions the MLM decoder scores in the whole batch."""
+    B, T = attention_mask.shape
+    lengths = attention_mask.sum(axis=1).astype(np.int64)
+    if padded:
+        return _step_flops(config, B * T, B * T * T, B, mlm_rows)
+    return _step_flops(config, int(lengths.sum()), int((lengths * lengths).sum()), B, mlm_rows)
+
+
+def _step_flops(config: BertConfig, rows: int, pairs: int, B: int, mlm_rows: int) -> float:
+    """Forward + backward FLOPs with ``rows`` token rows through every linear layer and ``pairs``
+    (query, key) pairs through attention's two products (scores and context), summed over sequences."""
     H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
-    N = B * T
-    per_layer = 2 * N * H * 3 * H + 2 * N * H * H + 2 * 2 * N * H * I + 2 * 2 * B * T * T * H
-    rows = B * (P if mlm_rows is None else mlm_rows)
-    heads = 2 * B * H * H + 2 * rows * H * H + 2 * rows * H * V + 2 * B * H * 2
+    per_layer = 2 * rows * H * 3 * H + 2 * rows * H * H + 2 * 2 * rows * H * I + 2 * 2 * pairs * H
+    heads = 2 * B * H * H + 2 * mlm_rows * H * H + 2 * mlm_rows * H * V + 2 * B * H * 2
     return 3.0 * (L * per_layer + heads)
 
 
@@ -256,7 +278,9 @@ def _pretraining_batch(config: BertConfig, B: int, T: int, P: int, rng: np.rando
             "next_sentence_labels": rng.integers(0, 2, B)}
 
 
-def _minibert_step(config: BertConfig, batch: dict, seed: int):
+def _minibert_trainer(config: BertConfig, seed: int):
+    """step(batch): one minibert pretraining step (zero_grad, forward, backward, clip at 1, AdamW), as the
+    Trainer takes it."""
     from minibert.models import BertForPreTraining
     from minibert.optim import AdamW, clip_grad_norm, triples_from_model
 
@@ -264,7 +288,7 @@ def _minibert_step(config: BertConfig, batch: dict, seed: int):
     optimizer = AdamW(triples_from_model(model), lr=1e-4)
     grads = [g for _, g in model.named_grads()]
 
-    def step():
+    def step(batch):
         model.zero_grad()
         model.forward(**batch)
         model.backward()
@@ -273,7 +297,11 @@ def _minibert_step(config: BertConfig, batch: dict, seed: int):
     return step
 
 
-def _huggingface_step(config: BertConfig, batch: dict, seed: int):
+def _huggingface_trainer(config: BertConfig, seed: int):
+    """step(batch): one step of Hugging Face ``BertForPreTraining`` (its own initialisation and default
+    attention) with torch AdamW, on a minibert batch. The labels are laid out as transformers' MLM
+    collator does: the original token at each real masked position, -100 everywhere else; the model then
+    scores all T positions, as it always does."""
     import torch
     import transformers
 
@@ -282,27 +310,33 @@ def _huggingface_step(config: BertConfig, batch: dict, seed: int):
     hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
     model = transformers.BertForPreTraining(hf_config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6)
-    labels = np.full(batch["input_ids"].shape, -100)
-    np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], 1)
-    inputs = {"input_ids": torch.as_tensor(batch["input_ids"]), "token_type_ids": torch.as_tensor(batch["token_type_ids"]),
-              "attention_mask": torch.as_tensor(batch["attention_mask"]), "labels": torch.as_tensor(labels),
-              "next_sentence_label": torch.as_tensor(batch["next_sentence_labels"])}
 
-    def step():
+    def step(batch):
+        positions, weights = batch["masked_lm_positions"], batch["masked_lm_weights"]
+        labels = np.full(batch["input_ids"].shape, -100, dtype=np.int64)
+        rows = np.nonzero(weights > 0)
+        labels[rows[0], positions[rows]] = batch["masked_lm_ids"][rows]
+        inputs = {name: torch.as_tensor(np.asarray(batch[name], dtype=np.int64))
+                  for name in ("input_ids", "token_type_ids", "attention_mask")}
         optimizer.zero_grad()
-        model(**inputs).loss.backward()
+        loss = model(**inputs, labels=torch.as_tensor(labels),
+                     next_sentence_label=torch.as_tensor(np.asarray(batch["next_sentence_labels"], np.int64))).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+    step.attention = model.config._attn_implementation
     return step
 
 
-def _peak_memory_child(path: str, preset: str, B: int, T: int, P: int, vocab_size: int) -> None:
+def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
     """Run in a fresh process: print the peak resident memory (MiB) of building one path's model and
-    taking two steps, above the resident size just before the model was built.
+    taking two steps on the batch in ``batch_file``, above the resident size just before the model was
+    built. ``path`` is "numpy", "numba" (minibert with those kernels) or "huggingface".
 
     A small warm-up model runs first, so Numba's compilation (or PyTorch's lazy set-up) is not counted,
     and the kernel's high-water mark (VmHWM) is reset after it (``/proc/self/clear_refs``)."""
     import gc
+    import json
 
     from minibert import kernels
 
@@ -310,46 +344,59 @@ def _peak_memory_child(path: str, preset: str, B: int, T: int, P: int, vocab_siz
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
 
-    make = _huggingface_step if path == "huggingface" else _minibert_step
+    make = _huggingface_trainer if path == "huggingface" else _minibert_trainer
     if path != "huggingface":
         kernels.use(path)
-    warm = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=T)
-    make(warm, _pretraining_batch(warm, 2, T, P, np.random.default_rng(0)), 0)()
+    with np.load(batch_file) as stored:
+        batch = {name: stored[name] for name in stored.files}
+    config = BertConfig(**json.loads(config_json))
+    B, T = batch["input_ids"].shape
+    warm = BertConfig(vocab_size=config.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=config.max_position_embeddings)
+    make(warm, 0)({name: a[:2] for name, a in batch.items()})
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     baseline = resident("VmRSS:")
-    config = BertConfig.preset(preset, vocab_size=vocab_size)
-    step = make(config, _pretraining_batch(config, B, T, P, np.random.default_rng(0)), 0)
-    step()
-    step()
+    step = make(config, 0)
+    step(batch)
+    step(batch)
     print(resident("VmHWM:") - baseline)
 
 
-def _peak_memory_mb(path: str, args, vocab_size: int) -> float | None:
+def _peak_memory_mb(path: str, config: BertConfig, batch_file) -> float | None:
+    """``_peak_memory_child`` in a fresh Python; None if it failed (the table then shows "-")."""
+    import json
     import subprocess
     import sys
 
-    code = (f"from minibert.bench import _peak_memory_child; _peak_memory_child({path!r}, {args.preset!r}, "
-            f"{args.batch_size}, {args.seq_len}, {args.predictions}, {vocab_size})")
+    config_json = json.dumps({k: v for k, v in config.to_dict().items() if k != "model_type"})
+    code = (f"from minibert.bench import _peak_memory_child; "
+            f"_peak_memory_child({path!r}, {config_json!r}, {str(batch_file)!r})")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         return None
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def bench_train(args) -> int:
-    """One pretraining step (forward, backward, clipping, AdamW) of minibert's NumPy path, its Numba path
-    and, when installed, Hugging Face ``BertForPreTraining`` in PyTorch, on the same batch, interleaved."""
-    from minibert import kernels
-
+def _have_torch() -> bool:
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-        have_torch = True
     except ImportError:
-        have_torch = False
+        return False
+    return True
+
+
+def bench_train(args) -> int:
+    """One pretraining step (forward, backward, clipping, AdamW) of minibert's NumPy path, its Numba path
+    and, when installed, Hugging Face ``BertForPreTraining`` in PyTorch, on the same batch, interleaved."""
+    import tempfile
+    from pathlib import Path
+
+    from minibert import kernels
+
+    have_torch = _have_torch()
     B, T, P = args.batch_size, args.seq_len, args.predictions
     vocab_size = args.vocab_size
     config = BertConfig.preset(args.preset, vocab_size=vocab_size)
@@ -365,12 +412,12 @@ def bench_train(args) -> int:
     steps = {}
     for label in ("numpy", "numba"):
         with kernels.using(label):
-            step = _minibert_step(config, batch, args.seed)
-            step()                                       # warm-up (and Numba compilation)
+            step = _minibert_trainer(config, args.seed)
+            step(batch)                                  # warm-up (and Numba compilation)
         steps[label] = (label, step)
     if have_torch:
-        steps["huggingface"] = (None, _huggingface_step(config, batch, args.seed))
-        steps["huggingface"][1]()
+        steps["huggingface"] = (None, _huggingface_trainer(config, args.seed))
+        steps["huggingface"][1](batch)
     else:
         print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the Hugging Face row)")
     times = {name: [] for name in steps}
@@ -378,23 +425,28 @@ def bench_train(args) -> int:
         for name, (backend, step) in steps.items():
             if backend:
                 with kernels.using(backend):
-                    times[name].append(median_ms(step, 1, warmup=0))
+                    times[name].append(median_ms(lambda: step(batch), 1, warmup=0))
             else:
-                times[name].append(median_ms(step, 1, warmup=0))
+                times[name].append(median_ms(lambda: step(batch), 1, warmup=0))
     peak = matmul_peak_gflops()
     ours_flops = matmul_flops(config, B, T, P)
     hf_flops = matmul_flops(config, B, T, P, mlm_rows=T)
     reference = statistics.median(times["huggingface"]) if have_torch else statistics.median(times["numpy"])
     rows = []
-    for name, (backend, _) in steps.items():
-        ms = statistics.median(times[name])
-        flops = hf_flops if name == "huggingface" else ours_flops
-        memory = _peak_memory_mb(name, args, vocab_size)
-        label = {"numpy": "minibert, NumPy kernels", "numba": "minibert, Numba kernels",
-                 "huggingface": "Hugging Face BertForPreTraining (eager)"}[name]
-        rows.append([label, f"{ms:.0f}", f"{ms / reference:.2f}", f"{flops / 1e9:.1f}",
-                     f"{flops / (ms * 1e-3) / 1e9:.1f}", f"{100 * flops / (ms * 1e-3) / 1e9 / peak:.0f}%",
-                     "-" if memory is None else f"{memory:.0f}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        batch_file = Path(tmp) / "batch.npz"
+        np.savez(batch_file, **batch)
+        for name, (backend, _) in steps.items():
+            ms = statistics.median(times[name])
+            flops = hf_flops if name == "huggingface" else ours_flops
+            memory = _peak_memory_mb(name, config, batch_file)
+            label = {"numpy": "minibert, NumPy kernels", "numba": "minibert, Numba kernels",
+                     "huggingface": "Hugging Face BertForPreTraining (eager)"}[name]
+            if name == "huggingface":
+                label = f"Hugging Face BertForPreTraining ({steps[name][1].attention})"
+            rows.append([label, f"{ms:.0f}", f"{ms / reference:.2f}", f"{flops / 1e9:.1f}",
+                         f"{flops / (ms * 1e-3) / 1e9:.1f}", f"{100 * flops / (ms * 1e-3) / 1e9 / peak:.0f}%",
+                         "-" if memory is None else f"{memory:.0f}"])
     for line in environment_lines():
         print(line)
     print(f"float32 matmul peak (NumPy BLAS, square 1024/2048): {peak:.1f} GFLOP/s\n")
@@ -406,9 +458,195 @@ def bench_train(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# bench corpus
+# ----------------------------------------------------------------------------------------------
+CORPUS_DEFAULTS = {"steps": 30, "lines": 20000, "dupe_factor": 5}
+
+
+def _corpus_dataset(args, tmp, needed: int, command: str):
+    """The first ``--lines`` lines of the bundled corpus prepared in ``tmp`` as `minibert pretrain`
+    prepares its data (its DataConfig with ``--seq-len`` and ``--dupe-factor``, seed ``--seed``)."""
+    from minibert.paths import data_path
+    from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
+
+    for name in ("steps", "lines", "dupe_factor"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    lines = _corpus_head(args.lines)
+    (tmp / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    t0 = time.perf_counter()
+    # The bundled held-out file is evaluation's, not training's: it plays no part here.
+    prepare([tmp / "corpus.txt"], data_path("vocab.txt"), tmp / "data",
+            DataConfig(max_seq_length=args.seq_len, dupe_factor=args.dupe_factor), seed=args.seed)
+    dataset = PretrainingDataset(tmp / "data")
+    if len(dataset) < needed:
+        raise ValueError(f"{len(lines):,} lines give {len(dataset):,} instances, fewer than the {needed:,} that "
+                         f"--steps {args.steps} with --batch-size {args.batch_size} need: raise --lines")
+    print(f"minibert bench {command}: {len(lines):,} lines of data/corpus/train.txt -> {len(dataset):,} "
+          f"instances as `minibert pretrain` prepares them (T={args.seq_len}, dupe factor {args.dupe_factor}, "
+          f"seed {args.seed}; {time.perf_counter() - t0:.1f} s); batches of {args.batch_size} trimmed to "
+          f"their longest sequence")
+    return dataset
+
+
+def bench_corpus(args) -> int:
+    """Pretraining throughput on the bundled corpus: minibert's Trainer step against Hugging Face
+    ``BertForPreTraining`` + torch AdamW with dynamic padding, tiny and mini, on the same batches,
+    interleaved; real (non-padding) tokens per second."""
+    import tempfile
+    from pathlib import Path
+
+    from minibert import kernels
+    from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
+
+    have_torch = _have_torch()
+    presets = [args.preset] if args.preset else ["tiny", "mini"]
+    B, T, n_steps = args.batch_size, args.seq_len, args.steps
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset = _corpus_dataset(args, tmp, needed=B * (n_steps + 1), command="corpus")
+        paths = {}              # name -> (preset, config, step(batch))
+        trainer = None
+        for preset in presets:
+            model = build_model(preset, dataset.vocab_size, args.seed, T).train()
+            preset_trainer = Trainer(model, dataset, TrainConfig(steps=n_steps + 1, batch_size=B, seed=args.seed),
+                                     tmp / f"out-{preset}", log=lambda message: None)
+            trainer = trainer or preset_trainer                # one batch stream for every path
+            paths[f"minibert {preset}"] = (preset, model.config, preset_trainer.train_step)
+            if have_torch:
+                paths[f"huggingface {preset}"] = (preset, model.config,
+                                                  _huggingface_trainer(model.config, args.seed))
+        if not have_torch:
+            print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the "
+                  "Hugging Face rows)")
+        warm = trainer.next_batch()
+        for _, _, step in paths.values():                      # warm-up (and Numba compilation)
+            step(warm)
+        names = list(paths)
+        seconds = {name: [] for name in names}
+        batches = []
+        for k in range(n_steps):
+            batch = trainer.next_batch()
+            batches.append(batch)
+            for name in names[k % len(names):] + names[:k % len(names)]:     # rotate the order
+                start = time.perf_counter()
+                paths[name][2](batch)
+                seconds[name].append(time.perf_counter() - start)
+        peak = matmul_peak_gflops()
+
+        masks = [b["attention_mask"] for b in batches]
+        real = np.array([m.sum() for m in masks], dtype=np.float64)
+        slots = np.array([m.size for m in masks], dtype=np.float64)
+        widths = [m.shape[1] for m in masks]
+        largest = batches[int(np.argmax(widths))]
+        batch_file = tmp / "largest.npz"
+        np.savez(batch_file, **largest)
+        rows = []
+        for name in names:
+            preset, config, _ = paths[name]
+            hf = name.startswith("huggingface")
+            flops = sum(batch_flops(config, b["attention_mask"], b["input_ids"].size if hf
+                                    else b["masked_lm_positions"].size, padded=True) for b in batches)
+            total = sum(seconds[name])
+            tokens_per_s = real.sum() / total
+            reference = f"huggingface {preset}"
+            hf_tokens_per_s = (real.sum() / sum(seconds[reference])) if reference in seconds else None
+            memory = _peak_memory_mb("huggingface" if hf else kernels.backend(), config, batch_file)
+            rows.append([name, f"{1e3 * statistics.median(seconds[name]):.0f}", f"{tokens_per_s:,.0f}",
+                         "-" if hf_tokens_per_s is None else f"{tokens_per_s / hf_tokens_per_s:.2f}",
+                         f"{flops / n_steps / 1e9:.2f}", f"{flops / total / 1e9:.1f}",
+                         f"{100 * flops / total / 1e9 / peak:.0f}%", "-" if memory is None else f"{memory:.0f}"])
+    for line in environment_lines():
+        print(line)
+    attention = next((step.attention for _, _, step in paths.values() if hasattr(step, "attention")), None)
+    print(f"minibert kernels: {kernels.backend()}" + (f"; Hugging Face attention: {attention}" if attention else ""))
+    print(f"float32 matmul peak (NumPy BLAS, square 1024/2048): {peak:.1f} GFLOP/s")
+    print(f"{n_steps} timed steps per path, the same batches for all, the order rotated each step, after 1 "
+          f"warm-up step: fill {real.sum() / slots.sum():.2f} (real tokens / B x T), mean T {np.mean(widths):.1f}, "
+          f"{real.mean():.0f} real tokens per batch\n")
+    print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak", "peak MiB"], rows)
+    print("\nGFLOP counts the matrix products each path computes (forward + 2x backward); minibert scores the "
+          "MLM head at the masked positions, Hugging Face at all T. Peak MiB: a fresh process, two steps on "
+          f"the widest timed batch (T={max(widths)}), above its resident size before the model was built.")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# bench profile
+# ----------------------------------------------------------------------------------------------
+def bench_profile(args) -> int:
+    """Per-operation time and the memory held between forward and backward, for minibert's training step
+    on the synthetic full-length batch of ``bench train`` or (``--corpus``) on bundled-corpus batches."""
+    import tempfile
+    from pathlib import Path
+
+    from minibert import kernels, profiling
+    from minibert.models import BertForPreTraining
+    from minibert.optim import AdamW, clip_grad_norm, triples_from_model
+    from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
+
+    B, T, repeats = args.batch_size, args.seq_len, args.repeats
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.corpus:
+            dataset = _corpus_dataset(args, Path(tmp), needed=B * (2 * repeats + 3), command="profile --corpus")
+            model = build_model(args.preset, dataset.vocab_size, args.seed, T).train()
+            trainer = Trainer(model, dataset, TrainConfig(steps=2 * repeats + 3, batch_size=B, seed=args.seed),
+                              Path(tmp) / "out", log=lambda message: None)
+            batches = [trainer.next_batch() for _ in range(repeats + 1)]
+            what = f"{repeats} bundled-corpus batches of {B}"
+        else:
+            config = BertConfig.preset(args.preset, vocab_size=args.vocab_size)
+            model = BertForPreTraining(config, np.random.default_rng(args.seed)).train()
+            batches = [_pretraining_batch(config, B, T, args.predictions, np.random.default_rng(args.seed))]
+            what = f"the synthetic full-length batch B={B} T={T} ({args.predictions} predictions per sequence)"
+        optimizer = AdamW(triples_from_model(model), lr=1e-4)
+        grads = [g for _, g in model.named_grads()]
+        position = [0]
+
+        def step():
+            batch = batches[position[0] % len(batches)]
+            position[0] += 1
+            model.zero_grad()
+            model.forward(**batch)
+            model.backward()
+            clip_grad_norm(grads, 1.0)
+            optimizer.step()
+
+        plain = [median_ms(step, 1, warmup=1 if k == 0 else 0) for k in range(repeats)]
+        timer, instrumented = profiling.profile_step(step, repeats)
+        model.forward(**batches[0])
+        held = profiling.held_arrays(model)
+        model.backward()
+        peak = profiling.peak_traced_bytes(step)
+    c = model.config
+    print(f"minibert bench profile: preset {args.preset!r} (L={c.num_hidden_layers} H={c.hidden_size} "
+          f"A={c.num_attention_heads} I={c.intermediate_size} V={c.vocab_size}), kernels {kernels.backend()}, "
+          f"{what}; float32, dropout 0.1")
+    for line in environment_lines():
+        print(line)
+    total = sum(timer.seconds.values())
+    print(f"\nstep: {statistics.median(plain):.0f} ms (median of {repeats}), {1e3 * instrumented:.0f} ms with "
+          f"every operation timed; exclusive time per operation, per step (wrapped calls inside excluded):\n")
+    rows = [[name, f"{timer.calls[name] / repeats:g}", f"{1e3 * sec / repeats:.1f}", f"{100 * sec / total:.1f}%"]
+            for name, sec in sorted(timer.seconds.items(), key=lambda item: -item[1])
+            if 1e3 * sec / repeats >= 0.05]
+    other = 1e3 * (instrumented * repeats - total) / repeats
+    rows.append(["(step outside the wrapped calls: clip, AdamW, zero_grad)", "", f"{other:.1f}", ""])
+    print_table(["operation", "calls", "ms/step", "share"], rows)
+    params = sum(p.data.nbytes for _, p in model.named_parameter_objects())
+    print(f"\nmemory: parameters {params / 2**20:.1f} MiB, gradients the same, AdamW moments twice that; "
+          f"peak of NumPy's allocations during one step (tracemalloc) {peak / 2**20:.1f} MiB\n"
+          f"arrays held between forward and backward ({sum(held.values()) / 2**20:.1f} MiB in all):\n")
+    print_table(["module.attribute", "MiB", "share"],
+                [[key, f"{n / 2**20:.2f}", f"{100 * n / max(sum(held.values()), 1):.1f}%"]
+                 for key, n in sorted(held.items(), key=lambda item: -item[1]) if n >= 2**16])
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # bench parity
 # ----------------------------------------------------------------------------------------------
-PARITY_DEFAULTS = {"preset": "tiny", "batch_size": 16}
+PARITY_DEFAULTS = {"preset": "tiny", "batch_size": 16, "steps": 200, "lines": 4000, "dupe_factor": 2}
 
 
 def _corpus_head(lines: int) -> list[str]:
@@ -535,6 +773,10 @@ def bench_parity(args) -> int:
 # The command
 # ----------------------------------------------------------------------------------------------
 BENCHMARKS = {
+    "corpus": (bench_corpus, "pretraining throughput (real tokens/s) on the bundled corpus, tiny and mini, "
+                             "against Hugging Face when installed"),
+    "profile": (bench_profile, "where a training step's time and memory go, operation by operation "
+                               "(--corpus: on bundled-corpus batches)"),
     "kernels": (bench_kernels, "every Numba kernel against its NumPy reference, and one encoder step"),
     "train": (bench_train, "one pretraining step: NumPy path, Numba path and (if installed) Hugging Face"),
     "parity": (bench_parity, "train minibert and Hugging Face from the same weights on the same batches; "
@@ -549,24 +791,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="B (default 32; parity 16)")
     parser.add_argument("--seq-len", type=int, default=128, help="T (default 128)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="model sizes H, A, I, L (default mini; parity tiny)")
+                        help="model sizes H, A, I, L (default mini; parity tiny; corpus both tiny and mini)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
     parser.add_argument("--predictions", type=int, default=PREDICTIONS_PER_SEQUENCE,
                         help="train: masked positions per sequence (default 20)")
     parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="train: V (default 8192)")
-    parser.add_argument("--steps", type=int, default=200, help="parity: training steps (default 200)")
-    parser.add_argument("--lines", type=int, default=4000,
-                        help="parity: first lines of data/corpus/train.txt to train on (default 4000)")
-    parser.add_argument("--dupe-factor", type=int, default=2, help="parity: passes of instance creation (default 2)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"parity: training steps (default {PARITY_DEFAULTS['steps']}); corpus: timed steps "
+                             f"per path (default {CORPUS_DEFAULTS['steps']})")
+    parser.add_argument("--lines", type=int, default=None,
+                        help=f"parity, corpus: first lines of data/corpus/train.txt to use (default "
+                             f"{PARITY_DEFAULTS['lines']}; corpus {CORPUS_DEFAULTS['lines']})")
+    parser.add_argument("--dupe-factor", type=int, default=None,
+                        help=f"parity, corpus: passes of instance creation (default {PARITY_DEFAULTS['dupe_factor']}; "
+                             f"corpus {CORPUS_DEFAULTS['dupe_factor']}, as `minibert pretrain`)")
     parser.add_argument("--lr", type=float, default=1e-3, help="parity: peak learning rate (default 1e-3)")
+    parser.add_argument("--corpus", action="store_true",
+                        help="profile: bundled-corpus batches instead of the synthetic full-length batch")
     parser.add_argument("--out", default="runs/bench-parity", help="parity: folder for the figure and losses")
 
 
 def main(args) -> int:
-    if args.preset is None:
-        args.preset = PARITY_DEFAULTS["preset"] if args.what == "parity" else "mini"
-    if args.batch_size is None:
-        args.batch_size = PARITY_DEFAULTS["batch_size"] if args.what == "parity" else 32
+    defaults = {"parity": PARITY_DEFAULTS, "corpus": CORPUS_DEFAULTS}.get(args.what, {})
+    if args.preset is None and args.what != "corpus":
+        args.preset = defaults.get("preset", "mini")
+    for name in ("batch_size", "steps", "lines", "dupe_factor"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults.get(name, PARITY_DEFAULTS[name] if name != "batch_size" else 32))
     for name in ("repeats", "batch_size", "seq_len"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -46,3 +46,43 @@ def test_matmul_flops_counts_the_mlm_rows():
     # one layer's forward at B=32, T=128, H=256, I=1024: 6.98 GFLOP (QKV, output, feed-forward, attention)
     assert abs(matmul_flops(BertConfig.preset("mini", num_hidden_layers=1, vocab_size=1), 32, 128, 0) / 3
                - 2 * 32 * 256 * 2 - 6.98e9) < 0.01e9
+
+
+def test_bench_corpus_reports_real_tokens_per_second_for_each_path(capsys):
+    assert main(["bench", "corpus", "--preset", "tiny", "--steps", "2", "--lines", "300", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    fill = float(re.search(r"fill (\d\.\d\d) \(real tokens", out).group(1))
+    assert 0.2 < fill < 1.0                                     # the corpus batches hold padding
+    row = next(line for line in out.splitlines() if line.startswith("minibert tiny"))
+    # ms/step, real tok/s, x HF, GFLOP/step, GFLOP/s, share of peak, peak MiB
+    assert re.search(r"\s\d+\s+[\d,]+\s+(\d+\.\d\d|-)\s+\d+\.\d\d\s+\d+\.\d\s+\d+%\s+\d+$", row), row
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        assert "not installed" in out
+    else:
+        hf = next(line for line in out.splitlines() if line.startswith("huggingface tiny"))
+        assert re.search(r"\s1\.00\s", hf), hf
+    assert "minibert mini" not in out
+
+
+def test_bench_corpus_rejects_too_few_lines(capsys):
+    assert main(["bench", "corpus", "--preset", "tiny", "--steps", "50", "--lines", "100"]) == 1
+    assert "raise --lines" in capsys.readouterr().err
+
+
+def test_batch_flops_unpadded_counts_real_tokens_only():
+    import numpy as np
+
+    from minibert.bench import batch_flops, matmul_flops
+    from minibert.config import BertConfig
+
+    config = BertConfig.preset("tiny", vocab_size=100)
+    full = np.ones((2, 8), np.int64)
+    assert batch_flops(config, full, 2 * 3, padded=True) == matmul_flops(config, 2, 8, 3)
+    assert batch_flops(config, full, 6, padded=False) == batch_flops(config, full, 6, padded=True)
+    half = (np.arange(8) < np.array([[4], [8]])).astype(np.int64)          # 12 real tokens of 16
+    H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    saved = 3 * L * ((2 * 3 * H * H + 2 * H * H + 4 * H * I) * 4 + 4 * H * (64 - 16))
+    assert batch_flops(config, half, 6, padded=True) - batch_flops(config, half, 6, padded=False) == saved
