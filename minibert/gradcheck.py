@@ -74,7 +74,9 @@ def compare(check: str, loss_fn, analytic: dict, tensors: dict, rng: np.random.G
             minus = loss_fn()
             flat[i] = old
             numeric[j] = (plus - minus) / (2 * step)
-            noise[j] = 64 * np.finfo(np.float64).eps * max(abs(plus), abs(minus)) / (2 * step)
+            # Rounding scales with the terms summed into the loss, not with the loss: a loss of ~1-sized
+            # terms that cancel (to 0.03, say) still carries their rounding, hence the floor of 1.
+            noise[j] = 64 * np.finfo(np.float64).eps * max(abs(plus), abs(minus), 1.0) / (2 * step)
         a = grad.reshape(-1)[idx]
         floor = 1e-3 * max(np.abs(grad).max(initial=0.0), np.abs(numeric).max(initial=0.0))
         denom = np.maximum(np.maximum(np.abs(a), np.abs(numeric)), floor)

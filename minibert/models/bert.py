@@ -20,6 +20,62 @@ from minibert.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from minibert.validation import generator
 
 
+@dataclasses.dataclass(frozen=True)
+class Unpadded:
+    """Where the N real tokens of a padded (B, T) batch go when only they are computed ("unpadding", as
+    in MosaicBERT and ModernBERT).
+
+    Every token-wise operation (embeddings, linear layers, GELU, layer norm, dropout, residuals) treats
+    each token on its own, so it can run on the (N, H) rows of the real tokens instead of the (B, T, H)
+    grid, N = attention_mask.sum(). Only attention mixes tokens, and only within a sequence: the rows are
+    ordered by sequence length (then batch index), so the c sequences of one length n are consecutive rows
+    and attend as one (c, A, n, n) batch with no mask. The cost is indexing: one gather of the inputs
+    (B T -> N) and one scatter of the outputs back to (B, T, H), zeros at padding.
+
+        index   (N,) flat position b * T + t of each row's token
+        groups  (start row, count c, length n) per distinct non-zero sequence length, in row order
+        shape   (B, T)
+    """
+    index: np.ndarray
+    groups: tuple
+    shape: tuple
+
+    @classmethod
+    def from_mask(cls, attention_mask: np.ndarray) -> "Unpadded":
+        B, T = attention_mask.shape
+        real = attention_mask.astype(bool)
+        lengths = real.sum(axis=1)
+        order = np.argsort(lengths, kind="stable")                     # shortest first, ties by b
+        rank, t = np.nonzero(real[order])                               # row-major: sequence by sequence
+        index = order[rank] * T + t
+        values, counts = np.unique(lengths[order], return_counts=True)
+        starts = np.concatenate([[0], np.cumsum(values * counts)[:-1]])
+        groups = tuple((int(s), int(c), int(n)) for s, c, n in zip(starts, counts, values) if n > 0)
+        return cls(index, groups, (B, T))
+
+    def gather(self, a: np.ndarray) -> np.ndarray:
+        """(B, T, ...) -> (N, ...): the rows of the real tokens."""
+        return a.reshape(-1, *a.shape[2:])[self.index]
+
+    def scatter(self, rows: np.ndarray) -> np.ndarray:
+        """(N, ...) -> (B, T, ...), zeros at padding: the inverse of ``gather`` on real positions."""
+        out = np.zeros((self.shape[0] * self.shape[1], *rows.shape[1:]), dtype=rows.dtype)
+        out[self.index] = rows
+        return out.reshape(*self.shape, *rows.shape[1:])
+
+    def scatter_probs(self, probs: tuple) -> np.ndarray:
+        """Per-group attention probabilities (c, A, n, n) -> (B, A, T, T), zeros at padded queries and keys."""
+        B, T = self.shape
+        A = probs[0].shape[1] if probs else 1
+        out = np.zeros((B, A, T, T), dtype=probs[0].dtype if probs else np.float32)
+        for (start, count, n), p in zip(self.groups, probs):
+            pos = self.index[start:start + count * n].reshape(count, n)             # b * T + t
+            b, t = pos[:, 0] // T, pos % T                                           # (c,), (c, n)
+            out[b[:, None, None, None], np.arange(A)[None, :, None, None], t[:, None, :, None],
+                t[:, None, None, :]] = p
+        return out
+
+
 class BertEmbeddings(Module):
     """e = LayerNorm(word[ids] + position[t] + token_type[segment]), then dropout.  (B, T) -> (B, T, H)
 
@@ -37,24 +93,30 @@ class BertEmbeddings(Module):
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
-    def forward(self, input_ids, token_type_ids, inputs_embeds_delta=None):
+    def forward(self, input_ids, token_type_ids, inputs_embeds_delta=None, position_ids=None):
         """``inputs_embeds_delta`` (B, T, H), if given, is added to the word-embedding output before the
-        sum: the perturbation of adversarial fine-tuning (FreeLB, SMART)."""
-        T = input_ids.shape[1]
-        words = self.word_embeddings.forward(input_ids)                                 # (B, T, H)
+        sum: the perturbation of adversarial fine-tuning (FreeLB, SMART).
+
+        Unpadded (see ``Unpadded``): input_ids, token_type_ids and ``position_ids`` are (N,), the real
+        tokens only, and the output is (N, H). Without ``position_ids`` the positions are 0 ... T-1 of
+        every row, one (T, H) table broadcast over the batch."""
+        positions = np.arange(input_ids.shape[1]) if position_ids is None else position_ids
+        words = self.word_embeddings.forward(input_ids)                                 # (B, T, H) | (N, H)
         if inputs_embeds_delta is not None:
             words = words + inputs_embeds_delta
-        positions = self.position_embeddings.forward(np.arange(T))                      # (T, H)
-        segments = self.token_type_embeddings.forward(token_type_ids)                   # (B, T, H)
-        return self.dropout.forward(self.LayerNorm.forward(words + positions + segments))
+        position = self.position_embeddings.forward(positions)                          # (T, H) | (N, H)
+        segments = self.token_type_embeddings.forward(token_type_ids)                   # (B, T, H) | (N, H)
+        self.cache = position_ids is None
+        return self.dropout.forward(self.LayerNorm.forward(words + position + segments))
 
     def backward(self, dout):
-        """The sum fans the gradient out unchanged to its three terms; the position term is shared by
-        the batch, so its gradient is summed over B. Returns d(word-embedding output) (B, T, H), which
+        """The sum fans the gradient out unchanged to its three terms; a position row shared by the batch
+        gets the sum of its gradients over B. Returns d(word-embedding output), (B, T, H) or (N, H), which
         is also the gradient of ``inputs_embeds_delta``."""
-        dsum = self.LayerNorm.backward(self.dropout.backward(dout))                     # (B, T, H)
+        broadcast = self.cache
+        dsum = self.LayerNorm.backward(self.dropout.backward(dout))                     # (B, T, H) | (N, H)
         self.word_embeddings.backward(dsum)
-        self.position_embeddings.backward(dsum.sum(axis=0))
+        self.position_embeddings.backward(dsum.sum(axis=0) if broadcast else dsum)
         self.token_type_embeddings.backward(dsum)
         return dsum
 
@@ -64,6 +126,10 @@ class BertSelfAttention(Module):
 
     q, k, v = x W_q^T + b_q, ...  (B, T, H), split into A heads of size D -> (B, A, T, D);
     context_a = dropout(softmax(q_a k_a^T / sqrt(D) + mask)) v_a, heads concatenated back to (B, T, H).
+
+    Unpadded, x is (N, H) (the real tokens, see ``Unpadded``) and ``mask_bias`` is the ``Unpadded`` layout:
+    the rows of the c sequences of length n are consecutive, so each length group is a view
+    (c, n, H) -> (c, A, n, D), attended without a mask, and no query or key is padding.
     """
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
@@ -84,21 +150,52 @@ class BertSelfAttention(Module):
         return x.transpose(0, 2, 1, 3).reshape(B, T, A * D)
 
     def forward(self, x, mask_bias):
+        p = self.dropout.p if self.training else 0.0
+        if isinstance(mask_bias, Unpadded):
+            return self._forward_unpadded(x, mask_bias, p)
         q = self._split(self.query.forward(x))
         k = self._split(self.key.forward(x))
         v = self._split(self.value.forward(x))
-        p = self.dropout.p if self.training else 0.0
         context, probs, self.cache = kernels.attention_forward(q, k, v, mask_bias, p, self.dropout.rng)
         return self._merge(context), probs
 
     def backward(self, dcontext):
         """Merging heads is a reshape, so its backward is the inverse reshape; x fed all three projections,
         so its gradient is the sum of the three (hence the additions)."""
-        dq, dk, dv = kernels.attention_backward(self._split(dcontext), self.cache)
-        dx = self.query.backward(self._merge(dq))
-        dx += self.key.backward(self._merge(dk))
-        dx += self.value.backward(self._merge(dv))
+        if isinstance(self.cache[0], Unpadded):
+            dq, dk, dv = self._backward_unpadded(dcontext)
+        else:
+            dq, dk, dv = (self._merge(d) for d in kernels.attention_backward(self._split(dcontext), self.cache))
+        dx = self.query.backward(dq)
+        dx += self.key.backward(dk)
+        dx += self.value.backward(dv)
         return dx
+
+    def _heads(self, a, start, count, n):
+        """The view (c, A, n, D) of rows start ... start + c n of a (N, H): c sequences of n tokens."""
+        H = a.shape[1]
+        return a[start:start + count * n].reshape(count, n, self.num_heads, H // self.num_heads).transpose(0, 2, 1, 3)
+
+    def _forward_unpadded(self, x, layout, p):
+        q, k, v = self.query.forward(x), self.key.forward(x), self.value.forward(x)     # (N, H)
+        context = np.empty_like(q)                                                      # (N, H)
+        probs, caches = [], []
+        for group in layout.groups:                                                     # (start, c, n)
+            c, pg, cache = kernels.attention_forward(self._heads(q, *group), self._heads(k, *group),
+                                                     self._heads(v, *group), None, p, self.dropout.rng)
+            self._heads(context, *group)[...] = c                                       # (c, A, n, D)
+            probs.append(pg)                                                            # (c, A, n, n)
+            caches.append(cache)
+        self.cache = (layout, caches)
+        return context, tuple(probs)
+
+    def _backward_unpadded(self, dcontext):
+        layout, caches = self.cache
+        grads = np.empty_like(dcontext), np.empty_like(dcontext), np.empty_like(dcontext)   # dq, dk, dv
+        for group, cache in zip(layout.groups, caches):
+            for out, d in zip(grads, kernels.attention_backward(self._heads(dcontext, *group), cache)):
+                self._heads(out, *group)[...] = d
+        return grads
 
 
 class BertOutput(Module):
@@ -243,7 +340,14 @@ class BertModel(Module, PreTrainedModel):
 
     ``rng`` initialises the weights and then draws every dropout mask, so one seed makes a run
     repeatable. Weights are float32; ``astype(np.float64)`` converts for gradient checks.
+
+    The layers run on the real tokens only (``Unpadded``); the outputs come back as (B, T, H) with zeros
+    at padded positions, where the padded computation has values no loss reads. ``unpad = False`` on an
+    instance runs the padded computation instead (the readable one, and the reference the tests compare
+    the unpadded one with): the same outputs at real positions and the same gradients.
     """
+
+    unpad = True
 
     def __init__(self, config: BertConfig, rng: np.random.Generator):
         generator("rng", rng)
@@ -258,6 +362,10 @@ class BertModel(Module, PreTrainedModel):
         """input_ids (B, T) integers < vocab_size; token_type_ids (B, T) in [0, type_vocab_size), zeros if
         None; attention_mask (B, T) of 1 (real token) / 0 (padding), all ones if None."""
         input_ids, token_type_ids, attention_mask = self.check_inputs(input_ids, token_type_ids, attention_mask)
+        if self.unpad:
+            return self._forward_unpadded(input_ids, token_type_ids, attention_mask, output_hidden_states,
+                                          output_attentions, inputs_embeds_delta)
+        self.cache = None
         dtype = self.dtype
         # (B, T): 0 where a key may be attended to, MASK_BIAS where it is padding.
         mask_bias = (1 - attention_mask).astype(dtype) * dtype.type(F.MASK_BIAS)
@@ -265,6 +373,24 @@ class BertModel(Module, PreTrainedModel):
         last, hidden_states, attentions = self.encoder.forward(x, mask_bias, output_hidden_states,
                                                                output_attentions)
         pooled = self.pooler.forward(last)                                                # (B, H)
+        return BertModelOutput(last, pooled, hidden_states, attentions)
+
+    def _forward_unpadded(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
+                          output_attentions, inputs_embeds_delta):
+        layout = Unpadded.from_mask(attention_mask)
+        self.cache = layout
+        index = layout.index
+        delta = None if inputs_embeds_delta is None else layout.gather(inputs_embeds_delta)
+        x = self.embeddings.forward(input_ids.reshape(-1)[index], token_type_ids.reshape(-1)[index], delta,
+                                    position_ids=index % layout.shape[1])                  # (N, H)
+        last, hidden_states, attentions = self.encoder.forward(x, layout, output_hidden_states,
+                                                               output_attentions)
+        last = layout.scatter(last)                                                         # (B, T, H)
+        if hidden_states is not None:
+            hidden_states = tuple(layout.scatter(h) for h in hidden_states)
+        if attentions is not None:
+            attentions = tuple(layout.scatter_probs(p) for p in attentions)
+        pooled = self.pooler.forward(last)                                                  # (B, H)
         return BertModelOutput(last, pooled, hidden_states, attentions)
 
     def backward(self, d_last_hidden_state=None, d_pooler_output=None, d_hidden_states=None):
@@ -280,7 +406,12 @@ class BertModel(Module, PreTrainedModel):
             d = d_pool if d is None else d + d_pool
         if d is None:
             d = np.zeros_like(next(g for g in d_hidden_states if g is not None))
-        return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
+        layout = self.cache
+        if layout is None:
+            return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
+        if d_hidden_states is not None:
+            d_hidden_states = [None if g is None else layout.gather(g) for g in d_hidden_states]
+        return layout.scatter(self.embeddings.backward(self.encoder.backward(layout.gather(d), d_hidden_states)))
 
     def check_inputs(self, input_ids, token_type_ids=None, attention_mask=None):
         """Validate and normalise the three input arrays; every error names expected and actual."""
