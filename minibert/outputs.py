@@ -140,7 +140,8 @@ def claim(folder, kind: str, *, overwrite: bool = False, option: str = "--out",
 
 
 def mark_folder(folder, kind: str, kinds: tuple[str, ...] = ()) -> None:
-    """Write ``folder``'s marker for ``kind`` (kept if it already names ``kind`` or one of ``kinds``)."""
+    """Write ``folder``'s marker for ``kind`` (kept if it already names ``kind`` or one of
+    ``kinds``)."""
     folder = Path(folder)
     marker = read_marker(folder)
     if marker is None:

@@ -286,7 +286,7 @@ def test_stability_refuses_runs_made_with_other_settings(tmp_path, capsys):
         assert main(common + change) == 1
         assert "other settings" in one_error_line(capsys)
         assert snapshot(tmp_path / "st") == before
-    # Runs of an older minibert, whose settings were not recorded: refused, the folder left as it was.
+    # Runs of an older minibert, settings not recorded: refused, the folder left as it was.
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     (legacy / "runs.jsonl").write_text((tmp_path / "st" / "runs.jsonl").read_text())

@@ -34,28 +34,32 @@ KIND = "pretrain"
 # The training options a checkpoint remembers: on --resume, one not given on the command line keeps
 # the checkpoint's value instead of this command's default.
 RESUMABLE = {"batch_size": "batch_size", "lr": "lr", "warmup": "warmup_fraction", "seed": "seed",
-             "eval_every": "eval_every", "save_every": "save_every", "no_bias_correction": "correct_bias"}
+             "eval_every": "eval_every", "save_every": "save_every",
+             "no_bias_correction": "correct_bias"}
 
 
 def add_arguments(parser) -> None:
     d = TrainConfig()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    presets = "\n".join(f"  {name:<6} {p['num_hidden_layers']} layers, hidden {p['hidden_size']}, "
+                         f"{p['num_attention_heads']} heads, feed-forward {p['intermediate_size']}"
+                         for name, p in PRESETS.items())
     parser.epilog = f"""\
 presets (--preset, default tiny; the vocabulary sets V):
-{chr(10).join(f"  {name:<6} {p['num_hidden_layers']} layers, hidden {p['hidden_size']}, {p['num_attention_heads']} "
-              f"heads, feed-forward {p['intermediate_size']}" for name, p in PRESETS.items())}
+{presets}
 
-The output folder holds checkpoint-NNNNNN/ (a run keeps its last {d.keep_checkpoints} and its last good
-one; those of the run it resumed stay), a `latest` file naming the newest, metrics.jsonl (one line
-per step), pretraining.png and data/ (the prepared instances, reused by later runs with the same
-options). A folder that already holds a run is refused: continue it with --resume, or replace it
-with --overwrite.
+The output folder holds checkpoint-NNNNNN/ (a run keeps its last {d.keep_checkpoints} and its last
+good one; those of the run it resumed stay), a `latest` file naming the newest, metrics.jsonl (one
+line per step), pretraining.png and data/ (the prepared instances, reused by later runs with the
+same options). A folder that already holds a run is refused: continue it with --resume, or
+replace it with --overwrite.
 
 Ctrl-C or SIGTERM saves a checkpoint and exits with 130 / 143; continue with
     minibert pretrain --resume OUT --steps N
 (OUT or any checkpoint in it; the options a checkpoint remembers are kept unless given again).
-Training stops, naming the last good checkpoint, when the loss is not finite, exceeds twice the loss of
-uniform guessing, or exceeds {d.divergence_factor:g} times its mean over the previous {d.divergence_window} steps.
+Training stops, naming the last good checkpoint, when the loss is not finite, exceeds twice the
+loss of uniform guessing, or exceeds {d.divergence_factor:g} times its mean over the previous
+{d.divergence_window} steps.
 
 On N processes or machines (the mpi extra: pip install "minibert[mpi]"), data-parallel:
     mpiexec -n N minibert pretrain ...
@@ -74,14 +78,16 @@ lesson 17."""
                              f"{d.steps})")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"sequences per step (default {d.batch_size})")
-    parser.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr:g})")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"peak learning rate (default {d.lr:g})")
     parser.add_argument("--warmup", type=float, default=None,
                         help="fraction of the steps with a rising learning rate, then linear "
                              f"decay to 0 (default {d.warmup_fraction:g})")
     parser.add_argument("--seed", type=int, default=None,
                         help="one seed for initialisation, data order, masking and dropout "
                              f"(default {d.seed})")
-    parser.add_argument("--max-seq-length", type=int, default=128, help="tokens per training instance (default 128)")
+    parser.add_argument("--max-seq-length", type=int, default=128,
+                        help="tokens per training instance (default 128)")
     parser.add_argument("--dupe-factor", type=int, default=5,
                         help="passes over the corpus, each with new pairs and masks (default 5)")
     parser.add_argument("--eval-every", type=int, default=None,
@@ -108,7 +114,8 @@ def prepare_data(corpus, heldout, vocab_file, out_dir: Path, data_config: DataCo
     heldout_config = eval_data_config(128)
     request = {"corpus": [str(Path(p).resolve()) for p in corpus],
                "heldout": [str(Path(p).resolve()) for p in heldout] if heldout else None,
-               "vocab": str(Path(vocab_file).resolve()), "seed": seed, **dataclasses.asdict(data_config),
+               "vocab": str(Path(vocab_file).resolve()), "seed": seed,
+               **dataclasses.asdict(data_config),
                "heldout_data": {"seed": EVAL_SEED, **dataclasses.asdict(heldout_config)}}
     stamp = out_dir / "request.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == request:
@@ -125,7 +132,8 @@ def prepare_data(corpus, heldout, vocab_file, out_dir: Path, data_config: DataCo
         # text.
         def heldout_log(line: str):
             log("held-out" + line[len("train"):] if line.startswith("train:") else line)
-        prepare(heldout, tokenizer, out_dir / "heldout", heldout_config, seed=EVAL_SEED, log=heldout_log)
+        prepare(heldout, tokenizer, out_dir / "heldout", heldout_config, seed=EVAL_SEED,
+                log=heldout_log)
     outputs.write_file(stamp, json.dumps(request, indent=1))
     return PretrainingDataset(out_dir / "train"), _heldout(out_dir, heldout), tokenizer
 
@@ -186,7 +194,8 @@ def clear_run(out: Path, log=print) -> None:
 
 
 def _skipped_latest(given: Path, resolved: Path) -> Path | None:
-    """The checkpoint a run folder's ``latest`` names when ``resolve`` passed over it as incomplete."""
+    """The checkpoint a run folder's ``latest`` names, when ``resolve`` passed over it as
+    incomplete."""
     pointer = given / "latest"
     if given.is_dir() and pointer.is_file():
         named = given / pointer.read_text(encoding="utf-8").strip()

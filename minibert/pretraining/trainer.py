@@ -162,7 +162,7 @@ class Trainer:
         self.stop = outputs.StopRequests()
         self.interrupted: str | None = None     # the signal's name when a signal ended the run
         self._recent = collections.deque(maxlen=config.divergence_window)   # the last losses
-        self._suspect = False                   # a loss since the last save went above the warning level
+        self._suspect = False            # a loss since the last save went above the warning level
         self._saved: list[Path] = []            # checkpoints this run wrote (only these rotate)
         self.last_good: Path | None = None
         # Twice the loss of uniform guessing: MLM over V tokens plus NSP over 2 classes.
@@ -221,9 +221,12 @@ class Trainer:
         return {"step": self.step, **losses, "lr": lr, "grad_norm": grad_norm}
 
     def check_loss(self, loss: float) -> None:
-        """Raise Diverged if ``loss`` (of step ``self.step + 1``) breaks ``DIVERGENCE_RULE``; remember it."""
+        """Raise Diverged if ``loss`` (of step ``self.step + 1``) breaks ``DIVERGENCE_RULE``; else
+        remember it."""
         cfg, step = self.config, self.step + 1
-        level = sum(self._recent) / len(self._recent) if len(self._recent) == self._recent.maxlen else None
+        level = None                     # the running mean, once the window is full
+        if len(self._recent) == self._recent.maxlen:
+            level = sum(self._recent) / len(self._recent)
         if not math.isfinite(loss):
             raise Diverged(f"the loss became {loss} at step {step}")
         if loss > self.loss_ceiling:
@@ -315,7 +318,8 @@ class Trainer:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            if isinstance(record, dict) and isinstance(record.get("step"), int) \
+                    and record["step"] <= step:
                 kept.append(line + "\n")
         outputs.write_file(path, "".join(kept))
 
@@ -362,7 +366,9 @@ class Trainer:
                 if self._stopping():
                     # A rank that saw no signal itself stops with the others, as if by Ctrl-C.
                     self.interrupted = self.stop.name or "SIGINT"
-                    path = self.save() if self.step not in self._saved_steps() else self.checkpoint_path(self.step)
+                    path = self.checkpoint_path(self.step)
+                    if self.step not in self._saved_steps():
+                        path = self.save()
                     if self.comm.is_root:
                         self.log(f"\ninterrupted by {self.interrupted} at step {self.step}: saved "
                                  f"{path}; continue with --resume {path}")
@@ -388,7 +394,8 @@ class Trainer:
             where = (f"the last good checkpoint is {self.last_good}; resume from it with a lower "
                      f"--lr or a longer --warmup (--resume {self.last_good} --lr ...)")
         else:
-            where = "no good checkpoint of this run was saved; start again with a lower --lr or a longer --warmup"
+            where = ("no good checkpoint of this run was saved; start again with a lower --lr or a "
+                     "longer --warmup")
         return f"{exc}; training stopped ({DIVERGENCE_RULE}): {where}"
 
     def _progress(self, record, seconds_per_step, last_eval):
