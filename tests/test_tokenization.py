@@ -496,14 +496,17 @@ def test_vocab_command(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "learned 150 tokens" in printed and "distinct" in printed
     assert out.read_text(encoding="utf-8").splitlines() == train_wordpiece(CORPUS, 150, min_frequency=1)
+    # An existing file is replaced only with --overwrite (it may be the vocabulary of a model).
+    assert cli.main(["vocab", str(corpus), "--size", "150", "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
     # With the default min_frequency 2 this small corpus runs out of merges, and says so.
-    assert cli.main(["vocab", str(corpus), "--size", "150", "--out", str(out)]) == 0
+    assert cli.main(["vocab", str(corpus), "--size", "150", "--out", str(out), "--overwrite"]) == 0
     assert "stopped below --size 150" in capsys.readouterr().out
-    assert cli.main(["vocab", str(corpus), "--size", "10", "--out", str(out)]) == 1
+    assert cli.main(["vocab", str(corpus), "--size", "10", "--out", str(out), "--overwrite"]) == 1
     assert "too small" in capsys.readouterr().err
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
-    assert cli.main(["vocab", str(empty), "--size", "100", "--out", str(out)]) == 1
+    assert cli.main(["vocab", str(empty), "--size", "100", "--out", str(out), "--overwrite"]) == 1
     assert "no words" in capsys.readouterr().err
 
 

@@ -236,7 +236,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", nargs="+", type=Path,
                         help="UTF-8 text files (.gz read transparently), one sentence per line")
     parser.add_argument("--size", type=int, required=True, help="vocabulary size to learn")
-    parser.add_argument("--out", type=Path, default=Path("vocab.txt"), help="where to write (vocab.txt)")
+    parser.add_argument("--out", type=Path, default=Path("vocab.txt"),
+                        help="where to write (default vocab.txt); an existing file is refused")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--no-lower-case", dest="lower_case", action="store_false",
                         help="keep case and accents (a cased vocabulary)")
     parser.add_argument("--min-frequency", type=int, default=2,
@@ -244,6 +246,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # Checked before the work: a vocab.txt already there may be the one a model was trained with.
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file path such as "
+                         f"{args.out / 'vocab.txt'}")
+    if args.out.exists() and not args.overwrite:
+        raise ValueError(f"--out {args.out} already exists; give another path, or add --overwrite "
+                         f"to replace it")
     t0 = time.perf_counter()
     counts = count_words(list(args.corpus), do_lower_case=args.lower_case)
     t1 = time.perf_counter()

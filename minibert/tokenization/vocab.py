@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from minibert import outputs
+
 # The special tokens every minibert vocabulary must contain. A vocabulary we train puts them first, so
 # [PAD] is id 0 (as in Google's vocabularies, where the others sit at 100-103).
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -73,10 +75,7 @@ def write_vocab(tokens: Iterable[str], path: str | os.PathLike) -> Path:
     """
     tokens = list(tokens)
     check_tokens(tokens, source="write_vocab")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(t + "\n" for t in tokens), encoding="utf-8", newline="\n")
-    return path
+    return outputs.write_file(path, "".join(t + "\n" for t in tokens))   # atomically, "\n" endings
 
 
 def vocab_sha256(tokens: Iterable[str]) -> str:
