@@ -315,17 +315,20 @@ for task in ("entailment", "acceptability"):
             two_stage[task, size, start] = devs
             print(f"{task:14} {size:4} {start:10} " + " ".join(f"{d:7.3f}" for d in devs)
                   + f"  {np.mean(devs):6.3f}  {(time.perf_counter() - t0) / len(devs):5.1f}")
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
 for ax, task in zip(axes, ("entailment", "acceptability")):
     for i, size in enumerate(TARGET_SIZES):
         for j, (start, colour) in enumerate((("pretrained", "tab:blue"), ("nli", "tab:orange"))):
             devs = two_stage[task, size, start]
-            ax.scatter([2 * i + j] * len(devs), devs, color=colour, s=20, label=start if i == 0 else None)
-            ax.hlines(np.mean(devs), 2 * i + j - 0.25, 2 * i + j + 0.25, color="black", linewidth=1)
-    ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1)
+            ax.scatter([2 * i + j] * len(devs), devs, color=colour, s=20,
+                       label=f"from {start}" if i == 0 else None)
+            ax.hlines(np.mean(devs), 2 * i + j - 0.25, 2 * i + j + 0.25, color="black", linewidth=1,
+                      label="mean" if i == j == 0 else None)
+    ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="majority baseline 0.5")
     ax.set_xticks(range(2 * len(TARGET_SIZES)), [f"N={n}\n{s}" for n in TARGET_SIZES for s in ("pretr.", "nli")])
     ax.set_title(f"{task}: dev accuracy per seed")
-axes[0].legend(loc="lower right", fontsize=8)
+# Beside the panels: the points reach any height, and a legend inside would cover some.
+axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
 fig.savefig(FIGURES / "13_two_stage.png", dpi=120)
 print("saved", FIGURES / "13_two_stage.png")
 for task in ("entailment", "acceptability"):

@@ -643,17 +643,19 @@ for name, changes in strategies.items():
     print(f"{name:18} " + " ".join(f"{d:7.3f}" for d in devs) + f"  {np.mean(devs):6.3f}  "
           f"{(time.perf_counter() - t0) / len(devs):5.1f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), layout="constrained")
 axes[0].bar([str(a) for a in alpha_rise], list(alpha_rise.values()), color="tab:orange")
 axes[0].set_xlabel("FreeLB step alpha")
 axes[0].set_ylabel("L_1 - L_0 on the batch")
 axes[0].set_title("one ascent step: loss increase")
 for i, (name, devs) in enumerate(compare.items()):
-    axes[1].scatter([i] * len(devs), devs, color="tab:blue", s=20)
-    axes[1].hlines(np.mean(devs), i - 0.25, i + 0.25, color="black", linewidth=1)
-axes[1].axhline(0.5, color="tab:red", linestyle="--", linewidth=1)
+    axes[1].scatter([i] * len(devs), devs, color="tab:blue", s=20, label=None if i else "run")
+    axes[1].hlines(np.mean(devs), i - 0.25, i + 0.25, color="black", linewidth=1,
+                   label=None if i else "mean")
+axes[1].axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="majority baseline 0.5")
 axes[1].set_xticks(range(len(compare)), list(compare), rotation=10)
 axes[1].set_title("entailment dev accuracy per seed")
+axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)    # beside: off the points
 fig.savefig(FIGURES / "14_adversarial.png", dpi=120)
 print("saved", FIGURES / "14_adversarial.png")
 
