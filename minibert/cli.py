@@ -32,7 +32,7 @@ COMMANDS = {
     "finetune": ("minibert.finetuning.cli", "fine-tune on a task: dropout or Mixout, layer mixing, two-stage, FreeLB, SMART"),
     "stability": ("minibert.finetuning.stability", "many restarts per fine-tuning strategy: how often runs fail, as a table and a swarm plot"),
     "probe": ("minibert.probing.cli", "what did the model learn? cloze, layer-wise linear and attention probes, with baselines"),
-    "exercise": ("minibert.exercises.cli", "exercises that grade themselves: list, start NAME, check NAME [--hint]"),
+    "exercise": ("minibert.exercises.cli", "exercises that grade themselves: list, start, check"),
 }
 
 

@@ -50,7 +50,7 @@ def test_everything_is_restored_on_exit_even_after_an_error():
         return (kernels.attention_forward, kernels.attention_backward,
                 kernels.cross_entropy_forward, InstanceMaker.mask,
                 InstanceMaker.instances_from_document, AdamW.__init__, BertModel.__init__,
-                BertModel.unpad)
+                getattr(BertModel, "unpad", None))
     saved = patched_names()
     for name in bugs.BUGS:
         with pytest.raises(RuntimeError):
@@ -83,3 +83,21 @@ def test_bugs_change_training_not_just_diagnostics():
     with bugs.planted("no_sqrt_scale"):
         assert abs(float(model.forward(**batch).loss) - float(clean)) > 1e-3
     assert np.isclose(float(model.forward(**batch).loss), float(clean))
+
+
+def test_pretrain_command_plants_a_bug(tmp_path, capsys):
+    from minibert.cli import main
+    from minibert.paths import data_path
+
+    lines = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()[:600]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    saved = InstanceMaker.mask
+    args = ["pretrain", "--corpus", str(corpus), "--max-seq-length", "64", "--dupe-factor", "1",
+            "--batch-size", "8", "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "run"),
+            "--bug", "mlm_unmasked_labels"]
+    assert main(args) == 0
+    assert "planting bug mlm_unmasked_labels" in capsys.readouterr().out
+    assert (tmp_path / "run" / "data-bug-mlm_unmasked_labels").is_dir()
+    assert not (tmp_path / "run" / "data").exists()       # never mixed with clean instances
+    assert InstanceMaker.mask is saved                      # the bug left with the command

@@ -24,6 +24,7 @@ from minibert import checkpoint, distributed, outputs
 from minibert.config import PRESETS
 from minibert.models import BertForPreTraining
 from minibert.paths import data_path
+from minibert.pretraining import bugs
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.evaluate import EVAL_SEED, eval_data_config
 from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
@@ -106,6 +107,10 @@ lesson 17."""
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an --out that holds one: its checkpoints and "
                              "metrics are replaced")
+    parser.add_argument("--bug", choices=tuple(bugs.BUGS), metavar="NAME",
+                        help="plant one known bug for the whole run, to see its symptom (lesson "
+                             "16; a data bug's instances, held-out ones too, go to "
+                             "OUT/data-bug-NAME): " + ", ".join(bugs.BUGS))
 
 
 def prepare_data(corpus, heldout, vocab_file, out_dir: Path, data_config: DataConfig, seed: int, log=print):
@@ -219,6 +224,15 @@ def train_config(args, stored: dict | None) -> TrainConfig:
 
 
 def main(args) -> int:
+    if getattr(args, "bug", None):
+        if distributed.world().is_root:
+            print(f"planting bug {args.bug}: {bugs.get(args.bug).title} (lesson 16)")
+        with bugs.planted(args.bug):
+            return _main(args)
+    return _main(args)
+
+
+def _main(args) -> int:
     comm = distributed.world()          # one process, or this rank of an mpiexec run
     if not comm.is_root:                # rank 0 speaks for the run
         sys.stdout = open(os.devnull, "w")
@@ -274,7 +288,8 @@ def main(args) -> int:
     distributed.on_root(comm, claim)     # rank 0 alone owns the output folder
     # Rank after rank: the first on a file system prepares the data, the others find it there.
     train_data, eval_data, tokenizer = distributed.in_turn(comm, lambda: prepare_data(
-        corpus, heldout, vocab_file, out / "data", data_config, config.seed))
+        corpus, heldout, vocab_file, bugs.data_folder(out, getattr(args, "bug", None)), data_config,
+        config.seed))
     vocab = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
 
     if resume is not None:
