@@ -349,4 +349,4 @@ print("float32 in, float32 out:", normal_cdf(xs[:3].astype(np.float32)).dtype)
 #    error does the check report, and how does it compare with the 4.7e-4 gap between the two forwards?
 #
 # **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
-# lessons/README.md): `softmax_cross_entropy`, `gelu` and `dropout`.
+# lessons/README.md): `softmax_cross_entropy` and `gelu`.

@@ -436,5 +436,5 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 #    T = 32. Predict, from the share printed above, which change makes Numba's whole-step gain larger.
 #
 # **Graded exercises** (`minibert exercise start NAME`, then `minibert exercise check NAME`;
-# lessons/README.md): `embedding` (the scatter-add) and `encoder_backward` (the layer's backward in
-# order).
+# lessons/README.md): `embedding` (the scatter-add), `dropout` (inverted, with a replayable mask)
+# and `encoder_backward` (the layer's backward in order).

@@ -1,4 +1,4 @@
-"""Exercises on the single operations of lessons 01-03: linear, softmax + cross-entropy, GELU, layer
+"""Exercises on the single operations of lessons 01-05: linear, softmax + cross-entropy, GELU, layer
 norm, dropout, and the embedding lookup's scatter-add. Each grade compares with
 ``minibert.functional``. """
 
@@ -634,7 +634,7 @@ EXERCISES = [
     Exercise(
         "dropout",
         "inverted dropout with a replayable mask",
-        "02",
+        "05",
         DROPOUT,
         (
             "Draw a keep pattern from rng (rng.random(x.shape) >= p keeps with probability 1 - p).",
