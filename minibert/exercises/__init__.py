@@ -1,12 +1,11 @@
-"""Exercises that grade themselves: ``minibert exercise list | start NAME | check NAME [--hint
-[K]]``.
+"""Exercises that grade themselves: ``minibert exercise list``, ``start NAME``, ``check NAME``.
 
 ``start`` writes a small Python file with the signatures, docstrings, shapes and the starting point
 of each derivation; the bodies are the learner's. ``check`` imports that file and grades it in
 float64 against the package's own implementation and central finite differences, saying where it
 goes wrong (which shape and axis, which tensor and element, which classic mistake) and, on request,
 giving hints that reveal a little more each time. Templates, grader and hints all live in this
-package, so the cycle works in any installation, outside the repository too. """
+package, so the cycle works in any installation, outside the repository too."""
 
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def numeric_gradient_mismatch(
     """The first entry (in index order) where ``analytic`` disagrees with central differences of
     ``loss_fn`` with respect to ``tensor`` (perturbed in place, restored), as (index, analytic,
     numeric, relative error), or None. The relative error and its floor are those of
-    ``minibert.gradcheck``. """
+    ``minibert.gradcheck``."""
     flat = tensor.reshape(-1)
     analytic = np.asarray(analytic, dtype=np.float64).reshape(-1)
     if tensor.size <= max_entries:

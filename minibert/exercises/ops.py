@@ -1,6 +1,6 @@
 """Exercises on the single operations of lessons 01-05: linear, softmax + cross-entropy, GELU, layer
 norm, dropout, and the embedding lookup's scatter-add. Each grade compares with
-``minibert.functional``. """
+``minibert.functional``."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def check_accumulates(
 ):
     """A backward must ADD into a gradient buffer: the buffer, prefilled with ``prefill``, must end
     as prefill + reference. Recognises the plain assignment (the buffer ends as the reference
-    alone). """
+    alone)."""
     ok = compare(report, what, name, got, prefill + reference)
     if not ok:
         fail_with_diagnosis(

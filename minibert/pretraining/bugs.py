@@ -322,7 +322,7 @@ def planted(name: str, model=None):
 
     Bugs that live in a model (position ids, tying, dropout) go into ``model`` if given, else into
     every BertModel constructed inside the block (``BertModel.__init__`` is wrapped). The others
-    patch the kernel switch, the data pipeline or the optimiser, and ``model`` is not needed. """
+    patch the kernel switch, the data pipeline or the optimiser, and ``model`` is not needed."""
     bug = get(name)
     patches = _Patches()
     try:
@@ -347,7 +347,7 @@ def planted(name: str, model=None):
 def data_folder(out: Path, name: str | None) -> Path:
     """Where ``minibert pretrain`` keeps prepared instances: a bug planted in the data pipeline gets
     its own folder, so buggy instances are never reused by a clean run (nor clean ones by a buggy
-    run). """
+    run)."""
     if name and get(name).where == "data":
         return Path(out) / f"data-bug-{name}"
     return Path(out) / "data"
@@ -435,7 +435,7 @@ def loss_at_init(model=None, batch=None) -> Diagnosis:
 def overfit_one_batch(model=None, batch=None, steps: int = 60, lr: float = 3e-3) -> Diagnosis:
     """Train on one batch until it is memorised: a correct model and loss reach (near) 100% accuracy
     on both tasks. A loss that falls while an accuracy stays put is a loss that does not measure the
-    task. """
+    task."""
     from minibert.optim import triples_from_model
 
     model = model or tiny_model()
@@ -531,7 +531,7 @@ def attention_parity(model=None) -> Diagnosis:
 def first_step_size(lr: float = 1e-3, seed: int = 0) -> Diagnosis:
     """With bias correction Adam's first update is lr * g / |g| = +-lr per entry (m_hat /
     sqrt(v_hat) = g / |g|), whatever the gradient's size. Without, it is (1 - b1) / sqrt(1 - b2) =
-    3.16 times that. """
+    3.16 times that."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal(1000)
     g = rng.standard_normal(1000) * 0.1
