@@ -102,12 +102,14 @@ def plot_parity(ours, theirs, out_path, labels=("minibert", "Hugging Face (PyTor
     axes[0].legend()
     diff = np.abs(ours - theirs)
     equal = diff == 0
-    axes[1].semilogy(steps[~equal], diff[~equal], ".", ms=3, label="|difference|")
+    axes[1].semilogy(steps[~equal], diff[~equal], ".", ms=5, label="|difference|")
     if equal.any():
         # A log axis cannot show 0: draw equal losses at the float32 spacing of the loss, marked apart.
         spacing = np.spacing(np.abs(theirs[equal]).astype(np.float32)).astype(float)
-        axes[1].semilogy(steps[equal], spacing, "x", ms=4, color="gray", label="equal (drawn at float32 spacing)")
-        axes[1].legend(fontsize=8)
+        axes[1].semilogy(steps[equal], spacing, "x", ms=5, color="gray",
+                         label="equal (drawn at float32 spacing)")
+        # Under the panel: the points fill its whole height, so a legend inside covers some.
+        axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     axes[1].set(title=f"|difference|, largest {diff.max():.1e}", xlabel="step")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

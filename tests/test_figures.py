@@ -71,3 +71,21 @@ def test_probing_bar_and_line_figures_put_their_legends_beside_the_axes(saved, t
     figures.plot_layers(tasks, labels, tmp_path / "layers.png")
     fig = saved[-1]
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+
+
+def test_parity_and_pretraining_figures_keep_their_legends_off_the_points(saved, tmp_path):
+    import numpy as np
+
+    from minibert import plots
+
+    ours = np.linspace(4.0, 3.5, 10)
+    theirs = ours.copy()
+    theirs[:4] += 4.8e-7                        # some steps differ, the others are equal
+    plots.plot_parity(ours, theirs, tmp_path / "parity.png")
+    assert legend_outside(saved[-1].axes[1])
+    records = [{"step": s, "loss": 8.0, "mlm_loss": 7.3, "nsp_loss": 0.7, "lr": 1e-3,
+                "eval_mlm_loss": 7.0, "eval_mlm_accuracy": 0.13, "eval_nsp_accuracy": 0.6}
+               for s in range(1, 11)]
+    fig = plots.pretraining_figure(records, mlm_baseline=0.126, nsp_majority=0.597)
+    fig.savefig(tmp_path / "pretraining.png")
+    assert legend_outside(fig.axes[1])
