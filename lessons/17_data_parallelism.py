@@ -24,6 +24,7 @@
 # optimisation when N grows, and finally run `mpiexec -n 2 minibert pretrain`.
 
 # %%
+import json
 import os
 import shutil
 import subprocess
@@ -37,6 +38,7 @@ import numpy as np
 
 from minibert import distributed as D
 from minibert import lessons
+from minibert.checkpoint import load_weights
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.paths import data_path
@@ -375,10 +377,13 @@ for n in (1, 2, 4, 8, 16):
 # Each rank takes its half of every global batch of 32; gradients are summed with one `Allreduce`
 # per step; every rank applies the same AdamW step; rank 0 alone writes checkpoints, metrics and the
 # figure. Dropout differs per rank (each rank draws its own masks, from a stream that is a pure
-# function of the seed, its rank and N), so with dropout on, the 2-rank run is a different sample of
+# function of the seed, its rank and N), so with dropout on, the 2-rank run is another sample of
 # the same training, not the same numbers; resuming it needs the same N. With dropout off it is the
-# 1-process run, to float32 rounding. We run both with dropout off (a small script using the same
-# `Trainer`) and compare.
+# 1-process run, to float32 rounding.
+#
+# First that claim, with a small script that trains the tiny model with dropout off through the
+# package's `Trainer` (the class `minibert pretrain` uses), given the communicator of its process:
+# run once as one process, once under `mpiexec -n 2`.
 
 # %%
 def find_mpiexec():
@@ -390,6 +395,82 @@ try:
     MPIEXEC = find_mpiexec()
 except ImportError:
     MPIEXEC = None
+# One BLAS and Numba thread per process: two ranks on two cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+       "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+STEPS = 6 if QUICK else 30
+SCRIPT = f"""
+import json, sys
+import numpy as np
+from minibert import checkpoint, distributed
+from minibert.config import BertConfig
+from minibert.models import BertForPreTraining
+from minibert.pretraining.data import PretrainingDataset
+from minibert.pretraining.trainer import Trainer, TrainConfig
+
+comm = distributed.world()                  # SingleProcess, or this rank of the mpiexec run
+data = PretrainingDataset({str(work / "data")!r})
+config = BertConfig.preset("tiny", vocab_size=data.vocab_size, hidden_dropout_prob=0.0,
+                           attention_probs_dropout_prob=0.0)
+model = BertForPreTraining(config, np.random.default_rng({SEED}))
+train = TrainConfig(steps={STEPS}, batch_size=16, lr=1e-3, seed={SEED}, save_every=1000,
+                    log_every=1000)
+Trainer(model, data, train, sys.argv[1], log=lambda *a: None, comm=comm).train()
+"""
+(work / "train_tiny.py").write_text(SCRIPT)
 if MPIEXEC is None:
-    print(f"mpi4py or mpiexec is not installed, so this section stops here. Install the extra with\n"
-          f"    {D.INSTALL_HINT}\nand run the lesson again.")
+    print(f"mpi4py or mpiexec is not installed, so this section stops here. Install the extra "
+          f"with\n    {D.INSTALL_HINT}\nand run the lesson again.")
+else:
+    runs = {}
+    for label, launcher in (("1 process", []), ("2 ranks", [MPIEXEC, "-n", "2"])):
+        folder = work / label.replace(" ", "-")
+        t0 = time.perf_counter()
+        subprocess.run(launcher + [sys.executable, str(work / "train_tiny.py"), str(folder)],
+                       env=ENV, check=True, capture_output=True)
+        runs[label] = ([json.loads(line) for line in open(folder / "metrics.jsonl")],
+                       load_weights(folder / f"checkpoint-{STEPS:06d}"))
+        print(f"{label}: {STEPS} steps of 16 in {time.perf_counter() - t0:.1f} s (with start-up)")
+    (m1, w1), (m2, w2) = runs["1 process"], runs["2 ranks"]
+    print("losses, 1 process:", " ".join(f"{r['loss']:.5f}" for r in m1[:6]), "...")
+    print("losses, 2 ranks:  ", " ".join(f"{r['loss']:.5f}" for r in m2[:6]), "...")
+    print(f"max |loss difference| over {STEPS} steps: "
+          f"{max(abs(a['loss'] - b['loss']) for a, b in zip(m1, m2)):.1e}; max |weight difference| "
+          f"after them: {max(np.abs(w1[n] - w2[n]).max() for n in w1):.1e}")
+
+# %% [markdown]
+# Now the command itself, with dropout on, on the same corpus slice: one process, then two ranks
+# (quick mode: two ranks only). `--corpus` and `--dupe-factor 1` keep the data small; the lesson's
+# folder is temporary.
+
+# %%
+if MPIEXEC is not None:
+    PRETRAIN_STEPS = 6 if QUICK else 60
+    curves = {}
+    launchers = [("1 process", []), ("2 ranks", [MPIEXEC, "-n", "2"])]
+    for label, launcher in launchers[1:] if QUICK else launchers:
+        folder = work / ("pretrain-" + label.replace(" ", "-"))
+        command = [sys.executable, "-m", "minibert.cli", "pretrain", "--corpus",
+                   str(work / "corpus.txt"), "--dupe-factor", "1", "--steps", str(PRETRAIN_STEPS),
+                   "--batch-size", "16", "--seed", str(SEED), "--out", str(folder)]
+        done = subprocess.run(launcher + command, env=ENV, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        print(f"$ {'mpiexec -n 2 ' if launcher else ''}minibert pretrain ... --out {folder.name}")
+        print("  " + "\n  ".join(line for line in done.stdout.splitlines()[-3:] if line.strip()))
+        curves[label] = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+        print(f"  files written: {sorted(p.name for p in folder.iterdir())}")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, records in curves.items():
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (MLM + NSP)")
+    ax.set_title("minibert pretrain, tiny, batch 16, dropout on")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(FIGURES / "17_two_ranks.png", dpi=120)
+    plt.show()
+    if len(curves) == 2:
+        gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(*curves.values()))
+        print(f"largest gap between the two curves: {gap:.3f} (dropout masks differ; dropout off, "
+              f"it would be the rounding above)")
