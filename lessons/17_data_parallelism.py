@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Lesson 17 — Data parallelism: one batch on N machines, one all-reduce per step
 #
-# **Run time:** about 1 minute on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 15-25 s).
+# **Run time:** about 2-3 minutes on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: 30-60 s).
 # The last section runs `mpiexec -n 2`, which needs the optional `mpi` extra (`pip install
 # ".[mpi]"`: mpi4py and MPICH, both wheels from PyPI); without it that section says so and the rest
 # runs as usual. Builds on lesson 08 (the pretraining loss, AdamW, warmup).
@@ -342,13 +342,13 @@ print(f"|G|^2 = {G_flat @ G_flat:.4f}; noise scale tr(Sigma) / |G|^2 = "
 #
 # - **SGD: the linear scaling rule** (Goyal et al., 2017): multiply the learning rate by N. One step
 #   with N b examples then moves the weights about as far as N steps with b examples would, while
-# the gradient   hardly changes over those N steps. It breaks down early in training, when the
-# gradient changes fast:   hence a **warmup** from a small learning rate (they used 5 epochs), and
-# it breaks down past the noise   scale.
+#   the gradient hardly changes over those N steps. It breaks down early in training, when the
+#   gradient changes fast: hence a **warmup** from a small learning rate (they used 5 epochs), and
+#   it breaks down past the noise scale.
 # - **Adam(W)**: its update is normalised by the root of the second moment, so its size does not
 #   grow with the gradient's signal-to-noise ratio the way SGD's does; a **square-root rule**
-# (learning rate times   sqrt(N)) is the usual starting point (Malladi et al., 2022, derive it from
-# a stochastic differential   equation for Adam), with warmup kept in examples rather than steps.
+#   (learning rate times sqrt(N)) is the usual starting point (Malladi et al., 2022, derive it from
+#   a stochastic differential equation for Adam), with warmup kept in examples rather than steps.
 # - **Very large batches**: BERT's own recipe went from 256 to 32,768 sequences with the LAMB
 #   optimiser (You et al., 2019), which adds a per-layer trust ratio to Adam, plus a longer warmup.
 #
@@ -474,3 +474,55 @@ if MPIEXEC is not None:
         gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(*curves.values()))
         print(f"largest gap between the two curves: {gap:.3f} (dropout masks differ; dropout off, "
               f"it would be the rounding above)")
+
+# %% [markdown]
+# ## What you should see
+#
+# Seed 0, the tiny preset with dropout off in sections 1-5 except the last run. Float32 numbers move
+# in their last digits with the BLAS and the machine; quick-mode values in brackets where they
+# differ.
+#
+# - Data: the first 6,006 lines of `train.txt` give 1,415 instances [1,501 lines, 324]. The batch of
+#   16 holds W = 111 real predictions, split 53 / 58 over the two shards [133: 66 / 67].
+# - The plain average of the shards' own gradients differs from the big batch's by **2.3e-02**
+#   relative [3.9e-03: the closer the shards' counts, the smaller the error, never zero]. Rescaled
+#   by hand, the shards' logit-gradient rows equal the big batch's to about 1e-10.
+# - The renormalised shards' gradients sum to the big batch's: relative error **4.5e-07** in float32
+#   [6.3e-07] (anything below 1e-5 is summation order), **7e-16** in float64 [1e-15]; the losses
+#   agree to 1e-6 and 1e-15.
+# - The ring all-reduce gives every rank the exact sum for N = 2, 3, 4, 8, with bit-identical
+#   copies, and each rank sends 1.000, 1.333, 1.500, 1.750 times the buffer (2(N-1)/N), against
+#   2(N-1) times through rank 0.
+# - Cost model, 10 Gb/s and 30 us: the tiny model's 3.9 MB take 3.18 / 4.86 / 6.75 / 9.92 ms for
+#   N = 2 / 4 / 16 / 64; mini (4,378,114 parameters) 14-31 ms, small (15,305,730) 49-100 ms,
+#   BERT-base's 440 MB 352-697 ms. One tiny forward + backward on 32 sequences took 0.5-1 s here
+#   (it depends on the machine and its load).
+# - Gradient noise: b x E|g_b - G|^2 stays between 65 and 77 for b = 4, 8, 16 [47-64, 4 draws]; the
+#   noise scale is about 12 sequences [11] at initialisation.
+# - The learning-rate table: 4 ranks of 32 give a global batch of 128, 2,000 steps, 200 warmup
+#   steps, 4.0e-03 (linear) or 2.0e-03 (square root).
+# - Two ranks against one process, dropout off, 30 steps of 16 [6]: the same losses printed to 5
+#   decimals, the largest difference **1.3e-06** [8.3e-07], weights within **1.2e-07** [2.6e-07].
+#   With dropout on, `mpiexec -n 2 minibert pretrain` and one process end 60 steps within 0.011 of
+#   each other's loss (held-out MLM loss 5.550 and 5.549): two samples of the same training. Only
+#   rank 0 wrote the folder: `.minibert.json`, the checkpoint, `data`, `latest`, `metrics.jsonl`,
+#   `pretraining.png`. (Without the extra, section 5 prints how to install it.)
+#
+# ## Exercises
+#
+# 1. **Forget the global counts.** In `minibert/distributed.py`, make `forward_backward` skip
+#    `renormalise` (each rank then backpropagates its shard's own loss) and divide the summed
+#    gradients by N. Predict, from section 1, how far the 2-rank losses of section 5 drift from one
+#    process's after 30 steps (closer to 1e-6 or to 1e-2?). Run section 5, then undo the change.
+# 2. **Unequal shares.** Take a batch of 15 in section 1 (`D.shard` gives the ranks 8 and 7 rows).
+#    What weight does the plain average give a next-sentence row of each shard, against 1/15?
+#    Predict which of the two losses' gradients the plain average now gets wrong, and measure both
+#    errors (zero the batch's `masked_lm_weights` to isolate the NSP part).
+# 3. **Weak scaling.** Keep 16 sequences per rank: `mpiexec -n 2 minibert pretrain --batch-size 32`
+#    for half the steps of a one-process run with `--batch-size 16`, at `--lr` 1e-3, 1.4e-3 and
+#    2e-3 (`--corpus` a slice, as in section 5). Which learning rate matches the one-process run's
+#    held-out loss for the same number of examples? Does the answer change with `--warmup`?
+# 4. **Where the network wins.** With your step time from section 3 and `minibert bench scaling
+#    --preset mini`, find the N at which the mini model's all-reduce on 10 Gb/s Ethernet costs as
+#    much as its compute per rank. How large must the global batch be to keep 8 sequences per rank
+#    there?
