@@ -225,6 +225,12 @@ def numeric_gradient_mismatch(
     return index, float(a[j]), float(numeric[j]), float(rel[j])
 
 
+def weighted_sum(module, name: str, upstream, *args):
+    """The scalar L = sum(y * upstream), y the first output of the learner's ``name(*args)``: the
+    loss whose finite differences check a backward against a random upstream gradient."""
+    return lambda: float(np.sum(as_array(name, call(module, name, *args)[0]) * upstream))
+
+
 def gradient_check(report: Report, what: str, loss_fn, tensors: dict, grads: dict) -> bool:
     """One check: every tensor's gradient against finite differences; names the first bad
     element."""

@@ -17,6 +17,7 @@ from minibert.exercises.grader import (
     compare,
     fail_with_diagnosis,
     gradient_check,
+    weighted_sum,
     unpack,
 )
 from minibert.exercises.ops import check_accumulates
@@ -69,19 +70,12 @@ def _grade_head(m, r: Report):
     ref_c, ref_grads = _head_reference(q, k, v, dc)
     context, cache = unpack(call(m, "attention_head_forward", q, k, v), 2, "attention_head_forward")
     if not compare(r, "forward, q, k, v (2, 5, 4)", "context", context, ref_c):
-        fail_with_diagnosis(
-            r,
-            context,
-            {
-                "forgot the 1/sqrt(D) scale of the scores": lambda: _head(q, k, v, 1.0),
-                "scaled by 1/D instead of 1/sqrt(D)": lambda: _head(q, k, v, 1 / D),
-                "softmax over the queries (axis -2), not over the keys (the last "
-                "axis)": lambda: _head(
-                    q, k, v, axis=-2
-                ),
-                "P^T v instead of P v": lambda: _head(q, k, v, transpose_p=True),
-            },
-        )
+        fail_with_diagnosis(r, context, {
+            "forgot the 1/sqrt(D) scale of the scores": lambda: _head(q, k, v, 1.0),
+            "scaled by 1/D instead of 1/sqrt(D)": lambda: _head(q, k, v, 1 / D),
+            "softmax over the queries (axis -2), not over the keys (the last axis)":
+                lambda: _head(q, k, v, axis=-2),
+            "P^T v instead of P v": lambda: _head(q, k, v, transpose_p=True)})
     grads = unpack(call(m, "attention_head_backward", dc, cache), 3, "attention_head_backward")
     s = 1 / math.sqrt(D)
     p = _softmax(q @ k.swapaxes(-1, -2) * s)
@@ -89,28 +83,17 @@ def _grade_head(m, r: Report):
     ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * s
     for name, got, ref in zip(("dq", "dk", "dv"), grads, ref_grads):
         if not compare(r, f"backward: {name}", name, got, ref):
-            fail_with_diagnosis(
-                r,
-                got,
-                {
-                    "the 1/sqrt(D) scale is missing from the backward": lambda: (
-                        ref / s if name != "dv" else None
-                    ),
-                    "dk = dS q: the scores' transpose is missing (dk = dS^T q)": lambda: ds @ q,
-                    "dv = P dC: the transpose is missing (dv = P^T dC)": lambda: p @ dc,
-                    "the softmax's backward is missing (dS = dP)": lambda: (dp * s)
-                    @ (k if name == "dq" else q),
-                },
-            )
-    gradient_check(
-        r,
-        "gradients agree with finite differences",
-        lambda: float(
-            np.sum(as_array("context", call(m, "attention_head_forward", q, k, v)[0]) * dc)
-        ),
-        {"q": q, "k": k, "v": v},
-        dict(zip(("q", "k", "v"), grads)),
-    )
+            fail_with_diagnosis(r, got, {
+                "the 1/sqrt(D) scale is missing from the backward":
+                    lambda: (ref / s if name != "dv" else None),
+                "dk = dS q: the scores' transpose is missing (dk = dS^T q)": lambda: ds @ q,
+                "dv = P dC: the transpose is missing (dv = P^T dC)": lambda: p @ dc,
+                "the softmax's backward is missing (dS = dP)":
+                    lambda: (dp * s) @ (k if name == "dq" else q)})
+    gradient_check(r, "gradients agree with finite differences",
+                   weighted_sum(m, "attention_head_forward", dc, q, k, v),
+                   {"q": q, "k": k, "v": v},
+                   dict(zip(("q", "k", "v"), grads)))
 
 
 # ----------------------------------------------------------------------------- multi-head with mask
@@ -190,25 +173,16 @@ def _grade_multihead(m, r: Report):
         context,
         _multihead(x, mask, params, A),
     ):
-        fail_with_diagnosis(
-            r,
-            context,
-            {
-                "mask added on the wrong axis: it must hide padded KEYS (the last axis of the "
-                "scores), "
-                "not padded queries": lambda: _multihead(x, mask, params, A, "query_axis"),
-                "the padding mask is not applied": lambda: _multihead(
-                    x, mask, params, A, "no_mask"
-                ),
-                "forgot the 1/sqrt(D) scale of the scores": lambda: _multihead(
-                    x, mask, params, A, "scale"
-                ),
-                "heads split by a bare reshape to (B, A, T, D): reshape to (B, T, A, D), then "
-                "transpose": lambda: _multihead(
-                    x, mask, params, A, "split"
-                ),
-            },
-        )
+        fail_with_diagnosis(r, context, {
+            "mask added on the wrong axis: it must hide padded KEYS (the last axis of the "
+            "scores), not padded queries":
+                lambda: _multihead(x, mask, params, A, "query_axis"),
+            "the padding mask is not applied": lambda: _multihead(x, mask, params, A, "no_mask"),
+            "forgot the 1/sqrt(D) scale of the scores":
+                lambda: _multihead(x, mask, params, A, "scale"),
+            "heads split by a bare reshape to (B, A, T, D): reshape to (B, T, A, D), then "
+            "transpose":
+                lambda: _multihead(x, mask, params, A, "split")})
     # The package's pair on the same split heads: context and every gradient.
     wq, bq, wk, bk, wv, bv = params
     proj = [F.linear_forward(x, w, b) for w, b in ((wq, bq), (wk, bk), (wv, bv))]
@@ -224,31 +198,16 @@ def _grade_multihead(m, r: Report):
     grads = [np.zeros_like(p) for p in params]
     dx = call(m, "multihead_attention_backward", dc, cache, *grads)
     if not compare(r, "backward: dx", "dx", dx, ref_dx):
-        fail_with_diagnosis(
-            r,
-            dx,
-            {
-                "dx keeps only one projection's part: x feeds q, k and v, so dx is the sum of "
-                "three": lambda: F.linear_backward(
-                    _merge(dv), proj[2][1], np.zeros_like(wv), None
-                )
-            },
-        )
+        fail_with_diagnosis(r, dx, {
+            "dx keeps only one projection's part: x feeds q, k and v, so dx is the sum of three":
+                lambda: F.linear_backward(_merge(dv), proj[2][1], np.zeros_like(wv), None)})
     names = ("dwq", "dbq", "dwk", "dbk", "dwv", "dbv")
     for name, got, want in zip(names, grads, ref):
         compare(r, f"backward: {name}", name, got, want)
-    gradient_check(
-        r,
-        "gradients agree with finite differences",
-        lambda: float(
-            np.sum(
-                as_array("context", call(m, "multihead_attention_forward", x, mask, *params, A)[0])
-                * dc
-            )
-        ),
-        {"x": x, **dict(zip(("wq", "bq", "wk", "bk", "wv", "bv"), params))},
-        {"x": dx, **dict(zip(("wq", "bq", "wk", "bk", "wv", "bv"), grads))},
-    )
+    gradient_check(r, "gradients agree with finite differences",
+                   weighted_sum(m, "multihead_attention_forward", dc, x, mask, *params, A),
+                   {"x": x, **dict(zip(("wq", "bq", "wk", "bk", "wv", "bv"), params))},
+                   {"x": dx, **dict(zip(("wq", "bq", "wk", "bk", "wv", "bv"), grads))})
     real = mask.astype(bool)
     x2 = x.copy()
     x2[~real] = rng.standard_normal(((~real).sum(), H)) * 5
@@ -437,27 +396,14 @@ def _grade_encoder(m, r: Report):
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     dx = call(m, "encoder_layer_backward", dy, cache, grads)
     if not compare(r, "backward: dx, x (2, 5, 6), 2 heads, one padded sequence", "dx", dx, ref_dx):
-        fail_with_diagnosis(
-            r,
-            dx,
-            {
-                "the feed-forward's residual is missing: a feeds the feed-forward AND the second "
-                "residual, "
-                "so da is the sum of both": lambda: run("ffn_residual")[0],
-                "the attention's residual is missing: dx needs the first layer norm's gradient "
-                "too": lambda: run(
-                    "attention_residual"
-                )[
-                    0
-                ],
-                "x feeds q, k and v: dx must add the three projections' gradients, not keep the "
-                "last": lambda: run(
-                    "last_projection"
-                )[
-                    0
-                ],
-            },
-        )
+        fail_with_diagnosis(r, dx, {
+            "the feed-forward's residual is missing: a feeds the feed-forward AND the second "
+            "residual, so da is the sum of both":
+                lambda: run("ffn_residual")[0],
+            "the attention's residual is missing: dx needs the first layer norm's gradient too":
+                lambda: run("attention_residual")[0],
+            "x feeds q, k and v: dx must add the three projections' gradients, not keep the last":
+                lambda: run("last_projection")[0]})
     for name, want in ref_grads.items():
         if not compare(r, f"backward: {name}", name, grads.get(name), want):
             break  # the first parameter that differs is named; enough
@@ -533,15 +479,10 @@ def _grade_mlm(m, r: Report):
         ref_dE,
     )
     compare(r, "backward: dbias", "dbias", db, ref_db)
-    gradient_check(
-        r,
-        "gradients agree with finite differences",
-        lambda: float(
-            np.sum(as_array("logits", call(m, "mlm_decoder_forward", h, E, b)[0]) * dlogits)
-        ),
-        {"h": h, "bias": b},
-        {"h": dh, "bias": db},
-    )
+    gradient_check(r, "gradients agree with finite differences",
+                   weighted_sum(m, "mlm_decoder_forward", dlogits, h, E, b),
+                   {"h": h, "bias": b},
+                   {"h": dh, "bias": db})
 
 
 EXERCISES = [

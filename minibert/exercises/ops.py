@@ -15,6 +15,7 @@ from minibert.exercises.grader import (
     compare,
     fail_with_diagnosis,
     gradient_check,
+    weighted_sum,
     same,
     shape_message,
     unpack,
@@ -30,16 +31,11 @@ def check_accumulates(
     alone)."""
     ok = compare(report, what, name, got, prefill + reference)
     if not ok:
-        fail_with_diagnosis(
-            report,
-            got,
-            {
-                f"'=' instead of '+=': {name} was overwritten, not added to (a tied or reused "
-                "parameter "
-                f"would lose its other gradients)": lambda: reference,
-                **(extra_variants or {}),
-            },
-        )
+        fail_with_diagnosis(report, got, {
+            f"'=' instead of '+=': {name} was overwritten, not added to (a tied or reused "
+            f"parameter would lose its other gradients)":
+                lambda: reference,
+            **(extra_variants or {})})
     return ok
 
 
@@ -86,26 +82,16 @@ def _grade_linear(m, r: Report):
     ref_dx = F.linear_backward(dy, F.linear_forward(x, w, b)[1], ref_dw, ref_db)
     compare(r, "backward: dx", "dx", dx, ref_dx)
     if not compare(r, "backward: dW", "dweight", dw, ref_dw):
-        fail_with_diagnosis(
-            r, dw, {"dW is averaged over the rows instead of summed": lambda: ref_dw / 12}
-        )
+        fail_with_diagnosis(r, dw, {
+            "dW is averaged over the rows instead of summed": lambda: ref_dw / 12})
     if not compare(r, "backward: db", "dbias", db, ref_db):
-        fail_with_diagnosis(
-            r,
-            db,
-            {
-                "db is the mean of dy over the rows; every row adds b, so it is the "
-                "sum": lambda: ref_db
-                / 12
-            },
-        )
-    gradient_check(
-        r,
-        "gradients agree with finite differences",
-        lambda: float(np.sum(as_array("y", call(m, "linear_forward", x, w, b)[0]) * dy)),
-        {"x": x, "weight": w, "bias": b},
-        {"x": dx, "weight": dw, "bias": db},
-    )
+        fail_with_diagnosis(r, db, {
+            "db is the mean of dy over the rows; every row adds b, so it is the sum":
+                lambda: ref_db / 12})
+    gradient_check(r, "gradients agree with finite differences",
+                   weighted_sum(m, "linear_forward", dy, x, w, b),
+                   {"x": x, "weight": w, "bias": b},
+                   {"x": dx, "weight": dw, "bias": db})
     dw1, db1 = np.full_like(w, 0.5), np.full_like(b, -0.25)
     call(m, "linear_backward", dy, cache, dw1, db1)
     check_accumulates(r, "backward adds into dweight (+=)", "dweight", dw1, 0.5, ref_dw)
@@ -154,17 +140,10 @@ def _grade_softmax_ce(m, r: Report):
     x = rng.standard_normal((4, 5, 6)) * 2
     p, cache = unpack(call(m, "softmax_forward", x), 2, "softmax_forward")
     if not compare(r, "softmax forward, x (4, 5, 6)", "p", p, F.softmax_forward(x)[0]):
-        fail_with_diagnosis(
-            r,
-            p,
-            {
-                "softmax over the wrong axis (it normalises each row: the last "
-                "axis)": lambda: _softmax_rows(
-                    x, axis=0
-                ),
-                "softmax over the middle axis instead of the last": lambda: _softmax_rows(x, 1),
-            },
-        )
+        fail_with_diagnosis(r, p, {
+            "softmax over the wrong axis (it normalises each row: the last axis)":
+                lambda: _softmax_rows(x, axis=0),
+            "softmax over the middle axis instead of the last": lambda: _softmax_rows(x, 1)})
     big = np.array([[1000.0, 999.0, 998.0], [-1000.0, -1001.0, -1003.0]])
     p_big, _ = unpack(call(m, "softmax_forward", big), 2, "softmax_forward")
     if not compare(
@@ -180,22 +159,14 @@ def _grade_softmax_ce(m, r: Report):
     ref = F.softmax_backward(dp, F.softmax_forward(x)[0])
     if not compare(r, "softmax backward", "dx", dx, ref):
         pr = F.softmax_forward(x)[0]
-        fail_with_diagnosis(
-            r,
-            dx,
-            {
-                "only the diagonal of the Jacobian (p (1 - p) dp): every p_j depends on "
-                "every x_i": lambda: pr * (1 - pr) * dp,
-                "the sum over j is missing (p * dp)": lambda: pr * dp,
-            },
-        )
-    gradient_check(
-        r,
-        "softmax gradient agrees with finite differences",
-        lambda: float(np.sum(as_array("p", call(m, "softmax_forward", x)[0]) * dp)),
-        {"x": x},
-        {"x": dx},
-    )
+        fail_with_diagnosis(r, dx, {
+            "only the diagonal of the Jacobian (p (1 - p) dp): every p_j depends on every x_i":
+                lambda: pr * (1 - pr) * dp,
+            "the sum over j is missing (p * dp)": lambda: pr * dp})
+    gradient_check(r, "softmax gradient agrees with finite differences",
+                   weighted_sum(m, "softmax_forward", dp, x),
+                   {"x": x},
+                   {"x": dx})
 
     n, c = 6, 5
     logits, targets = rng.standard_normal((n, c)) * 2, rng.integers(0, c, n)
@@ -204,28 +175,17 @@ def _grade_softmax_ce(m, r: Report):
     )
     ref_loss, ref_cache = F.cross_entropy_forward(logits, targets)
     if not compare(r, "cross-entropy loss, logits (6, 5)", "loss", loss, ref_loss):
-        fail_with_diagnosis(
-            r,
-            loss,
-            {
-                "summed over the rows instead of averaged": lambda: ref_loss * n,
-                "log p without the minus sign": lambda: -ref_loss,
-            },
-        )
+        fail_with_diagnosis(r, loss, {
+            "summed over the rows instead of averaged": lambda: ref_loss * n,
+            "log p without the minus sign": lambda: -ref_loss})
     dlogits = call(m, "cross_entropy_backward", 1.7, ce_cache)
     ref_d = F.cross_entropy_backward(1.7, ref_cache)
     if not compare(r, "cross-entropy backward (dloss = 1.7)", "dlogits", dlogits, ref_d):
         probs = F.softmax_forward(logits)[0]
-        fail_with_diagnosis(
-            r,
-            dlogits,
-            {
-                "the 1/N of the mean is missing from the gradient": lambda: ref_d * n,
-                "dloss is ignored (the upstream gradient must multiply dlogits)": lambda: ref_d
-                / 1.7,
-                "the -1 at the target is missing (softmax - onehot)": lambda: probs * 1.7 / n,
-            },
-        )
+        fail_with_diagnosis(r, dlogits, {
+            "the 1/N of the mean is missing from the gradient": lambda: ref_d * n,
+            "dloss is ignored (the upstream gradient must multiply dlogits)": lambda: ref_d / 1.7,
+            "the -1 at the target is missing (softmax - onehot)": lambda: probs * 1.7 / n})
     gradient_check(
         r,
         "cross-entropy gradient agrees with finite differences",
@@ -260,37 +220,22 @@ def _grade_gelu(m, r: Report):
     x = rng.standard_normal((3, 4, 7)) * 3
     y, cache = unpack(call(m, "gelu_forward", x), 2, "gelu_forward")
     if not compare(r, "forward, x (3, 4, 7)", "y", y, F.gelu_forward(x)[0]):
-        fail_with_diagnosis(
-            r,
-            y,
-            {
-                "the tanh approximation, not the exact erf GELU": lambda: F.gelu_forward(x, True)[
-                    0
-                ],
-                "ReLU, not GELU": lambda: np.maximum(x, 0),
-                "Phi(x) alone: the factor x is missing": lambda: normal_cdf(x),
-            },
-        )
+        fail_with_diagnosis(r, y, {
+            "the tanh approximation, not the exact erf GELU": lambda: F.gelu_forward(x, True)[0],
+            "ReLU, not GELU": lambda: np.maximum(x, 0),
+            "Phi(x) alone: the factor x is missing": lambda: normal_cdf(x)})
     dy = rng.standard_normal(x.shape)
     dx = call(m, "gelu_backward", dy, cache)
     ref = F.gelu_backward(dy, F.gelu_forward(x)[1])
     if not compare(r, "backward", "dx", dx, ref):
-        fail_with_diagnosis(
-            r,
-            dx,
-            {
-                "only Phi(x): the x * phi(x) term of the product rule is missing": lambda: dy
-                * normal_cdf(x),
-                "the tanh approximation's derivative": lambda: F.gelu_backward(dy, (x, True)),
-            },
-        )
-    gradient_check(
-        r,
-        "gradient agrees with finite differences",
-        lambda: float(np.sum(as_array("y", call(m, "gelu_forward", x)[0]) * dy)),
-        {"x": x},
-        {"x": dx},
-    )
+        fail_with_diagnosis(r, dx, {
+            "only Phi(x): the x * phi(x) term of the product rule is missing":
+                lambda: dy * normal_cdf(x),
+            "the tanh approximation's derivative": lambda: F.gelu_backward(dy, (x, True))})
+    gradient_check(r, "gradient agrees with finite differences",
+                   weighted_sum(m, "gelu_forward", dy, x),
+                   {"x": x},
+                   {"x": dx})
 
 
 # --------------------------------------------------------------------------------------- layer norm
@@ -316,9 +261,10 @@ def layernorm_backward(dy, cache, dgamma, dbeta):
 '''
 
 
-def _layernorm_axis(x, gamma, beta, axis):
+def _layernorm_axis(x, gamma, beta, axis, ddof=0):
+    """Layer norm with its statistics over ``axis`` (a wrong one, for the diagnosis)."""
     mean = x.mean(axis=axis, keepdims=True)
-    var = x.var(axis=axis, keepdims=True)
+    var = x.var(axis=axis, ddof=ddof, keepdims=True)
     return (x - mean) / np.sqrt(var + 1e-12) * gamma + beta
 
 
@@ -328,30 +274,17 @@ def _grade_layernorm(m, r: Report):
     gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
     y, cache = unpack(call(m, "layernorm_forward", x, gamma, beta), 2, "layernorm_forward")
     if not compare(r, "forward, x (3, 5, 6)", "y", y, F.layernorm_forward(x, gamma, beta)[0]):
-        fail_with_diagnosis(
-            r,
-            y,
-            {
-                "layer norm over the wrong axis: statistics over T (axis 1), not each token's H "
-                "features": lambda: _layernorm_axis(
-                    x, gamma, beta, 1
-                ),
-                "layer norm over the wrong axis: statistics over the batch (axis "
-                "0)": lambda: _layernorm_axis(
-                    x, gamma, beta, 0
-                ),
-                "statistics over every axis at once, not per token": lambda: _layernorm_axis(
-                    x, gamma, beta, None
-                ),
-                "the unbiased variance (divide by H - 1); layer norm divides by H": lambda: (
-                    (x - x.mean(-1, keepdims=True))
-                    / np.sqrt(x.var(-1, ddof=1, keepdims=True) + 1e-12)
-                    * gamma
-                    + beta
-                ),
-                "gamma and beta swapped": lambda: F.layernorm_forward(x, beta, gamma)[0],
-            },
-        )
+        fail_with_diagnosis(r, y, {
+            "layer norm over the wrong axis: statistics over T (axis 1), not each token's H "
+            "features":
+                lambda: _layernorm_axis(x, gamma, beta, 1),
+            "layer norm over the wrong axis: statistics over the batch (axis 0)":
+                lambda: _layernorm_axis(x, gamma, beta, 0),
+            "statistics over every axis at once, not per token":
+                lambda: _layernorm_axis(x, gamma, beta, None),
+            "the unbiased variance (divide by H - 1); layer norm divides by H":
+                lambda: _layernorm_axis(x, gamma, beta, -1, ddof=1),
+            "gamma and beta swapped": lambda: F.layernorm_forward(x, beta, gamma)[0]})
     dy = rng.standard_normal(x.shape)
     dg, db = np.zeros(6), np.zeros(6)
     dx = call(m, "layernorm_backward", dy, cache, dg, db)
@@ -361,28 +294,21 @@ def _grade_layernorm(m, r: Report):
     if not compare(r, "backward: dx", "dx", dx, ref):
         xhat, rstd, _ = ref_cache
         g = dy * gamma
-        fail_with_diagnosis(
-            r,
-            dx,
-            {
-                "the variance's term is missing (- xhat * mean(g * xhat))": lambda: rstd
-                * (g - g.mean(-1, keepdims=True)),
-                "the mean's term is missing (- mean(g))": lambda: rstd
-                * (g - xhat * (g * xhat).mean(-1, keepdims=True)),
-                "gamma is left out of the backward (use g = dy * gamma)": lambda: rstd
-                * (dy - dy.mean(-1, keepdims=True) - xhat * (dy * xhat).mean(-1, keepdims=True)),
-                "only dy * gamma * r: the mean and variance depend on x too": lambda: rstd * g,
-            },
-        )
+        fail_with_diagnosis(r, dx, {
+            "the variance's term is missing (- xhat * mean(g * xhat))":
+                lambda: rstd * (g - g.mean(-1, keepdims=True)),
+            "the mean's term is missing (- mean(g))":
+                lambda: rstd * (g - xhat * (g * xhat).mean(-1, keepdims=True)),
+            "gamma is left out of the backward (use g = dy * gamma)":
+                lambda: F.layernorm_backward(dy, (xhat, rstd, np.ones_like(gamma)), np.zeros(6),
+                                             np.zeros(6)),
+            "only dy * gamma * r: the mean and variance depend on x too": lambda: rstd * g})
     compare(r, "backward: dgamma", "dgamma", dg, rdg)
     compare(r, "backward: dbeta", "dbeta", db, rdb)
-    gradient_check(
-        r,
-        "gradients agree with finite differences",
-        lambda: float(np.sum(as_array("y", call(m, "layernorm_forward", x, gamma, beta)[0]) * dy)),
-        {"x": x, "gamma": gamma, "beta": beta},
-        {"x": dx, "gamma": dg, "beta": db},
-    )
+    gradient_check(r, "gradients agree with finite differences",
+                   weighted_sum(m, "layernorm_forward", dy, x, gamma, beta),
+                   {"x": x, "gamma": gamma, "beta": beta},
+                   {"x": dx, "gamma": dg, "beta": db})
     dg1, db1 = np.full(6, 2.0), np.full(6, -1.0)
     call(m, "layernorm_backward", dy, cache, dg1, db1)
     check_accumulates(r, "backward adds into dgamma (+=)", "dgamma", dg1, 2.0, rdg)
@@ -487,15 +413,10 @@ def _grade_dropout(m, r: Report):
     dy = np.random.default_rng(2).standard_normal(x2.shape)
     dx = call(m, "dropout_backward", dy, mask2)
     if not compare(r, "backward: dx = dy * mask", "dx", dx, dy * as_array("mask", mask2)):
-        fail_with_diagnosis(
-            r,
-            dx,
-            {
-                "the backward passes dy through unmasked": lambda: dy,
-                "the backward uses the 0/1 pattern without the 1/(1 - p) scale": lambda: dy
-                * (as_array("mask", mask2) != 0),
-            },
-        )
+        fail_with_diagnosis(r, dx, {
+            "the backward passes dy through unmasked": lambda: dy,
+            "the backward uses the 0/1 pattern without the 1/(1 - p) scale":
+                lambda: dy * (as_array("mask", mask2) != 0)})
 
 
 # ---------------------------------------------------------------------------------------- embedding
@@ -537,21 +458,14 @@ def _grade_embedding(m, r: Report):
         return d
 
     if not compare(r, "backward: the scatter-add of dout into the rows of dW", "dweight", dw, ref):
-        fail_with_diagnosis(
-            r,
-            dw,
-            {
-                "dW[ids] += dout is buffered: a repeated id keeps only one of its "
-                "gradients; use np.add.at": buffered
-            },
-        )
-    gradient_check(
-        r,
-        "gradient agrees with finite differences",
-        lambda: float(np.sum(as_array("out", call(m, "embedding_forward", ids, w)[0]) * dout)),
-        {"weight": w},
-        {"weight": dw},
-    )
+        fail_with_diagnosis(r, dw, {
+            "dW[ids] += dout is buffered: a repeated id keeps only one of its gradients; use "
+            "np.add.at":
+                buffered})
+    gradient_check(r, "gradient agrees with finite differences",
+                   weighted_sum(m, "embedding_forward", dout, ids, w),
+                   {"weight": w},
+                   {"weight": dw})
     dw1 = np.full_like(w, 0.5)
     call(m, "embedding_backward", dout, cache, dw1)
     check_accumulates(

@@ -10,11 +10,11 @@ import numpy as np
 from minibert.exercises.base import Exercise
 from minibert.exercises.grader import (
     Report,
-    as_array,
     call,
     compare,
     fail_with_diagnosis,
     gradient_check,
+    weighted_sum,
     unpack,
 )
 from minibert.finetuning.mixout import reference_weight_gradient
@@ -96,35 +96,23 @@ def _grade_adamw(m, r: Report):
             ref_g[...] = g
             opt.step()
             if not compare(r, f"{label}: param after step {t}", "param", p, ref_p):
-                fail_with_diagnosis(
-                    r,
-                    p,
-                    {
-                        "bias correction missing: divide m by (1 - b1^t) and v by (1 - "
-                        "b2^t)": lambda: _adamw_variant(
-                            param0, grads[:t], lr, wd, correct_bias, "no_bias_correction"
-                        ),
-                        "bias correction applied to m only, not to v": lambda: _adamw_variant(
-                            param0, grads[:t], lr, wd, correct_bias, "m_only"
-                        ),
-                        "weight decay added to the gradient (L2, Adam) instead of decoupled "
-                        "(AdamW)": lambda: _adamw_variant(
-                            param0, grads[:t], lr, wd, correct_bias, "l2"
-                        ),
-                        "eps inside the square root (sqrt(v_hat + eps)); AdamW adds it to "
-                        "sqrt(v_hat)": lambda: _adamw_variant(
-                            param0, grads[:t], lr, wd, correct_bias, "eps_inside"
-                        ),
-                        "the decay uses the already-updated param; decay the param from before the "
-                        "step": lambda: _adamw_variant(
-                            param0, grads[:t], lr, wd, correct_bias, "decay_after"
-                        ),
-                        "bias correction applied although "
-                        "correct_bias=False": lambda: _adamw_variant(
-                            param0, grads[:t], lr, wd, True, None
-                        ),
-                    },
-                )
+                def variant(mistake, correct_bias=correct_bias, t=t):
+                    return _adamw_variant(param0, grads[:t], lr, wd, correct_bias, mistake)
+
+                fail_with_diagnosis(r, p, {
+                    "bias correction missing: divide m by (1 - b1^t) and v by (1 - b2^t)":
+                        lambda: variant("no_bias_correction"),
+                    "bias correction applied to m only, not to v":
+                        lambda: variant("m_only"),
+                    "weight decay added to the gradient (L2, Adam) instead of decoupled (AdamW)":
+                        lambda: variant("l2"),
+                    "eps inside the square root (sqrt(v_hat + eps)); AdamW adds it to sqrt(v_hat)":
+                        lambda: variant("eps_inside"),
+                    "the decay uses the already-updated param; decay the param from before the "
+                    "step":
+                        lambda: variant("decay_after"),
+                    "bias correction applied although correct_bias=False":
+                        lambda: variant(None, correct_bias=True)})
                 break
         else:
             compare(r, f"{label}: first moment m after 5 steps", "m", mm, opt.m[0])
@@ -173,19 +161,11 @@ def _grade_mixout(m, r: Report):
         y,
         x @ w_tilde.T + b,
     ):
-        fail_with_diagnosis(
-            r,
-            y,
-            {
-                "not rescaled: kept columns must be u + (w - u) / (1 - p), so that E[w_tilde] = "
-                "w": lambda: x
-                @ _mixed(w, u, keep, p, False).T
-                + b,
-                "dropped columns become 0 (dropout), not the target's columns": lambda: x
-                @ (keep / (1 - p) * w).T
-                + b,
-            },
-        )
+        fail_with_diagnosis(r, y, {
+            "not rescaled: kept columns must be u + (w - u) / (1 - p), so that E[w_tilde] = w":
+                lambda: x @ _mixed(w, u, keep, p, False).T + b,
+            "dropped columns become 0 (dropout), not the target's columns":
+                lambda: x @ (keep / (1 - p) * w).T + b})
     dy = rng.standard_normal((N, OUT))
     dw, db = np.zeros_like(w), np.zeros_like(b)
     dx = call(m, "mixout_backward", dy, cache, dw, db)
@@ -194,28 +174,17 @@ def _grade_mixout(m, r: Report):
     if not compare(
         r, "backward: dW = (dy^T x) * m / (1 - p)", "dweight", dw, dw_tilde * keep / (1 - p)
     ):
-        fail_with_diagnosis(
-            r,
-            dw,
-            {
-                "the reference implementation's gradient: the 1/(1 - p) of the forward is missing "
-                "from dW": lambda: reference_weight_gradient(
-                    dw_tilde, keep
-                ),
-                "the mask is missing from dW: a dropped column's weight did not reach the "
-                "output": lambda: dw_tilde,
-            },
-        )
+        fail_with_diagnosis(r, dw, {
+            "the reference implementation's gradient: the 1/(1 - p) of the forward is missing "
+            "from dW":
+                lambda: reference_weight_gradient(dw_tilde, keep),
+            "the mask is missing from dW: a dropped column's weight did not reach the output":
+                lambda: dw_tilde})
     compare(r, "backward: db (the bias is not mixed)", "dbias", db, dy.sum(axis=0))
-    gradient_check(
-        r,
-        "gradients agree with finite differences (fixed mask)",
-        lambda: float(
-            np.sum(as_array("y", call(m, "mixout_forward", x, w, b, u, p, keep)[0]) * dy)
-        ),
-        {"x": x, "weight": w, "bias": b},
-        {"x": dx, "weight": dw, "bias": db},
-    )
+    gradient_check(r, "gradients agree with finite differences (fixed mask)",
+                   weighted_sum(m, "mixout_forward", dy, x, w, b, u, p, keep),
+                   {"x": x, "weight": w, "bias": b},
+                   {"x": dx, "weight": dw, "bias": db})
     y0, _ = unpack(call(m, "mixout_forward", x, u.copy(), b, u, p, keep), 2, "mixout_forward")
     compare(
         r, "with w = u the layer is the pretrained one, whatever the mask", "y", y0, x @ u.T + b
