@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import outputs
+from minibert import distributed, outputs
 from minibert.finetuning.cli import add_config_arguments, config_from_args
 
 STRATEGY_PATTERN = re.compile(r"^(dropout|mixout|mix|concat4|twostage|freelb|smart|nobiascorr|reinit|long|random)"
@@ -299,8 +299,10 @@ def run_experiment(args, log=print) -> tuple[list[dict], list[dict]]:
     outputs.write_marker(out, KIND, files=["runs.jsonl", SETTINGS, "table.md", "stability.png"])
     done = {(r["strategy"], r["seed"]) for r in records}
     todo = [j for j in jobs if (j[0], j[1]) not in done]
+    workers = (f"{args.workers} worker(s)" if _MPI_EXECUTOR is None
+               else f"{distributed.world().size - 1} MPI worker rank(s)")
     log(f"stability: {args.task}, {len(strategies)} strategies x {args.seeds} seeds = {len(jobs)} runs "
-        f"({len(jobs) - len(todo)} already in {runs_file}), {args.workers} worker(s)")
+        f"({len(jobs) - len(todo)} already in {runs_file}), {workers}")
 
     t0 = time.perf_counter()
     try:
@@ -376,7 +378,16 @@ def check_settings(out: Path, settings: dict) -> None:
                          "settings of the runs on file")
 
 
+# Set by main() on rank 0 of an mpiexec run: an mpi4py.futures executor whose jobs run on the other
+# ranks. A run depends only on its strategy, seed and settings, so the records are the one-machine
+# run's, whichever rank runs them.
+_MPI_EXECUTOR = None
+
+
 def _map(jobs, workers):
+    if _MPI_EXECUTOR is not None:       # each rank runs one run at a time, handed out as ranks free up
+        yield from _MPI_EXECUTOR.map(_run_one, jobs, unordered=True)
+        return
     if workers == 1 or len(jobs) <= 1:
         yield from map(_run_one, jobs)
         return
@@ -396,6 +407,24 @@ def _map(jobs, workers):
 
 
 def main(args) -> int:
+    """Under ``mpiexec -n N``, rank 0 runs the experiment and writes everything, and ranks 1..N-1 run
+    the fine-tuning runs it hands out (``--workers`` then does not apply: start one rank per core)."""
+    global _MPI_EXECUTOR
+    comm = distributed.world()
+    if comm.size == 1:
+        return _main(args)
+    from mpi4py.futures import MPICommExecutor
+    with MPICommExecutor(comm.comm, root=0) as executor:
+        if executor is None:            # a worker rank: served until rank 0 was done
+            return 0
+        _MPI_EXECUTOR = executor
+        try:
+            return _main(args)
+        finally:
+            _MPI_EXECUTOR = None
+
+
+def _main(args) -> int:
     from minibert.finetuning import data as task_data
 
     info = task_data.task_info(args.task)
