@@ -366,6 +366,26 @@ def in_turn(comm, fn):
     return result
 
 
+def gather_results(comm, fn) -> list | None:
+    """``fn()`` on every rank; the root gets the ranks' results in rank order (the others None).
+
+    An error on any rank is raised on the root too (the first in rank order), and on its own rank,
+    so no rank is left waiting for another that failed."""
+    try:
+        value, error = fn(), None
+    except Exception as exc:
+        value, error = None, exc
+    parts = comm.gather((value, error))
+    if error is not None:
+        raise error
+    if parts is None:
+        return None
+    for _, other in parts:
+        if other is not None:
+            raise other
+    return [v for v, _ in parts]
+
+
 def broadcast_model(model, comm, root: int = 0) -> None:
     """Make every rank's weights the root's (the ranks build the same weights from the same seed;
     this makes it so, whatever the platform's rounding)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import outputs
+from minibert import distributed, outputs
 from minibert.checkpoint import CONFIG_NAME, load_config, resolve
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
@@ -125,10 +125,16 @@ def run_probes(model, random_model, tokenizer, only, rng: np.random.Generator, l
         r = fn(random_model, tokenizer, items, layers=(None,), batch_size=batch_size, **kw)
         return {"model": m[None], "embeddings": m[0], "random": r[None]}
 
+    # Each probe draws from its own child of ``rng``, so its numbers do not depend on which probes ran
+    # before it (and ``mpiexec -n N minibert probe`` can run the probes on different ranks).
+    seeds = np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(PROBES) + 1)
+    generators = {name: np.random.default_rng(s) for name, s in zip(PROBES + ("rows",), seeds)}
     probing_rows = None
     if {"malformed", "layers", "attention"} & set(only):
-        probing_rows = subsample(load_eval_set("probing"), limit, rng, key=lambda r: r["split"])
+        probing_rows = subsample(load_eval_set("probing"), limit, generators["rows"],
+                                 key=lambda r: r["split"])
     for name in only:
+        rng = generators[name]
         t0 = time.perf_counter()
         log(f"probe {name} ...")
         if name == "agreement":
@@ -406,13 +412,25 @@ def main(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
     t0 = time.perf_counter()
-    out = outputs.claim(args.out, KIND, overwrite=args.overwrite, recognise=lambda folder: (
-        (folder / "report.md").is_file() and (folder / "results.json").is_file()))
+    comm = distributed.world()              # one process, or this rank of an mpiexec run
+    out = distributed.on_root(comm, lambda: outputs.claim(
+        args.out, KIND, overwrite=args.overwrite, recognise=lambda folder: (
+            (folder / "report.md").is_file() and (folder / "results.json").is_file())))
     model, random_model, tokenizer, description = load_models(args.model, args.seed)
     labels = {"model": "random model" if args.model == "random" else "pretrained",
               "embeddings": "embedding layer", "random": "random init"}
-    results = run_probes(model, random_model, tokenizer, only, np.random.default_rng(args.seed), args.limit,
-                         args.batch_size, ProbeConfig(steps=args.probe_steps))
+    # The probes are independent: rank r runs probes r, r + N, ...; rank 0 gathers and writes.
+    parts = distributed.gather_results(comm, lambda: run_probes(
+        model, random_model, tokenizer, distributed.share(only, comm),
+        np.random.default_rng(args.seed), args.limit, args.batch_size,
+        ProbeConfig(steps=args.probe_steps)))
+    if parts is None:
+        return 0
+    results = parts[0]
+    if len(parts) > 1:
+        merged = {k: v for part in parts for k, v in part.items() if k != "seconds"}
+        results = {k: merged[k] for k in [*only, "structural"] if k in merged}
+        results["seconds"] = {k: v for part in parts for k, v in part["seconds"].items()}
     results["model"] = description
     report = write_report(results, out, model, random_model, tokenizer, description, labels)
     print(f"report: {report}, numbers: {out / 'results.json'} ({time.perf_counter() - t0:.0f} s)")
