@@ -363,3 +363,29 @@ def test_pretraining_on_two_ranks_is_the_one_process_run_and_resumes_exactly(sma
     assert r2["stopped_at"] == 3
     assert r2["interrupted"] == r2["full"] and len(r2["full"]) == 5
     assert "2 rank(s) and this run has 1" in r1["refused"] and "mpiexec -n 2" in r1["refused"]
+
+
+@needs_mpi
+def test_stability_and_probe_spread_over_ranks_give_the_one_machine_results(tmp_path):
+    from minibert import cli
+
+    stability = ["stability", "--task", "entailment", "--seeds", "2", "--strategies", "dropout",
+                 "--train-limit", "48", "--epochs", "1"]
+    probe = ["probe", "--model", "random", "--only", "agreement,negation", "--limit", "2"]
+    assert cli.main(stability + ["--workers", "1", "--out", str(tmp_path / "st1")]) == 0
+    assert cli.main(probe + ["--out", str(tmp_path / "pr1")]) == 0
+    env = mpi_env()
+    for command, out in ((stability, "st2"), (probe, "pr2")):
+        done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "minibert.cli", *command,
+                               "--out", str(tmp_path / out)], env=env, timeout=300,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def runs(folder):
+        records = [json.loads(line) for line in (tmp_path / folder / "runs.jsonl").open()]
+        return sorted((r["strategy"], r["seed"], r["dev"], r["test"]) for r in records)
+    assert runs("st2") == runs("st1") and len(runs("st1")) == 2
+    one, two = (json.loads((tmp_path / f / "results.json").read_text()) for f in ("pr1", "pr2"))
+    assert set(two["seconds"]) == {"agreement", "negation"}
+    one.pop("seconds"), two.pop("seconds")
+    assert two == one
