@@ -450,7 +450,8 @@ for t in (1, 2, 10, 100, 1000):
 #   on, two evaluations 2.460 and 2.459; "clean again" equals the first row.
 # - Section 4: the first update is 1.000 lr clean and **3.158** lr with the bug; the ratio of the
 #   two is 3.158, 4.248, 6.527, 3.241, 1.258 at t = 1, 2, 10, 100, 1000, the formula's values to
-#   0.2% (at t = 1 eps = 1e-6 still shows against sqrt(v) = 3e-3 |g|: 3.158 against 3.162).
+#   0.2% (at t = 1, eps = 1e-6 still shows against the uncorrected sqrt(v) = 0.032 |g|: 3.158
+#   against 3.162).
 #
 # ## Exercises
 #
