@@ -62,8 +62,8 @@ for name, bug in bugs.BUGS.items():
 # %% [markdown]
 # ## 1. Five diagnostics
 #
-# Every bug below is found by one of five checks. None needs a trained model, and all but the last
-# take seconds:
+# Every bug below is found by one of five checks. None needs a trained model, and each takes a
+# few seconds at most:
 #
 # 1. **Loss at initialisation.** A freshly initialised BERT predicts almost uniformly, so its MLM
 #    loss is close to ln V and its NSP loss to ln 2 (lesson 08 measured 8.31 and 0.693). Far from
