@@ -3,6 +3,7 @@ renormalised gradients sum to the big batch's exactly (and a plain average does 
 `mpi` extra is installed, `mpiexec -n 2` reproduces one process with the same global batch."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -389,3 +390,45 @@ def test_stability_and_probe_spread_over_ranks_give_the_one_machine_results(tmp_
     assert set(two["seconds"]) == {"agreement", "negation"}
     one.pop("seconds"), two.pop("seconds")
     assert two == one
+
+
+# ------------------------------------------------------------------------------ bench scaling
+def scaling_args(**overrides):
+    import argparse
+    args = dict(preset="tiny", batch_size=4, seq_len=32, steps=1, lines=400, dupe_factor=None, seed=0)
+    return argparse.Namespace(**{**args, **overrides})
+
+
+def test_bench_scaling_report_arithmetic(capsys):
+    from minibert import bench_scaling
+
+    run = {"step": 0.2, "compute": 0.15, "wait": 0.01, "allreduce": 0.02, "update": 0.02,
+           "tokens": 2000, "tokens_per_s": 10_000.0, "gradient_bytes": 4_000_000,
+           "parameters": 1_000_000}
+    bench_scaling.report([(1, 1, run), (1, 2, run), (2, 1, run)], batch_size=8)
+    out = capsys.readouterr().out
+    assert "1,000,000 parameters x 4 bytes = 4.0 MB" in out
+    # 2 machines, 4 sequences each, on 10 Gb/s: 2 x 30 us + 4 MB / 1.25 GB/s = 3.26 ms
+    assert re.search(r"\n2\s+4\s+3\.3\s", out), out
+    assert "\n16 " not in out                      # no more machines than sequences in the batch
+
+
+def test_bench_scaling_without_the_extra_is_a_clear_error(monkeypatch):
+    from minibert import bench_scaling
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ValueError, match=r"needs the mpi extra: pip install"):
+        bench_scaling.main(scaling_args())
+
+
+@needs_mpi
+def test_bench_scaling_measures_one_and_two_ranks(capsys):
+    from minibert import bench_scaling
+
+    assert bench_scaling.main(scaling_args()) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("1 rank x", "2 rank x"))]
+    assert len(rows) == 3
+    two = rows[2].split()
+    assert float(two[-2].replace(",", "")) > 0 and float(two[8]) > 0     # tokens/s, allreduce ms
+    assert "machines  sequences/rank" in out
