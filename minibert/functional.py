@@ -236,14 +236,16 @@ def softmax_backward(dp, p):
 def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=None):
     """context = dropout(softmax(q k^T / sqrt(D) + mask)) v, for every head at once.
 
-    q, k, v (B, A, T, D); mask_bias (B, T) -> context (B, A, T, D), attention probs (B, A, T, T).
+    q, k, v (B, A, T, D); mask_bias (B, T) or None (no padding) -> context (B, A, T, D), attention
+    probs (B, A, T, T). The cache keeps probs and the dropout mask but not the dropped probabilities:
+    the backward recomputes them (one multiply) rather than hold a third (B, A, T, T) array.
     """
     scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
     scores = (q @ k.swapaxes(-1, -2)) * scale                     # (B, A, T, T)
     probs, _ = softmax_forward(scores, mask_bias)                # (B, A, T, T)
     dropped, dropout_mask = dropout_forward(probs, dropout_p, rng, dropout_mask)
     context = dropped @ v                                        # (B, A, T, D)
-    return context, probs, (q, k, v, probs, dropped, dropout_mask, scale)
+    return context, probs, (q, k, v, probs, dropout_mask, scale)
 
 
 def attention_backward(dcontext, cache):
@@ -254,8 +256,10 @@ def attention_backward(dcontext, cache):
         dq = scale dS k                     dk = scale dS^T q
     Returns dq, dk, dv, each (B, A, T, D).
     """
-    q, k, v, probs, dropped, dropout_mask, scale = cache
+    q, k, v, probs, dropout_mask, scale = cache
+    dropped = probs if dropout_mask is None else probs * dropout_mask
     dv = dropped.swapaxes(-1, -2) @ dcontext
+    del dropped
     dprobs = dropout_backward(dcontext @ v.swapaxes(-1, -2), dropout_mask)
     dscores = softmax_backward(dprobs, probs)
     dscores *= scale

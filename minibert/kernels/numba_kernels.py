@@ -632,13 +632,15 @@ def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=
     scores = (q @ k.swapaxes(-1, -2)) * scale                     # (B, A, T, T)
     probs, _ = softmax_forward(scores, mask_bias)
     dropped, dropout_mask = F.dropout_forward(probs, dropout_p, rng, dropout_mask)
-    return dropped @ v, probs, (q, k, v, probs, dropped, dropout_mask, scale)
+    return dropped @ v, probs, (q, k, v, probs, dropout_mask, scale)     # dropped: recomputed in backward
 
 
 def attention_backward(dcontext, cache):
     """``functional.attention_backward`` with this module's softmax backward; returns dq, dk, dv."""
-    q, k, v, probs, dropped, dropout_mask, scale = cache
+    q, k, v, probs, dropout_mask, scale = cache
+    dropped = probs if dropout_mask is None else probs * dropout_mask
     dv = dropped.swapaxes(-1, -2) @ dcontext
+    del dropped
     dprobs = F.dropout_backward(dcontext @ v.swapaxes(-1, -2), dropout_mask)
     dscores = softmax_backward(dprobs, probs)
     dscores *= scale
