@@ -2,8 +2,9 @@
 
     minibert bench kernels [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini]
     minibert bench train [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--predictions 20]
-    minibert bench corpus [--steps 30] [--batch-size 32] [--seq-len 128] [--preset tiny|mini] [--lines 20000]
+    minibert bench corpus [--steps 20] [--batch-size 32] [--seq-len 128] [--preset tiny|mini] [--lines 20000]
     minibert bench profile [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--corpus]
+    minibert bench cost [--repeats N] [--batch-size 8] [--preset tiny|mini|small]
     minibert bench parity [--steps 200] [--batch-size 16] [--seq-len 128] [--preset tiny] [--lines 4000] [--out DIR]
 
 ``kernels`` times every kernel pair of ``minibert.kernels`` (NumPy reference vs Numba), forward and
@@ -460,7 +461,7 @@ def bench_train(args) -> int:
 # ----------------------------------------------------------------------------------------------
 # bench corpus
 # ----------------------------------------------------------------------------------------------
-CORPUS_DEFAULTS = {"steps": 30, "lines": 20000, "dupe_factor": 5}
+CORPUS_DEFAULTS = {"steps": 20, "lines": 20000, "dupe_factor": 5}
 
 
 def _corpus_dataset(args, tmp, needed: int, command: str):
@@ -545,8 +546,10 @@ def bench_corpus(args) -> int:
         for name in names:
             preset, config, _ = paths[name]
             hf = name.startswith("huggingface")
+            # Hugging Face computes every position (and the MLM head at all of them); minibert the real
+            # tokens (BertModel.unpad) and the MLM head at the masked positions.
             flops = sum(batch_flops(config, b["attention_mask"], b["input_ids"].size if hf
-                                    else b["masked_lm_positions"].size, padded=True) for b in batches)
+                                    else b["masked_lm_positions"].size, padded=hf) for b in batches)
             total = sum(seconds[name])
             tokens_per_s = real.sum() / total
             reference = f"huggingface {preset}"
@@ -565,8 +568,9 @@ def bench_corpus(args) -> int:
           f"warm-up step: fill {real.sum() / slots.sum():.2f} (real tokens / B x T), mean T {np.mean(widths):.1f}, "
           f"{real.mean():.0f} real tokens per batch\n")
     print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak", "peak MiB"], rows)
-    print("\nGFLOP counts the matrix products each path computes (forward + 2x backward); minibert scores the "
-          "MLM head at the masked positions, Hugging Face at all T. Peak MiB: a fresh process, two steps on "
+    print("\nGFLOP counts the matrix products each path computes (forward + 2x backward): minibert on the real "
+          "tokens, the MLM head at the masked positions; Hugging Face on all B x T positions, the MLM head at all "
+          "of them. Peak MiB: a fresh process, two steps on "
           f"the widest timed batch (T={max(widths)}), above its resident size before the model was built.")
     return 0
 
@@ -640,6 +644,64 @@ def bench_profile(args) -> int:
     print_table(["module.attribute", "MiB", "share"],
                 [[key, f"{n / 2**20:.2f}", f"{100 * n / max(sum(held.values()), 1):.1f}%"]
                  for key, n in sorted(held.items(), key=lambda item: -item[1]) if n >= 2**16])
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# bench cost
+# ----------------------------------------------------------------------------------------------
+COST_GRID = [("mini", 64), ("mini", 128), ("mini", 256), ("mini", 512), ("tiny", 128), ("small", 128)]
+
+
+def bench_cost(args) -> int:
+    """How step time and peak memory grow with the sequence length T (mini) and the model size (T = 128):
+    minibert's pretraining step beside Hugging Face's on full-length synthetic batches of ``--batch-size``
+    (default 8), 15% of the positions predicted; the two paths interleaved, median of ``--repeats``."""
+    import tempfile
+    from pathlib import Path
+
+    from minibert import kernels
+
+    have_torch = _have_torch()
+    B = args.batch_size
+    grid = [(preset, T) for preset, T in COST_GRID if args.preset in (None, preset)]
+    print(f"minibert bench cost: one pretraining step (forward, backward, clip, AdamW), B={B}, full-length "
+          f"synthetic batches, V={args.vocab_size}, 15% of positions predicted; minibert ({kernels.backend()} "
+          f"kernels) and Hugging Face interleaved, median of {args.repeats} after 1 warm-up; peak MiB in a "
+          "fresh process (two steps) above its resident size before the model was built")
+    for line in environment_lines():
+        print(line)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset, T in grid:
+            config = BertConfig.preset(preset, vocab_size=args.vocab_size, max_position_embeddings=max(128, T))
+            P = max(1, round(0.15 * T))
+            batch = _pretraining_batch(config, B, T, P, np.random.default_rng(args.seed))
+            steps = {"minibert": _minibert_trainer(config, args.seed)}
+            if have_torch:
+                steps["huggingface"] = _huggingface_trainer(config, args.seed)
+            times = {name: [] for name in steps}
+            for step in steps.values():
+                step(batch)
+            for _ in range(args.repeats):
+                for name, step in steps.items():
+                    times[name].append(median_ms(lambda: step(batch), 1, warmup=0))
+            batch_file = Path(tmp) / f"{preset}-{T}.npz"
+            np.savez(batch_file, **batch)
+            ms = {name: statistics.median(t) for name, t in times.items()}
+            mib = {name: _peak_memory_mb("huggingface" if name == "huggingface" else kernels.backend(), config,
+                                         batch_file) for name in steps}
+            row = [preset, str(T), f"{ms['minibert']:.0f}", "-", "-",
+                   "-" if mib["minibert"] is None else f"{mib['minibert']:.0f}", "-", "-"]
+            if have_torch:
+                row[3:5] = [f"{ms['huggingface']:.0f}", f"{ms['minibert'] / ms['huggingface']:.2f}"]
+                if mib["minibert"] is not None and mib["huggingface"] is not None:
+                    row[6:8] = [f"{mib['huggingface']:.0f}", f"{mib['minibert'] / mib['huggingface']:.2f}"]
+            rows.append(row)
+            print("  " + "  ".join(row), flush=True)
+    print()
+    print_table(["preset", "T", "minibert ms", "HF ms", "time ratio", "minibert MiB", "HF MiB", "memory ratio"],
+                rows)
     return 0
 
 
@@ -777,6 +839,8 @@ BENCHMARKS = {
                              "against Hugging Face when installed"),
     "profile": (bench_profile, "where a training step's time and memory go, operation by operation "
                                "(--corpus: on bundled-corpus batches)"),
+    "cost": (bench_cost, "how step time and peak memory grow with T (64-512) and model size (tiny, mini, "
+                         "small), minibert beside Hugging Face"),
     "kernels": (bench_kernels, "every Numba kernel against its NumPy reference, and one encoder step"),
     "train": (bench_train, "one pretraining step: NumPy path, Numba path and (if installed) Hugging Face"),
     "parity": (bench_parity, "train minibert and Hugging Face from the same weights on the same batches; "
@@ -787,8 +851,9 @@ BENCHMARKS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=list(BENCHMARKS),
                         help="; ".join(f"{name}: {help_text}" for name, (_, help_text) in BENCHMARKS.items()))
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default 10)")
-    parser.add_argument("--batch-size", type=int, default=None, help="B (default 32; parity 16)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per measurement (default 10; profile 5, cost 3)")
+    parser.add_argument("--batch-size", type=int, default=None, help="B (default 32; parity 16; cost 8)")
     parser.add_argument("--seq-len", type=int, default=128, help="T (default 128)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="model sizes H, A, I, L (default mini; parity tiny; corpus both tiny and mini)")
@@ -812,12 +877,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    defaults = {"parity": PARITY_DEFAULTS, "corpus": CORPUS_DEFAULTS}.get(args.what, {})
-    if args.preset is None and args.what != "corpus":
+    defaults = {"parity": PARITY_DEFAULTS, "corpus": CORPUS_DEFAULTS, "cost": {"batch_size": 8, "repeats": 3},
+                "profile": {"repeats": 5}}.get(args.what, {})
+    if args.preset is None and args.what not in ("corpus", "cost"):
         args.preset = defaults.get("preset", "mini")
-    for name in ("batch_size", "steps", "lines", "dupe_factor"):
+    fallback = {**PARITY_DEFAULTS, "batch_size": 32, "repeats": 10}
+    for name in ("batch_size", "steps", "lines", "dupe_factor", "repeats"):
         if getattr(args, name) is None:
-            setattr(args, name, defaults.get(name, PARITY_DEFAULTS[name] if name != "batch_size" else 32))
+            setattr(args, name, defaults.get(name, fallback[name]))
     for name in ("repeats", "batch_size", "seq_len"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -86,3 +86,24 @@ def test_batch_flops_unpadded_counts_real_tokens_only():
     H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     saved = 3 * L * ((2 * 3 * H * H + 2 * H * H + 4 * H * I) * 4 + 4 * H * (64 - 16))
     assert batch_flops(config, half, 6, padded=True) - batch_flops(config, half, 6, padded=False) == saved
+
+
+def test_bench_cost_reports_time_and_memory_beside_hugging_face(capsys):
+    assert main(["bench", "cost", "--preset", "tiny", "--batch-size", "2", "--repeats", "1",
+                 "--vocab-size", "64"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("memory ratio"):]
+    row = next(line for line in table.splitlines() if line.startswith("tiny"))
+    cells = row.split()
+    assert cells[:2] == ["tiny", "128"] and float(cells[2]) > 0 and float(cells[5]) > 0
+    assert "mini" not in table and "small" not in table
+
+
+def test_bench_profile_splits_the_step_into_operations(capsys):
+    assert main(["bench", "profile", "--preset", "tiny", "--batch-size", "2", "--seq-len", "16",
+                 "--predictions", "3", "--vocab-size", "64", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for op in ("linear_forward", "linear_backward", "layernorm_forward", "attention_forward",
+               "BertSelfAttention.forward"):
+        assert re.search(rf"^{op}\s+\d", out, re.MULTILINE), op
+    assert "Linear.cache" in out and "tracemalloc" in out
