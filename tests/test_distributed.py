@@ -395,7 +395,8 @@ def test_stability_and_probe_spread_over_ranks_give_the_one_machine_results(tmp_
 # ------------------------------------------------------------------------------ bench scaling
 def scaling_args(**overrides):
     import argparse
-    args = dict(preset="tiny", batch_size=4, seq_len=32, steps=1, lines=400, dupe_factor=None, seed=0)
+    args = dict(preset="tiny", batch_size=4, seq_len=32, steps=1, lines=400, dupe_factor=None,
+                seed=0)
     return argparse.Namespace(**{**args, **overrides})
 
 
