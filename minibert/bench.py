@@ -834,7 +834,15 @@ def bench_parity(args) -> int:
 # ----------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------
+def bench_scaling(args) -> int:
+    """1 and 2 MPI ranks here and the N-machine arithmetic: ``minibert.bench_scaling``."""
+    from minibert import bench_scaling as scaling
+    return scaling.main(args)
+
+
 BENCHMARKS = {
+    "scaling": (bench_scaling, "data parallelism: step time, communication and real tokens/s on 1 and "
+                               "2 MPI ranks, and what N machines would give (needs the mpi extra)"),
     "corpus": (bench_corpus, "pretraining throughput (real tokens/s) on the bundled corpus, tiny and mini, "
                              "against Hugging Face when installed"),
     "profile": (bench_profile, "where a training step's time and memory go, operation by operation "
@@ -877,6 +885,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    if args.what == "scaling":          # its own defaults (preset mini, batch 32, 10 steps)
+        return bench_scaling(args)
     defaults = {"parity": PARITY_DEFAULTS, "corpus": CORPUS_DEFAULTS, "cost": {"batch_size": 8, "repeats": 3},
                 "profile": {"repeats": 5}}.get(args.what, {})
     if args.preset is None and args.what not in ("corpus", "cost"):
