@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from minibert import distributed as D
 
 DEFAULTS = {"preset": "mini", "batch_size": 32, "steps": 10, "lines": 4000, "dupe_factor": 1}

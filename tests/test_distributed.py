@@ -16,7 +16,6 @@ import pytest
 from minibert import distributed as D
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
-from minibert.optim import AdamW, triples_from_model
 
 try:
     import mpi4py  # noqa: F401
