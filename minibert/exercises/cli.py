@@ -37,7 +37,8 @@ def main(args) -> int:
     if args.action == "list":
         width = max(len(n) for n in exercises.EXERCISES)
         print(f"{'exercise'.ljust(width)}  lesson  what you write")
-        for name, ex in exercises.EXERCISES.items():
+        # in the order of the lessons (a stable sort keeps each lesson's own order)
+        for name, ex in sorted(exercises.EXERCISES.items(), key=lambda item: item[1].lesson):
             print(f"{name.ljust(width)}  {ex.lesson:>6}  {ex.title}")
         print(
             "\nstart one with `minibert exercise start NAME`, grade it with `minibert exercise "
