@@ -516,3 +516,21 @@ def test_command_cycle(tmp_path, capsys):
 def test_a_syntax_error_is_reported_with_its_line(tmp_path):
     report = grade(tmp_path, "linear", "def linear_forward(x, weight, bias=None):\n    return (\n")
     assert not report.passed and "line" in report.format() and "SyntaxError" in report.format()
+
+
+def test_the_cycle_runs_outside_the_repository(tmp_path):
+    """start and check from a folder that is not the repository: templates, grader and hints come
+    from the installed package alone."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "minibert.cli", "exercise", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    assert run("start", "wordpiece").returncode == 0
+    blank = run("check", "wordpiece", "--hint")
+    assert blank.returncode == 1 and "hint 1 of 3" in blank.stdout
+    write(tmp_path, "wordpiece", SOLUTIONS["wordpiece"])
+    done = run("check", "wordpiece")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "wordpiece: 3 of 3 checks passed: PASSED" in done.stdout
