@@ -525,8 +525,9 @@ def test_the_cycle_runs_outside_the_repository(tmp_path):
     import sys
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "minibert.cli", "exercise", *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        command = [sys.executable, "-m", "minibert.cli", "exercise", *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
     assert run("start", "wordpiece").returncode == 0
     blank = run("check", "wordpiece", "--hint")
     assert blank.returncode == 1 and "hint 1 of 3" in blank.stdout
