@@ -37,8 +37,6 @@ VOCAB_NAME = "vocab.txt"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, STATE_TENSORS, STATE_JSON)
-# What a folder saved by save_model may already be: a model, a checkpoint, a fine-tuned model.
-MODEL_KINDS = ("model", "checkpoint", "finetune")
 
 
 def _leftovers(path: Path, what: str) -> list[Path]:
@@ -193,14 +191,14 @@ def save_model(model, path, vocab: list[str] | None = None, extra=None, *, kind:
     ``config.json`` names the model's class in ``architectures`` (our class names are
     transformers'), so ``transformers.AutoModel*.from_pretrained`` builds the right model from the
     folder. The marker records the vocabulary's sha256, which every loader checks. ``path`` must be
-    new, empty, or a folder minibert saved a model into (``outputs.claim``); ``overwrite`` allows
-    any folder and still replaces only the files this function writes. ``option`` / ``allow`` word a
-    refusal.
+    new, empty, or a folder minibert saved the same ``kind`` into (``outputs.claim``), so that
+    ``save_pretrained`` never replaces a pretraining checkpoint or a fine-tuned model; ``overwrite``
+    allows any folder and still replaces only the files this function writes. ``option`` /
+    ``allow`` word a refusal.
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
-        outputs.claim(path, kind, overwrite=overwrite, option=option, allow=allow,
-                      kinds=MODEL_KINDS)
+        outputs.claim(path, kind, overwrite=overwrite, option=option, allow=allow)
     tensors = {name: np.asarray(a, dtype=np.float32) for name, a in model.named_parameters()}
     fields = {}
     if vocab is not None:

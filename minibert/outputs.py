@@ -29,6 +29,15 @@ from typing import Callable
 MARKER = ".minibert.json"
 
 
+# How a refusal names what a folder holds, by the kind in its marker.
+KIND_NAMES = {"pretrain": "a run of `minibert pretrain`", "checkpoint": "a checkpoint of `minibert "
+              "pretrain`", "model": "a model saved by save_pretrained"}
+
+
+def kind_name(kind: str) -> str:
+    return KIND_NAMES.get(kind, f"the output of `minibert {kind}`")
+
+
 class OutputRefused(ValueError):
     """A command would write where it must not; the message names the folder and the way out."""
 
@@ -125,9 +134,8 @@ def claim(folder, kind: str, *, overwrite: bool = False, option: str = "--out",
         marker = read_marker(folder)
         other_kind = marker is not None and marker["kind"] != kind and marker["kind"] not in kinds
         if other_kind and not overwrite:
-            raise OutputRefused(f"{option} {folder} holds the output of `minibert "
-                                f"{marker['kind']}`, not of {kind}; choose another folder, or "
-                                f"{allow} to write into it anyway")
+            raise OutputRefused(f"{option} {folder} holds {kind_name(marker['kind'])}; choose "
+                                f"another folder, or {allow} to write into it anyway")
         foreign = marker is None and any(folder.iterdir()) and not (recognise and recognise(folder))
         if foreign and not overwrite:
             raise OutputRefused(f"{option} {folder} is not empty and was not made by minibert "

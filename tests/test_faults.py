@@ -160,6 +160,22 @@ def test_save_pretrained_refuses_a_user_folder_and_overwrite_keeps_the_users_fil
     assert not (out / "vocab.txt").exists() and (out / "notes.txt").is_file()
 
 
+def test_a_checkpoint_is_not_replaced_by_a_model_of_another_kind(run, tmp_path, capsys,
+                                                                  monkeypatch):
+    out = copy_run(run, tmp_path)
+    before = snapshot(out)
+    with pytest.raises(outputs.OutputRefused, match="a checkpoint of `minibert pretrain`"):
+        model = BertForPreTraining(CONFIG, np.random.default_rng(0))
+        model.save_pretrained(out / "checkpoint-000004")
+
+    def no_training(*a, **k):
+        raise AssertionError("training started before --out was checked")
+    monkeypatch.setattr("minibert.finetuning.trainer.finetune", no_training)
+    assert main(["finetune", "--task", "entailment", "--out", str(out / "checkpoint-000004")]) == 1
+    assert "a checkpoint of `minibert pretrain`" in one_error_line(capsys)
+    assert snapshot(out) == before
+
+
 def test_folders_get_normal_permissions(tmp_path):
     old = os.umask(0o022)
     try:

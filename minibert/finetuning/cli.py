@@ -118,8 +118,7 @@ def main(args) -> int:
     config = config_from_args(args)
     out = Path(args.out) if args.out else None
     if out is not None:      # before training, so a refused folder costs nothing
-        outputs.claim(out, KIND, overwrite=args.overwrite, kinds=checkpoint.MODEL_KINDS,
-                      recognise=_looks_like_a_finetune)
+        outputs.claim(out, KIND, overwrite=args.overwrite, recognise=_looks_like_a_finetune)
     result = finetune(config)
     final = result.final
     metric = final.metric
