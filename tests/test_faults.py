@@ -220,23 +220,25 @@ def test_resume_drops_the_metrics_of_steps_after_the_checkpoint(run, tmp_path, c
     assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
 
 
-def sigterm_at_step(monkeypatch, step):
+def signal_at_step(monkeypatch, signum, step):
     real = Trainer.train_step
 
     def train_step(self, batch):
         record = real(self, batch)
         if self.step == step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
         return record
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
-def test_sigterm_saves_like_ctrl_c_and_exits_143(tmp_path, capsys, corpus, monkeypatch):
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_says_interrupted_and_exits_128_plus_its_number(tmp_path, capsys, corpus,
+                                                                      monkeypatch, signum, code):
     out = tmp_path / "run"
-    sigterm_at_step(monkeypatch, 3)
-    assert main(pretrain_args(corpus, out, 10, "--save-every", "100")) == 143
+    signal_at_step(monkeypatch, signum, 3)
+    assert main(pretrain_args(corpus, out, 10, "--save-every", "100")) == code
     printed = capsys.readouterr()
-    assert "interrupted by SIGTERM at step 3" in printed.err + printed.out
+    assert f"interrupted by {signal.Signals(signum).name} at step 3" in printed.err + printed.out
     assert "done in" not in printed.out
     assert (out / "latest").read_text().strip() == "checkpoint-000003"
     monkeypatch.undo()
