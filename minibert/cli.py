@@ -80,7 +80,7 @@ def describe(exc: BaseException) -> str:
             file = f"{exc.filename} -> {exc.filename2}"
         template = OS_ERRORS.get(exc.errno)
         return template.format(file=file) if template else f"{exc.strerror}: {file}"
-    if isinstance(exc, (ValueError, OSError, RuntimeError, ImportError)):
+    if isinstance(exc, (ValueError, OSError, RuntimeError, ImportError, ArithmeticError)):
         return str(exc)
     return (f"{type(exc).__name__}: {exc}. This is unexpected (a bug in minibert?); run again with "
             "--debug for the traceback and report it")

@@ -457,6 +457,15 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, mo
         main(["evaluate", "x"])
 
 
+def test_a_fine_tuning_run_that_diverges_is_one_line_not_called_a_bug(capsys, monkeypatch):
+    def diverges(*a, **k):
+        raise FloatingPointError("[entailment] loss became nan at step 3")
+    monkeypatch.setattr("minibert.finetuning.trainer.finetune", diverges)
+    assert main(["finetune", "--task", "entailment"]) == 1
+    err = one_error_line(capsys)
+    assert "loss became nan" in err and "bug" not in err
+
+
 def test_cli_errors_suggest_the_commands_way_not_python_arguments(tmp_path, capsys):
     BertModel(CONFIG, np.random.default_rng(0)).save_pretrained(tmp_path / "encoder", vocab=VOCAB)
     assert main(["evaluate", str(tmp_path / "encoder")]) == 1
