@@ -253,7 +253,9 @@ class Finetuner:
                 model.zero_grad()
                 record = step_fn(model, batch)
                 if not math.isfinite(record["loss"]):
-                    raise FloatingPointError(f"[{task}] loss became {record['loss']} at step {step}")
+                    raise FloatingPointError(f"[{task}] the loss became {record['loss']} at step "
+                                             f"{step + 1}; nothing was saved: run again with a "
+                                             f"lower --lr (now {c.lr:g})")
                 clip_grad_norm(grads, c.max_grad_norm)
                 optimizer.step(linear_warmup_decay(step, c.lr, warmup, total))
                 if self.teacher is not None:
