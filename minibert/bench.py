@@ -84,7 +84,8 @@ def environment_lines() -> list[str]:
     return [
         f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
         f"(threading layer {layer}, {numba.get_num_threads()} of NUMBA_NUM_THREADS="
-        f"{numba.config.NUMBA_NUM_THREADS} threads), os.cpu_count()={os.cpu_count()}",
+        f"{numba.config.NUMBA_NUM_THREADS} threads), os.cpu_count()={os.cpu_count()}, Hugging Face on "
+        f"{_threads()} thread(s), OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
     ]
 
 
@@ -307,7 +308,7 @@ def _huggingface_trainer(config: BertConfig, seed: int):
     import transformers
 
     torch.manual_seed(seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(_threads())
     hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
     model = transformers.BertForPreTraining(hf_config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6)
@@ -327,6 +328,15 @@ def _huggingface_trainer(config: BertConfig, seed: int):
         optimizer.step()
     step.attention = model.config._attn_implementation
     return step
+
+
+def _threads() -> int:
+    """PyTorch's thread count: as many as minibert's side may use, OPENBLAS_NUM_THREADS or NUMBA_NUM_THREADS
+    when set (to compare on one core: both = 1), else every core."""
+    for name in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        if os.environ.get(name, "").strip().isdigit():
+            return max(1, int(os.environ[name]))
+    return os.cpu_count() or 1
 
 
 def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
