@@ -134,10 +134,13 @@ print("shapes equal:", all(tuple(hf.state_dict()[k].shape) == a.shape for k, a i
 # transformers runs with **eager** attention: the same matmul, softmax, matmul as ours. Its default
 # (`sdpa`, PyTorch's fused kernel) computes the same function with a different order of rounding.
 #
-# The batch is padded as real batches are: `[PAD]` (id 0) after each sequence's end, attention mask 0
-# there, segment B from a random point on, and 4 masked positions per sequence, the last one of the
-# second row a padding prediction (weight 0). Our MLM head scores only the masked positions, (B, P, V);
-# transformers scores all T, (B, T, V): we gather its logits at our positions.
+# The batch is padded as real batches are: `[PAD]` (id 0) after each sequence's end, attention mask
+# 0 there, segment B from a random point on, and 4 masked positions per sequence, the last one of
+# the second row a padding prediction (weight 0). Our MLM head scores only the masked positions, (B,
+# P, V); transformers scores all T, (B, T, V): we gather its logits at our positions. Our encoder
+# computes the real tokens only and returns zeros at padded positions, where transformers carries
+# values that no loss reads (a padded query still attends to the real keys), so the hidden states
+# are compared at the real positions.
 
 # %%
 ours, loading = BertForPreTraining.from_pretrained(WORK / "hf", output_loading_info=True)
@@ -166,8 +169,9 @@ def diff(a, t):
     return float(np.abs(np.asarray(a) - t.detach().numpy()).max())
 
 
-for i, (a, t) in enumerate(zip(out.hidden_states, hf_out.hidden_states)):
-    print(f"max |minibert - transformers| for hidden_states[{i}]: {diff(a, t):.1e}")
+for i, (a, t) in enumerate(zip(out.hidden_states, hf_out.hidden_states)):       # at real positions
+    print(f"max |minibert - transformers| for hidden_states[{i}]: "
+          f"{diff(a[real], t[torch.as_tensor(real)]):.1e}")
 pooled = hf.bert(**{k: torch.as_tensor(batch[k]) for k in ("input_ids", "token_type_ids", "attention_mask")}).pooler_output
 print(f"max |minibert - transformers| for the pooled output: {diff(ours.bert.pooler.cache[0], pooled):.1e}")
 gathered = hf_out.prediction_logits[torch.arange(B)[:, None], torch.as_tensor(batch["masked_lm_positions"])]

@@ -185,7 +185,8 @@ def main(args) -> int:
     table = [f"| model | masked LM loss | masked LM accuracy (n = {n_predictions:,} masked tokens) "
              f"| NSP accuracy (n = {len(heldout):,} pairs) |", "|---|---|---|---|"]
     for name, r in rows.items():
-        table.append(f"| {name} | {r['eval_mlm_loss']:.3f} | {r['eval_mlm_accuracy']:.3f} | {r['eval_nsp_accuracy']:.3f} |")
+        table.append(f"| {name} | {r['eval_mlm_loss']:.3f} | {r['eval_mlm_accuracy']:.3f} "
+                     f"| {r['eval_nsp_accuracy']:.3f} |")
     table.append(f"| baselines: most frequent token / majority NSP label | - | {baseline:.3f} | {nsp_majority:.3f} |")
     say("\n".join(table))
 
