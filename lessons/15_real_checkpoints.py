@@ -136,11 +136,11 @@ print("shapes equal:", all(tuple(hf.state_dict()[k].shape) == a.shape for k, a i
 #
 # The batch is padded as real batches are: `[PAD]` (id 0) after each sequence's end, attention mask
 # 0 there, segment B from a random point on, and 4 masked positions per sequence, the last one of
-# the second row a padding prediction (weight 0). Our MLM head scores only the masked positions, (B,
-# P, V); transformers scores all T, (B, T, V): we gather its logits at our positions. Our encoder
-# computes the real tokens only and returns zeros at padded positions, where transformers carries
-# values that no loss reads (a padded query still attends to the real keys), so the hidden states
-# are compared at the real positions.
+# the second row a padding prediction (weight 0). Our MLM head scores only the masked positions,
+# (B, P, V); transformers scores all T, (B, T, V): we gather its logits at our positions. Our
+# encoder computes the real tokens only and returns zeros at padded positions, where transformers
+# carries values that no loss reads (a padded query still attends to the real keys), so the hidden
+# states are compared at the real positions.
 
 # %%
 ours, loading = BertForPreTraining.from_pretrained(WORK / "hf", output_loading_info=True)
