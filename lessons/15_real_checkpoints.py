@@ -387,8 +387,8 @@ shutil.rmtree(WORK)                      # the folders of this lesson (comment o
 # - The folder holds `config.json` and `model.safetensors`; the header read by hand gives the same
 #   `cls.seq_relationship.weight` as torch (`True`). transformers' state dict has 48 tensors, ours 46
 #   parameters, and the 2 extra are the tied decoder copies; all shapes are equal.
-# - Every output agrees to a few 1e-7 (below **1e-6**): hidden states, pooled output, MLM logits at the
-#   masked positions, NSP logits; the losses to about 5e-7.
+# - Every output agrees to a few 1e-7 (below **1e-6**): hidden states at the real positions, pooled
+#   output, MLM logits at the masked positions, NSP logits; the losses to about 5e-7.
 # - Gradients: **44 of 44** tensors (the 46 parameters less the two key biases) within 1e-4 relative,
 #   the worst about 8e-7; the two key biases show about 1e-9 on both sides. With `[PAD]` inside a sentence, row `[0]` of the word-embedding gradient
 #   differs, and only it.
