@@ -29,9 +29,12 @@ COMMANDS = {
     "prepare": ("minibert.pretraining.data", "build MLM + NSP pretraining instances as .npz shards"),
     "pretrain": ("minibert.pretraining.cli", "pretrain BERT (MLM + NSP) from scratch, with checkpoints you can resume"),
     "evaluate": ("minibert.pretraining.evaluate", "held-out masked-LM and next-sentence accuracy of a checkpoint"),
-    "finetune": ("minibert.finetuning.cli", "fine-tune on a task: dropout or Mixout, layer mixing, two-stage, FreeLB, SMART"),
-    "stability": ("minibert.finetuning.stability", "many restarts per fine-tuning strategy: how often runs fail, as a table and a swarm plot"),
-    "probe": ("minibert.probing.cli", "what did the model learn? cloze, layer-wise linear and attention probes, with baselines"),
+    "finetune": ("minibert.finetuning.cli",
+                 "fine-tune on a task: dropout or Mixout, layer mixing, two-stage, FreeLB, SMART"),
+    "stability": ("minibert.finetuning.stability", "many restarts per fine-tuning strategy: how often "
+                  "runs fail, as a table and a swarm plot"),
+    "probe": ("minibert.probing.cli", "what did the model learn? cloze, layer-wise linear and "
+              "attention probes, with baselines"),
     "exercise": ("minibert.exercises.cli", "exercises that grade themselves: list, start, check"),
 }
 

@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
                                       "vocab.txt), or the "
                                       "output folder of `minibert pretrain` (its latest "
                                       "checkpoint)")
-    parser.add_argument("--text", nargs="+", help="held-out text in BERT format (default: the bundled held-out documents)")
+    parser.add_argument("--text", nargs="+",
+                        help="held-out text in BERT format (default: the bundled held-out documents)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=EVAL_SEED,
                         help="seed of the masking and pairing of the held-out text (default "

@@ -138,7 +138,8 @@ def run_probes(model, random_model, tokenizer, only, rng: np.random.Generator, l
         t0 = time.perf_counter()
         log(f"probe {name} ...")
         if name == "agreement":
-            items = subsample(load_eval_set("agreement"), limit, rng, key=lambda r: (r["construction"], r["attractors"]))
+            items = subsample(load_eval_set("agreement"), limit, rng,
+                              key=lambda r: (r["construction"], r["attractors"]))
             results[name] = both(cloze.agreement_probe, items)
         elif name == "npi":
             items = load_eval_set("npi")
@@ -281,8 +282,9 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
                 for k in three]
         ex = r["model"]["examples"]
         lines += ["## Negation (Ettinger 2020)", "",
-                  f"\"A X is a [MASK].\" vs \"A X is not a [MASK].\" over the categories at X's level ({r['model']['n']} "
-                  f"items; chance for the affirmative frame {_f(r['model']['chance_affirmative'])}). A model that "
+                  "\"A X is a [MASK].\" vs \"A X is not a [MASK].\" over the categories at X's level "
+                  f"({r['model']['n']} items; chance for the affirmative frame "
+                  f"{_f(r['model']['chance_affirmative'])}). A model that "
                   "understood *not* would rank the true category first in the affirmative frame and *not* first "
                   "in the negated one; logp change is mean log p(true category) negated minus affirmative.", "",
                   *_table(["", "affirmative", "real species", "invented species", "negated", "same best candidate",
@@ -297,9 +299,11 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
         metrics = {f: (lambda res, f=f: res["frames"][f]["accuracy"]) for f in frames}
         fig = figures.plot_cloze_bars({k: r[k] for k in three}, labels, metrics,
                                       "facts: the best candidate is true", out / "facts.png")
-        rows = [[labels[k]] + [f"{_f(r[k]['frames'][f]['accuracy'])} (real {_f(r[k]['frames'][f]['real']['accuracy'])}, "
-                               f"invented {_f(r[k]['frames'][f]['invented']['accuracy'])})" for f in frames]
-                for k in three]
+        def frame_cell(res, f):
+            cell = res["frames"][f]
+            return (f"{_f(cell['accuracy'])} (real {_f(cell['real']['accuracy'])}, "
+                    f"invented {_f(cell['invented']['accuracy'])})")
+        rows = [[labels[k]] + [frame_cell(r[k], f) for f in frames] for k in three]
         rows.append(["chance"] + [_f(r["model"]["frames"][f]["chance"]) for f in frames])
         lines += ["## Facts (taxonomy and properties of the corpus's world)", "",
                   "\"Robins are [MASK].\", \"The robin is a kind of [MASK].\", \"Robins have [MASK].\" for every "
