@@ -173,10 +173,17 @@ def main(args) -> int:
     return 0
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns: the first left-aligned, the others right-aligned. (``minibert.bench`` has the same
+    helper; this module cannot import it, as ``bench`` dispatches here.)"""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths]] + rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))))
+
+
 def report(runs: list, batch_size: int) -> None:
     """The three runs' table, the gradient message, and the cost model for N machines."""
-    from minibert.bench import print_table
-
     print()
     rows = []
     base = runs[0][2]["tokens_per_s"]
