@@ -22,9 +22,10 @@ shards S_1..S_N with W_r predictions and b_r sequences. Both terms are sums over
 and, the gradient being linear, grad L = sum_r grad L_r: each rank differentiates its part L_r, and
 one Allreduce(SUM) gives every rank the exact gradient of the whole batch. The loss a rank would
 compute by itself on its shard is normalised by ITS counts, W_r + eps and b_r. Averaging those,
-(1/N) sum_r grad L_r^own, weighs shard r's masked-LM term by (W + eps) / (N (W_r + eps)), which is 1
-only when every shard holds exactly W/N predictions; with 15% of variable-length sequences masked,
-shards hold different numbers, and the average is a slightly different (and N-dependent) gradient.
+(1/N) sum_r grad L_r^own, weighs shard r's masked-LM term by (W + eps) / (N (W_r + eps)) and its
+next-sentence term by B / (N b_r), which are 1 only when every shard holds exactly W/N predictions
+and B/N sequences; with 15% of variable-length sequences masked, shards hold different numbers of
+predictions, and the average is a slightly different (and N-dependent) gradient.
 So each rank's loss is normalised by the GLOBAL counts W and B, which it can count without any
 communication because it knows the global batch. With dropout off, N ranks then reproduce one
 process with batch B to float32 summation-order rounding (tests/test_distributed.py checks it under
