@@ -43,6 +43,7 @@ class Parameter:
 
 class Module:
     training = True
+    cache = None        # what the last forward saved for the backward; None before any forward
 
     def _children(self) -> Iterator[tuple[str, "Module"]]:
         for name, value in vars(self).items():

@@ -183,3 +183,15 @@ def test_bad_inputs_raise_clear_errors(mutate, message):
 def test_rng_must_be_a_generator():
     with pytest.raises(TypeError, match="Generator"):
         BertModel(CONFIG, 0)
+
+
+def test_backward_before_forward_is_a_clear_error():
+    from minibert.gradcheck import tiny_config
+    from minibert.models import BertForPreTraining, BertForSequenceClassification
+
+    with pytest.raises(RuntimeError, match=r"backward\(\) needs a forward\(\) first"):
+        BertModel(tiny_config(), np.random.default_rng(0)).backward(np.zeros((3, 7, 12), np.float32))
+    with pytest.raises(RuntimeError, match=r"needs a forward\(\)"):
+        BertForPreTraining(tiny_config(), np.random.default_rng(0)).backward()
+    with pytest.raises(RuntimeError, match=r"needs a forward\(\)"):
+        BertForSequenceClassification(tiny_config(num_labels=2), np.random.default_rng(0)).backward()

@@ -398,6 +398,8 @@ class BertModel(Module, PreTrainedModel):
         the gradient with respect to the word-embedding output (B, T, H). Any of the three may be None;
         ``d_hidden_states`` (L + 1 entries, each (B, T, H) or None) needs a forward with
         ``output_hidden_states=True``."""
+        if self.embeddings.cache is None:
+            raise RuntimeError("backward() needs a forward() first: it reads what the forward saved")
         if d_last_hidden_state is None and d_pooler_output is None and d_hidden_states is None:
             raise ValueError("backward needs at least one output gradient")
         d = d_last_hidden_state
