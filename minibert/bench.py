@@ -2,10 +2,11 @@
 
     minibert bench kernels [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini]
     minibert bench train [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--predictions 20]
-    minibert bench corpus [--steps 20] [--batch-size 32] [--seq-len 128] [--preset tiny|mini] [--lines 20000]
-    minibert bench profile [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--corpus]
-    minibert bench cost [--repeats N] [--batch-size 8] [--preset tiny|mini|small]
-    minibert bench parity [--steps 200] [--batch-size 16] [--seq-len 128] [--preset tiny] [--lines 4000] [--out DIR]
+    minibert bench corpus [--steps 20] [--batch-size 32] [--seq-len 128] [--preset tiny|mini]
+    [--lines 20000] minibert bench profile [--repeats N] [--batch-size 32] [--seq-len 128] [--preset
+    mini] [--corpus] minibert bench cost [--repeats N] [--batch-size 8] [--preset tiny|mini|small]
+    minibert bench parity [--steps 200] [--batch-size 16] [--seq-len 128] [--preset tiny] [--lines
+    4000] [--out DIR]
 
 ``kernels`` times every kernel pair of ``minibert.kernels`` (NumPy reference vs Numba), forward and
 backward separately, at the shapes one training step of the chosen preset meets, then one whole encoder
@@ -14,11 +15,12 @@ clipping, AdamW) of minibert's two paths and of Hugging Face's PyTorch model whe
 reports each one's share of the machine's matmul peak and its peak memory. Each number is the median
 over ``--repeats`` calls in this one process, after one warm-up call (which also pays Numba's
 compilation, or loads it from the disk cache). ``corpus`` is the real work: pretraining steps on the
-bundled corpus, whose batches are about half padding, minibert's Trainer step against Hugging Face with
-dynamic padding, counted in real (non-padding) tokens per second. ``profile`` splits one training step
-into its operations (time, and the memory kept for the backward; see ``minibert.profiling``).
-``parity`` is not a timing: it trains minibert and Hugging Face's ``BertForPreTraining`` (PyTorch) from the
-same weights on the same batches of the bundled corpus, with dropout off, and plots the two loss curves.
+bundled corpus, whose batches are about half padding, minibert's Trainer step against Hugging Face
+with dynamic padding, counted in real (non-padding) tokens per second. ``profile`` splits one
+training step into its operations (time, and the memory kept for the backward; see
+``minibert.profiling``). ``parity`` is not a timing: it trains minibert and Hugging Face's
+``BertForPreTraining`` (PyTorch) from the same weights on the same batches of the bundled corpus,
+with dropout off, and plots the two loss curves.
 
 Adding a benchmark is one function ``bench_NAME(args) -> int`` and one entry in ``BENCHMARKS``;
 ``median_ms`` and ``print_table`` are meant to be shared by all of them.
@@ -84,8 +86,9 @@ def environment_lines() -> list[str]:
     return [
         f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
         f"(threading layer {layer}, {numba.get_num_threads()} of NUMBA_NUM_THREADS="
-        f"{numba.config.NUMBA_NUM_THREADS} threads), os.cpu_count()={os.cpu_count()}, Hugging Face on "
-        f"{_threads()} thread(s), OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
+        f"{numba.config.NUMBA_NUM_THREADS} threads), os.cpu_count()={os.cpu_count()}, "
+        f"Hugging Face on {_threads()} thread(s), "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
     ]
 
 
@@ -232,17 +235,20 @@ def bench_kernels(args) -> int:
 # bench train
 # ----------------------------------------------------------------------------------------------
 def matmul_flops(config: BertConfig, B: int, T: int, P: int, mlm_rows: int | None = None) -> float:
-    """Analytic multiply-add FLOPs (2 per multiply-add) of the matrix products in one training step on a
-    full-length batch: forward, plus twice that for the backward (the gradients of both operands).
-    ``mlm_rows`` is how many positions per sequence the MLM decoder scores: P for minibert (gathered), T
-    for Hugging Face."""
+    """Analytic multiply-add FLOPs (2 per multiply-add) of the matrix products in one training step
+    on a full-length batch: forward, plus twice that for the backward (the gradients of both
+    operands).
+    ``mlm_rows`` is how many positions per sequence the MLM decoder scores: P for minibert
+    (gathered), T for Hugging Face."""
     return _step_flops(config, B * T, B * T * T, B, B * (P if mlm_rows is None else mlm_rows))
 
 
-def batch_flops(config: BertConfig, attention_mask: np.ndarray, mlm_rows: int, padded: bool) -> float:
-    """``matmul_flops`` of one step on a real batch. ``padded``: the token-wise products run over all B T
-    positions and attention over T x T per sequence; otherwise over the N real tokens and n_b x n_b per
-    sequence of n_b tokens. ``mlm_rows``: positions the MLM decoder scores in the whole batch."""
+def batch_flops(config: BertConfig, attention_mask: np.ndarray, mlm_rows: int,
+                padded: bool) -> float:
+    """``matmul_flops`` of one step on a real batch. ``padded``: the token-wise products run over
+    all B T positions and attention over T x T per sequence; otherwise over the N real tokens and
+    n_b x n_b per sequence of n_b tokens. ``mlm_rows``: positions the MLM decoder scores in the
+    whole batch."""
     B, T = attention_mask.shape
     lengths = attention_mask.sum(axis=1).astype(np.int64)
     if padded:
@@ -252,7 +258,8 @@ def batch_flops(config: BertConfig, attention_mask: np.ndarray, mlm_rows: int, p
 
 def _step_flops(config: BertConfig, rows: int, pairs: int, B: int, mlm_rows: int) -> float:
     """Forward + backward FLOPs with ``rows`` token rows through every linear layer and ``pairs``
-    (query, key) pairs through attention's two products (scores and context), summed over sequences."""
+    (query, key) pairs through attention's two products (scores and context), summed over
+    sequences."""
     H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
     per_layer = 2 * rows * H * 3 * H + 2 * rows * H * H + 2 * 2 * rows * H * I + 2 * 2 * pairs * H
     heads = 2 * B * H * H + 2 * mlm_rows * H * H + 2 * mlm_rows * H * V + 2 * B * H * 2
@@ -281,8 +288,8 @@ def _pretraining_batch(config: BertConfig, B: int, T: int, P: int, rng: np.rando
 
 
 def _minibert_trainer(config: BertConfig, seed: int):
-    """step(batch): one minibert pretraining step (zero_grad, forward, backward, clip at 1, AdamW), as the
-    Trainer takes it."""
+    """step(batch): one minibert pretraining step (zero_grad, forward, backward, clip at 1, AdamW),
+    as the Trainer takes it."""
     from minibert.models import BertForPreTraining
     from minibert.optim import AdamW, clip_grad_norm, triples_from_model
 
@@ -300,10 +307,10 @@ def _minibert_trainer(config: BertConfig, seed: int):
 
 
 def _huggingface_trainer(config: BertConfig, seed: int):
-    """step(batch): one step of Hugging Face ``BertForPreTraining`` (its own initialisation and default
-    attention) with torch AdamW, on a minibert batch. The labels are laid out as transformers' MLM
-    collator does: the original token at each real masked position, -100 everywhere else; the model then
-    scores all T positions, as it always does."""
+    """step(batch): one step of Hugging Face ``BertForPreTraining`` (its own initialisation and
+    default attention) with torch AdamW, on a minibert batch. The labels are laid out as
+    transformers' MLM collator does: the original token at each real masked position, -100
+    everywhere else; the model then scores all T positions, as it always does."""
     import torch
     import transformers
 
@@ -321,8 +328,8 @@ def _huggingface_trainer(config: BertConfig, seed: int):
         inputs = {name: torch.as_tensor(np.asarray(batch[name], dtype=np.int64))
                   for name in ("input_ids", "token_type_ids", "attention_mask")}
         optimizer.zero_grad()
-        loss = model(**inputs, labels=torch.as_tensor(labels),
-                     next_sentence_label=torch.as_tensor(np.asarray(batch["next_sentence_labels"], np.int64))).loss
+        nsp_labels = torch.as_tensor(np.asarray(batch["next_sentence_labels"], np.int64))
+        loss = model(**inputs, labels=torch.as_tensor(labels), next_sentence_label=nsp_labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -331,8 +338,8 @@ def _huggingface_trainer(config: BertConfig, seed: int):
 
 
 def _threads() -> int:
-    """PyTorch's thread count: as many as minibert's side may use, OPENBLAS_NUM_THREADS or NUMBA_NUM_THREADS
-    when set (to compare on one core: both = 1), else every core."""
+    """PyTorch's thread count: as many as minibert's side may use, OPENBLAS_NUM_THREADS or
+    NUMBA_NUM_THREADS when set (to compare on one core: both = 1), else every core."""
     for name in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         if os.environ.get(name, "").strip().isdigit():
             return max(1, int(os.environ[name]))
@@ -341,8 +348,8 @@ def _threads() -> int:
 
 def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
     """Run in a fresh process: print the peak resident memory (MiB) of building one path's model and
-    taking two steps on the batch in ``batch_file``, above the resident size just before the model was
-    built. ``path`` is "numpy", "numba" (minibert with those kernels) or "huggingface".
+    taking two steps on the batch in ``batch_file``, above the resident size just before the model
+    was built. ``path`` is "numpy", "numba" (minibert with those kernels) or "huggingface".
 
     A small warm-up model runs first, so Numba's compilation (or PyTorch's lazy set-up) is not counted,
     and the kernel's high-water mark (VmHWM) is reset after it (``/proc/self/clear_refs``)."""
@@ -362,8 +369,9 @@ def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
         batch = {name: stored[name] for name in stored.files}
     config = BertConfig(**json.loads(config_json))
     B, T = batch["input_ids"].shape
-    warm = BertConfig(vocab_size=config.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=config.max_position_embeddings)
+    warm = BertConfig(vocab_size=config.vocab_size, hidden_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, intermediate_size=32,
+                      max_position_embeddings=config.max_position_embeddings)
     make(warm, 0)({name: a[:2] for name, a in batch.items()})
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
@@ -455,8 +463,9 @@ def bench_train(args) -> int:
                      "huggingface": "Hugging Face BertForPreTraining (eager)"}[name]
             if name == "huggingface":
                 label = f"Hugging Face BertForPreTraining ({steps[name][1].attention})"
+            rate = flops / (ms * 1e-3) / 1e9
             rows.append([label, f"{ms:.0f}", f"{ms / reference:.2f}", f"{flops / 1e9:.1f}",
-                         f"{flops / (ms * 1e-3) / 1e9:.1f}", f"{100 * flops / (ms * 1e-3) / 1e9 / peak:.0f}%",
+                         f"{rate:.1f}", f"{100 * rate / peak:.0f}%",
                          "-" if memory is None else f"{memory:.0f}"])
     for line in environment_lines():
         print(line)
@@ -482,7 +491,8 @@ def _corpus_dataset(args, tmp, needed: int, command: str):
 
     for name in ("steps", "lines", "dupe_factor"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
     lines = _corpus_head(args.lines)
     (tmp / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     t0 = time.perf_counter()
@@ -491,12 +501,13 @@ def _corpus_dataset(args, tmp, needed: int, command: str):
             DataConfig(max_seq_length=args.seq_len, dupe_factor=args.dupe_factor), seed=args.seed)
     dataset = PretrainingDataset(tmp / "data")
     if len(dataset) < needed:
-        raise ValueError(f"{len(lines):,} lines give {len(dataset):,} instances, fewer than the {needed:,} that "
-                         f"--steps {args.steps} with --batch-size {args.batch_size} need: raise --lines")
-    print(f"minibert bench {command}: {len(lines):,} lines of data/corpus/train.txt -> {len(dataset):,} "
-          f"instances as `minibert pretrain` prepares them (T={args.seq_len}, dupe factor {args.dupe_factor}, "
-          f"seed {args.seed}; {time.perf_counter() - t0:.1f} s); batches of {args.batch_size} trimmed to "
-          f"their longest sequence")
+        raise ValueError(f"{len(lines):,} lines give {len(dataset):,} instances, fewer than the "
+                         f"{needed:,} that --steps {args.steps} with --batch-size "
+                         f"{args.batch_size} need: raise --lines")
+    print(f"minibert bench {command}: {len(lines):,} lines of data/corpus/train.txt -> "
+          f"{len(dataset):,} instances as `minibert pretrain` prepares them (T={args.seq_len}, "
+          f"dupe factor {args.dupe_factor}, seed {args.seed}; {time.perf_counter() - t0:.1f} s); "
+          f"batches of {args.batch_size} trimmed to their longest sequence")
     return dataset
 
 
@@ -520,16 +531,17 @@ def bench_corpus(args) -> int:
         trainer = None
         for preset in presets:
             model = build_model(preset, dataset.vocab_size, args.seed, T).train()
-            preset_trainer = Trainer(model, dataset, TrainConfig(steps=n_steps + 1, batch_size=B, seed=args.seed),
-                                     tmp / f"out-{preset}", log=lambda message: None)
+            train_config = TrainConfig(steps=n_steps + 1, batch_size=B, seed=args.seed)
+            preset_trainer = Trainer(model, dataset, train_config, tmp / f"out-{preset}",
+                                     log=lambda message: None)
             trainer = trainer or preset_trainer                # one batch stream for every path
             paths[f"minibert {preset}"] = (preset, model.config, preset_trainer.train_step)
             if have_torch:
                 paths[f"huggingface {preset}"] = (preset, model.config,
                                                   _huggingface_trainer(model.config, args.seed))
         if not have_torch:
-            print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the "
-                  "Hugging Face rows)")
+            print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` "
+                  "adds the Hugging Face rows)")
         warm = trainer.next_batch()
         for _, _, step in paths.values():                      # warm-up (and Numba compilation)
             step(warm)
@@ -556,32 +568,38 @@ def bench_corpus(args) -> int:
         for name in names:
             preset, config, _ = paths[name]
             hf = name.startswith("huggingface")
-            # Hugging Face computes every position (and the MLM head at all of them); minibert the real
-            # tokens (BertModel.unpad) and the MLM head at the masked positions.
+            # Hugging Face computes every position (and the MLM head at all of them); minibert the
+            # real tokens (BertModel.unpad) and the MLM head at the masked positions.
             flops = sum(batch_flops(config, b["attention_mask"], b["input_ids"].size if hf
                                     else b["masked_lm_positions"].size, padded=hf) for b in batches)
             total = sum(seconds[name])
             tokens_per_s = real.sum() / total
             reference = f"huggingface {preset}"
-            hf_tokens_per_s = (real.sum() / sum(seconds[reference])) if reference in seconds else None
+            ratio = "-"
+            if reference in seconds:
+                ratio = f"{tokens_per_s / (real.sum() / sum(seconds[reference])):.2f}"
             memory = _peak_memory_mb("huggingface" if hf else kernels.backend(), config, batch_file)
-            rows.append([name, f"{1e3 * statistics.median(seconds[name]):.0f}", f"{tokens_per_s:,.0f}",
-                         "-" if hf_tokens_per_s is None else f"{tokens_per_s / hf_tokens_per_s:.2f}",
-                         f"{flops / n_steps / 1e9:.2f}", f"{flops / total / 1e9:.1f}",
-                         f"{100 * flops / total / 1e9 / peak:.0f}%", "-" if memory is None else f"{memory:.0f}"])
+            rate = flops / total / 1e9
+            ms = 1e3 * statistics.median(seconds[name])
+            rows.append([name, f"{ms:.0f}", f"{tokens_per_s:,.0f}", ratio,
+                         f"{flops / n_steps / 1e9:.2f}", f"{rate:.1f}", f"{100 * rate / peak:.0f}%",
+                         "-" if memory is None else f"{memory:.0f}"])
     for line in environment_lines():
         print(line)
-    attention = next((step.attention for _, _, step in paths.values() if hasattr(step, "attention")), None)
-    print(f"minibert kernels: {kernels.backend()}" + (f"; Hugging Face attention: {attention}" if attention else ""))
+    attention = next((s.attention for _, _, s in paths.values() if hasattr(s, "attention")), None)
+    print(f"minibert kernels: {kernels.backend()}"
+          + (f"; Hugging Face attention: {attention}" if attention else ""))
     print(f"float32 matmul peak (NumPy BLAS, square 1024/2048): {peak:.1f} GFLOP/s")
-    print(f"{n_steps} timed steps per path, the same batches for all, the order rotated each step, after 1 "
-          f"warm-up step: fill {real.sum() / slots.sum():.2f} (real tokens / B x T), mean T {np.mean(widths):.1f}, "
-          f"{real.mean():.0f} real tokens per batch\n")
-    print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak", "peak MiB"], rows)
-    print("\nGFLOP counts the matrix products each path computes (forward + 2x backward): minibert on the real "
-          "tokens, the MLM head at the masked positions; Hugging Face on all B x T positions, the MLM head at all "
-          "of them. Peak MiB: a fresh process, two steps on "
-          f"the widest timed batch (T={max(widths)}), above its resident size before the model was built.")
+    print(f"{n_steps} timed steps per path, the same batches for all, the order rotated each step, "
+          f"after 1 warm-up step: fill {real.sum() / slots.sum():.2f} (real tokens / B x T), "
+          f"mean T {np.mean(widths):.1f}, {real.mean():.0f} real tokens per batch\n")
+    print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak",
+                 "peak MiB"], rows)
+    print("\nGFLOP counts the matrix products each path computes (forward + 2x backward): minibert "
+          "on the real tokens, the MLM head at the masked positions; Hugging Face on all B x T "
+          "positions, the MLM head at all of them. Peak MiB: a fresh process, two steps on the "
+          f"widest timed batch (T={max(widths)}), above its resident size before the model was "
+          "built.")
     return 0
 
 
@@ -589,8 +607,10 @@ def bench_corpus(args) -> int:
 # bench profile
 # ----------------------------------------------------------------------------------------------
 def bench_profile(args) -> int:
-    """Per-operation time and the memory held between forward and backward, for minibert's training step
-    on the synthetic full-length batch of ``bench train`` or (``--corpus``) on bundled-corpus batches."""
+    """Per-operation time and the memory held between forward and backward, for minibert's training
+    step
+    on the synthetic full-length batch of ``bench train`` or (``--corpus``) on bundled-corpus
+    batches."""
     import tempfile
     from pathlib import Path
 
@@ -602,17 +622,21 @@ def bench_profile(args) -> int:
     B, T, repeats = args.batch_size, args.seq_len, args.repeats
     with tempfile.TemporaryDirectory() as tmp:
         if args.corpus:
-            dataset = _corpus_dataset(args, Path(tmp), needed=B * (2 * repeats + 3), command="profile --corpus")
+            dataset = _corpus_dataset(args, Path(tmp), needed=B * (2 * repeats + 3),
+                                      command="profile --corpus")
             model = build_model(args.preset, dataset.vocab_size, args.seed, T).train()
-            trainer = Trainer(model, dataset, TrainConfig(steps=2 * repeats + 3, batch_size=B, seed=args.seed),
-                              Path(tmp) / "out", log=lambda message: None)
+            train_config = TrainConfig(steps=2 * repeats + 3, batch_size=B, seed=args.seed)
+            trainer = Trainer(model, dataset, train_config, Path(tmp) / "out",
+                              log=lambda message: None)
             batches = [trainer.next_batch() for _ in range(repeats + 1)]
             what = f"{repeats} bundled-corpus batches of {B}"
         else:
             config = BertConfig.preset(args.preset, vocab_size=args.vocab_size)
             model = BertForPreTraining(config, np.random.default_rng(args.seed)).train()
-            batches = [_pretraining_batch(config, B, T, args.predictions, np.random.default_rng(args.seed))]
-            what = f"the synthetic full-length batch B={B} T={T} ({args.predictions} predictions per sequence)"
+            rng = np.random.default_rng(args.seed)
+            batches = [_pretraining_batch(config, B, T, args.predictions, rng)]
+            what = (f"the synthetic full-length batch B={B} T={T} ({args.predictions} "
+                    f"predictions per sequence)")
         optimizer = AdamW(triples_from_model(model), lr=1e-4)
         grads = [g for _, g in model.named_grads()]
         position = [0]
@@ -633,24 +657,28 @@ def bench_profile(args) -> int:
         model.backward()
         peak = profiling.peak_traced_bytes(step)
     c = model.config
-    print(f"minibert bench profile: preset {args.preset!r} (L={c.num_hidden_layers} H={c.hidden_size} "
-          f"A={c.num_attention_heads} I={c.intermediate_size} V={c.vocab_size}), kernels {kernels.backend()}, "
-          f"{what}; float32, dropout 0.1")
+    print(f"minibert bench profile: preset {args.preset!r} (L={c.num_hidden_layers} "
+          f"H={c.hidden_size} A={c.num_attention_heads} I={c.intermediate_size} V={c.vocab_size}), "
+          f"kernels {kernels.backend()}, {what}; float32, dropout 0.1")
     for line in environment_lines():
         print(line)
     total = sum(timer.seconds.values())
-    print(f"\nstep: {statistics.median(plain):.0f} ms (median of {repeats}), {1e3 * instrumented:.0f} ms with "
-          f"every operation timed; exclusive time per operation, per step (wrapped calls inside excluded):\n")
-    rows = [[name, f"{timer.calls[name] / repeats:g}", f"{1e3 * sec / repeats:.1f}", f"{100 * sec / total:.1f}%"]
+    print(f"\nstep: {statistics.median(plain):.0f} ms (median of {repeats}), "
+          f"{1e3 * instrumented:.0f} ms with every operation timed; exclusive time per "
+          f"operation, per step (wrapped calls inside excluded):\n")
+    rows = [[name, f"{timer.calls[name] / repeats:g}", f"{1e3 * sec / repeats:.1f}",
+             f"{100 * sec / total:.1f}%"]
             for name, sec in sorted(timer.seconds.items(), key=lambda item: -item[1])
             if 1e3 * sec / repeats >= 0.05]
     other = 1e3 * (instrumented * repeats - total) / repeats
-    rows.append(["(step outside the wrapped calls: clip, AdamW, zero_grad)", "", f"{other:.1f}", ""])
+    rows.append(["(outside the wrapped calls: clip, AdamW, zero_grad)", "", f"{other:.1f}", ""])
     print_table(["operation", "calls", "ms/step", "share"], rows)
     params = sum(p.data.nbytes for _, p in model.named_parameter_objects())
-    print(f"\nmemory: parameters {params / 2**20:.1f} MiB, gradients the same, AdamW moments twice that; "
-          f"peak of NumPy's allocations during one step (tracemalloc) {peak / 2**20:.1f} MiB\n"
-          f"arrays held between forward and backward ({sum(held.values()) / 2**20:.1f} MiB in all):\n")
+    print(f"\nmemory: parameters {params / 2**20:.1f} MiB, gradients the same, AdamW moments "
+          f"twice that; peak of NumPy's allocations during one step (tracemalloc) "
+          f"{peak / 2**20:.1f} MiB\n"
+          f"arrays held between forward and backward ({sum(held.values()) / 2**20:.1f} MiB in "
+          f"all):\n")
     print_table(["module.attribute", "MiB", "share"],
                 [[key, f"{n / 2**20:.2f}", f"{100 * n / max(sum(held.values()), 1):.1f}%"]
                  for key, n in sorted(held.items(), key=lambda item: -item[1]) if n >= 2**16])
@@ -660,13 +688,15 @@ def bench_profile(args) -> int:
 # ----------------------------------------------------------------------------------------------
 # bench cost
 # ----------------------------------------------------------------------------------------------
-COST_GRID = [("mini", 64), ("mini", 128), ("mini", 256), ("mini", 512), ("tiny", 128), ("small", 128)]
+COST_GRID = [("mini", 64), ("mini", 128), ("mini", 256), ("mini", 512), ("tiny", 128),
+             ("small", 128)]
 
 
 def bench_cost(args) -> int:
-    """How step time and peak memory grow with the sequence length T (mini) and the model size (T = 128):
-    minibert's pretraining step beside Hugging Face's on full-length synthetic batches of ``--batch-size``
-    (default 8), 15% of the positions predicted; the two paths interleaved, median of ``--repeats``."""
+    """How step time and peak memory grow with the sequence length T (mini) and the model size
+    (T = 128): minibert's pretraining step beside Hugging Face's on full-length synthetic batches of
+    ``--batch-size`` (default 8), 15% of the positions predicted; the two paths interleaved, median
+    of ``--repeats``."""
     import tempfile
     from pathlib import Path
 
@@ -675,16 +705,18 @@ def bench_cost(args) -> int:
     have_torch = _have_torch()
     B = args.batch_size
     grid = [(preset, T) for preset, T in COST_GRID if args.preset in (None, preset)]
-    print(f"minibert bench cost: one pretraining step (forward, backward, clip, AdamW), B={B}, full-length "
-          f"synthetic batches, V={args.vocab_size}, 15% of positions predicted; minibert ({kernels.backend()} "
-          f"kernels) and Hugging Face interleaved, median of {args.repeats} after 1 warm-up; peak MiB in a "
-          "fresh process (two steps) above its resident size before the model was built")
+    print(f"minibert bench cost: one pretraining step (forward, backward, clip, AdamW), "
+          f"B={B}, full-length synthetic batches, V={args.vocab_size}, 15% of positions "
+          f"predicted; minibert ({kernels.backend()} kernels) and Hugging Face interleaved, median "
+          f"of {args.repeats} after 1 warm-up; peak MiB in a fresh process (two steps) above its "
+          "resident size before the model was built")
     for line in environment_lines():
         print(line)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset, T in grid:
-            config = BertConfig.preset(preset, vocab_size=args.vocab_size, max_position_embeddings=max(128, T))
+            config = BertConfig.preset(preset, vocab_size=args.vocab_size,
+                                       max_position_embeddings=max(128, T))
             P = max(1, round(0.15 * T))
             batch = _pretraining_batch(config, B, T, P, np.random.default_rng(args.seed))
             steps = {"minibert": _minibert_trainer(config, args.seed)}
@@ -699,26 +731,28 @@ def bench_cost(args) -> int:
             batch_file = Path(tmp) / f"{preset}-{T}.npz"
             np.savez(batch_file, **batch)
             ms = {name: statistics.median(t) for name, t in times.items()}
-            mib = {name: _peak_memory_mb("huggingface" if name == "huggingface" else kernels.backend(), config,
+            mib = {name: _peak_memory_mb(kernels.backend() if name == "minibert" else name, config,
                                          batch_file) for name in steps}
             row = [preset, str(T), f"{ms['minibert']:.0f}", "-", "-",
                    "-" if mib["minibert"] is None else f"{mib['minibert']:.0f}", "-", "-"]
             if have_torch:
                 row[3:5] = [f"{ms['huggingface']:.0f}", f"{ms['minibert'] / ms['huggingface']:.2f}"]
                 if mib["minibert"] is not None and mib["huggingface"] is not None:
-                    row[6:8] = [f"{mib['huggingface']:.0f}", f"{mib['minibert'] / mib['huggingface']:.2f}"]
+                    ratio = mib["minibert"] / mib["huggingface"]
+                    row[6:8] = [f"{mib['huggingface']:.0f}", f"{ratio:.2f}"]
             rows.append(row)
             print("  " + "  ".join(row), flush=True)
     print()
-    print_table(["preset", "T", "minibert ms", "HF ms", "time ratio", "minibert MiB", "HF MiB", "memory ratio"],
-                rows)
+    print_table(["preset", "T", "minibert ms", "HF ms", "time ratio", "minibert MiB", "HF MiB",
+                 "memory ratio"], rows)
     return 0
 
 
 # ----------------------------------------------------------------------------------------------
 # bench parity
 # ----------------------------------------------------------------------------------------------
-PARITY_DEFAULTS = {"preset": "tiny", "batch_size": 16, "steps": 200, "lines": 4000, "dupe_factor": 2}
+PARITY_DEFAULTS = {"preset": "tiny", "batch_size": 16, "steps": 200, "lines": 4000,
+                   "dupe_factor": 2}
 
 
 def _corpus_head(lines: int) -> list[str]:
@@ -853,12 +887,12 @@ def bench_scaling(args) -> int:
 BENCHMARKS = {
     "scaling": (bench_scaling, "data parallelism: step time, communication and real tokens/s on 1 and "
                                "2 MPI ranks, and what N machines would give (needs the mpi extra)"),
-    "corpus": (bench_corpus, "pretraining throughput (real tokens/s) on the bundled corpus, tiny and mini, "
-                             "against Hugging Face when installed"),
+    "corpus": (bench_corpus, "pretraining throughput (real tokens/s) on the bundled corpus, tiny "
+                             "and mini, against Hugging Face when installed"),
     "profile": (bench_profile, "where a training step's time and memory go, operation by operation "
                                "(--corpus: on bundled-corpus batches)"),
-    "cost": (bench_cost, "how step time and peak memory grow with T (64-512) and model size (tiny, mini, "
-                         "small), minibert beside Hugging Face"),
+    "cost": (bench_cost, "how step time and peak memory grow with T (64-512) and model size "
+                         "(tiny, mini, small), minibert beside Hugging Face"),
     "kernels": (bench_kernels, "every Numba kernel against its NumPy reference, and one encoder step"),
     "train": (bench_train, "one pretraining step: NumPy path, Numba path and (if installed) Hugging Face"),
     "parity": (bench_parity, "train minibert and Hugging Face from the same weights on the same batches; "
@@ -871,34 +905,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="; ".join(f"{name}: {help_text}" for name, (_, help_text) in BENCHMARKS.items()))
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls per measurement (default 10; profile 5, cost 3)")
-    parser.add_argument("--batch-size", type=int, default=None, help="B (default 32; parity 16; cost 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="B (default 32; parity 16; cost 8)")
     parser.add_argument("--seq-len", type=int, default=128, help="T (default 128)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="model sizes H, A, I, L (default mini; parity tiny; corpus both tiny and mini)")
+                        help="model sizes H, A, I, L (default mini; parity tiny; corpus both tiny "
+                             "and mini)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
     parser.add_argument("--predictions", type=int, default=PREDICTIONS_PER_SEQUENCE,
                         help="train: masked positions per sequence (default 20)")
     parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help="train: V (default 8192)")
     parser.add_argument("--steps", type=int, default=None,
-                        help=f"parity: training steps (default {PARITY_DEFAULTS['steps']}); corpus: timed steps "
-                             f"per path (default {CORPUS_DEFAULTS['steps']})")
+                        help=f"parity: training steps (default {PARITY_DEFAULTS['steps']}); "
+                             f"corpus: timed steps per path (default {CORPUS_DEFAULTS['steps']})")
     parser.add_argument("--lines", type=int, default=None,
-                        help=f"parity, corpus: first lines of data/corpus/train.txt to use (default "
-                             f"{PARITY_DEFAULTS['lines']}; corpus {CORPUS_DEFAULTS['lines']})")
+                        help=f"parity, corpus: first lines of data/corpus/train.txt to use "
+                             f"(default {PARITY_DEFAULTS['lines']}; corpus "
+                             f"{CORPUS_DEFAULTS['lines']})")
     parser.add_argument("--dupe-factor", type=int, default=None,
-                        help=f"parity, corpus: passes of instance creation (default {PARITY_DEFAULTS['dupe_factor']}; "
-                             f"corpus {CORPUS_DEFAULTS['dupe_factor']}, as `minibert pretrain`)")
+                        help=f"parity, corpus: passes of instance creation (default "
+                             f"{PARITY_DEFAULTS['dupe_factor']}; corpus "
+                             f"{CORPUS_DEFAULTS['dupe_factor']}, as `minibert pretrain`)")
     parser.add_argument("--lr", type=float, default=1e-3, help="parity: peak learning rate (default 1e-3)")
     parser.add_argument("--corpus", action="store_true",
-                        help="profile: bundled-corpus batches instead of the synthetic full-length batch")
+                        help="profile: bundled-corpus batches instead of the synthetic "
+                             "full-length batch")
     parser.add_argument("--out", default="runs/bench-parity", help="parity: folder for the figure and losses")
 
 
 def main(args) -> int:
     if args.what == "scaling":          # its own defaults (preset mini, batch 32, 10 steps)
         return bench_scaling(args)
-    defaults = {"parity": PARITY_DEFAULTS, "corpus": CORPUS_DEFAULTS, "cost": {"batch_size": 8, "repeats": 3},
-                "profile": {"repeats": 5}}.get(args.what, {})
+    per_command = {"parity": PARITY_DEFAULTS, "corpus": CORPUS_DEFAULTS,
+                   "cost": {"batch_size": 8, "repeats": 3},
+                   "profile": {**CORPUS_DEFAULTS, "repeats": 5}}
+    defaults = per_command.get(args.what, {})
     if args.preset is None and args.what not in ("corpus", "cost"):
         args.preset = defaults.get("preset", "mini")
     fallback = {**PARITY_DEFAULTS, "batch_size": 32, "repeats": 10}

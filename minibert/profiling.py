@@ -1,18 +1,19 @@
 """Where one training step's time and memory go, operation by operation.
 
-    minibert bench profile [--preset mini] [--batch-size 32] [--seq-len 128] [--corpus] [--repeats 5]
+    minibert bench profile [--preset mini] [--batch-size 32] [--seq-len 128] [--corpus] [--repeats
+    5]
 
 Time: every forward and backward of every module class (``minibert.nn`` and ``minibert.models``) and
-every function of ``minibert.functional`` and of the Numba kernels is wrapped, for the profile only, in
-a timer that charges each call its *exclusive* time (its own time minus the wrapped calls inside it).
-So ``Linear.forward`` is its matrix product, ``attention_forward`` is attention's batched products and
-dropout (its softmax is charged to ``softmax_forward``), and ``BertSelfAttention.forward`` is what it
-does itself: splitting and merging heads. The wrappers cost about a microsecond a call, which is noise
-next to these operations.
+every function of ``minibert.functional`` and of the Numba kernels is wrapped, for the profile only,
+in a timer that charges each call its *exclusive* time (its own time minus the wrapped calls inside
+it). So ``Linear.forward`` is its matrix product, ``attention_forward`` is attention's batched
+products and dropout (its softmax is charged to ``softmax_forward``), and
+``BertSelfAttention.forward`` is what it does itself: splitting and merging heads. The wrappers cost
+about a microsecond a call, which is noise next to these operations.
 
 Memory: the arrays the modules hold between forward and backward (their caches), measured after a
-forward and summed per module class and attribute, each buffer counted once (views are traced back to
-the array that owns the memory); and the peak of NumPy's allocations during a whole step, as
+forward and summed per module class and attribute, each buffer counted once (views are traced back
+to the array that owns the memory); and the peak of NumPy's allocations during a whole step, as
 ``tracemalloc`` sees them (NumPy reports its data buffers to it).
 """
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _module_classes():
 
 @contextlib.contextmanager
 def instrumented(timer: OpTimer):
-    """Wrap the module methods and the operation functions in ``timer`` for the block, then restore."""
+    """Wrap the module methods and the operation functions in ``timer`` for the block; restore."""
     import importlib
 
     from minibert import functional
@@ -93,8 +94,8 @@ def instrumented(timer: OpTimer):
         modules.append(importlib.import_module("minibert.kernels.numba_kernels"))
     for module in modules:
         for attr, value in list(vars(module).items()):
-            if (callable(value) and not attr.startswith("_") and getattr(value, "__module__", None) == module.__name__
-                    and not isinstance(value, type)):
+            own = getattr(value, "__module__", None) == module.__name__
+            if callable(value) and own and not attr.startswith("_") and not isinstance(value, type):
                 patch(module, attr, attr)
     try:
         yield timer
@@ -142,8 +143,8 @@ def held_arrays(model) -> dict[str, int]:
 
 
 def profile_step(step, repeats: int) -> tuple[OpTimer, float]:
-    """Run ``step()`` once to warm up, then ``repeats`` times instrumented; returns the timer (totals over
-    the repeats) and the median instrumented step time in seconds."""
+    """Run ``step()`` once to warm up, then ``repeats`` times instrumented; returns the timer
+    (totals over the repeats) and the median instrumented step time in seconds."""
     step()
     timer = OpTimer()
     times = []
@@ -156,7 +157,8 @@ def profile_step(step, repeats: int) -> tuple[OpTimer, float]:
 
 
 def peak_traced_bytes(step) -> int:
-    """Peak of the memory NumPy (and Python) allocate during ``step()``, above what was allocated before."""
+    """Peak of the memory NumPy (and Python) allocate during ``step()``, above what was allocated
+    before it."""
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()

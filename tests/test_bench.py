@@ -49,13 +49,15 @@ def test_matmul_flops_counts_the_mlm_rows():
 
 
 def test_bench_corpus_reports_real_tokens_per_second_for_each_path(capsys):
-    assert main(["bench", "corpus", "--preset", "tiny", "--steps", "2", "--lines", "300", "--batch-size", "4"]) == 0
+    assert main(["bench", "corpus", "--preset", "tiny", "--steps", "2", "--lines", "300",
+                 "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     fill = float(re.search(r"fill (\d\.\d\d) \(real tokens", out).group(1))
     assert 0.2 < fill < 1.0                                     # the corpus batches hold padding
     row = next(line for line in out.splitlines() if line.startswith("minibert tiny"))
     # ms/step, real tok/s, x HF, GFLOP/step, GFLOP/s, share of peak, peak MiB
-    assert re.search(r"\s\d+\s+[\d,]+\s+(\d+\.\d\d|-)\s+\d+\.\d\d\s+\d+\.\d\s+\d+%\s+\d+$", row), row
+    cells = r"\s\d+\s+[\d,]+\s+(\d+\.\d\d|-)\s+\d+\.\d\d\s+\d+\.\d\s+\d+%\s+\d+$"
+    assert re.search(cells, row), row
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -85,7 +87,8 @@ def test_batch_flops_unpadded_counts_real_tokens_only():
     half = (np.arange(8) < np.array([[4], [8]])).astype(np.int64)          # 12 real tokens of 16
     H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     saved = 3 * L * ((2 * 3 * H * H + 2 * H * H + 4 * H * I) * 4 + 4 * H * (64 - 16))
-    assert batch_flops(config, half, 6, padded=True) - batch_flops(config, half, 6, padded=False) == saved
+    padded, unpadded = (batch_flops(config, half, 6, padded=p) for p in (True, False))
+    assert padded - unpadded == saved
 
 
 def test_bench_cost_reports_time_and_memory_beside_hugging_face(capsys):

@@ -1,5 +1,5 @@
-"""Unpadded computation (the real tokens only) against the padded one: same outputs at real positions,
-same gradients, on a batch that is mostly padding; and the layout's gather / scatter."""
+"""Unpadded computation (the real tokens only) against the padded one: same outputs at real
+positions, same gradients, on a batch that is mostly padding; and the layout's gather / scatter."""
 import numpy as np
 import pytest
 
@@ -16,19 +16,21 @@ def heavy_padding_batch(rng, B=6, T=24, vocab=50, P=4):
     ids = rng.integers(5, vocab, (B, T)) * mask
     types = ((np.arange(T) >= lengths[:, None] // 2) & (mask == 1)).astype(np.int64)
     positions = np.stack([np.sort(rng.choice(n, P, replace=n < P)) for n in lengths])
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "masked_lm_positions": positions,
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+            "masked_lm_positions": positions,
             "masked_lm_ids": rng.integers(5, vocab, (B, P)),
             "masked_lm_weights": (rng.random((B, P)) < 0.8).astype(np.float32),
             "next_sentence_labels": rng.integers(0, 2, B)}
 
 
 def config(**overrides):
-    return BertConfig(**{**dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=32), **overrides})
+    sizes = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=32)
+    return BertConfig(**{**sizes, **overrides})
 
 
 def run(model, batch, unpad, seed=3):
-    """Forward + backward with dropout masks drawn from the same seed; returns outputs and gradients."""
+    """Forward + backward, dropout masks drawn from the same seed; returns outputs and gradients."""
     model.bert.unpad = unpad
     model.bert.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
     model.zero_grad()
@@ -44,7 +46,8 @@ def test_unpadded_equals_padded_outputs_and_every_gradient(backend, dtype):
     batch = heavy_padding_batch(rng)
     mask = batch["attention_mask"].astype(bool)
     assert mask.mean() < 0.6
-    # dropout off: the two paths draw their masks over different shapes, so only p = 0 compares exactly
+    # dropout off: the two paths draw their masks over different shapes, so only p = 0 compares
+    # exactly
     model = BertForPreTraining(config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
                                np.random.default_rng(1)).astype(dtype)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
@@ -53,17 +56,20 @@ def test_unpadded_equals_padded_outputs_and_every_gradient(backend, dtype):
         unpadded, grads_unpadded = run(model, batch, unpad=True)
     np.testing.assert_allclose(unpadded.loss, padded.loss, **tol)
     np.testing.assert_allclose(unpadded.prediction_logits, padded.prediction_logits, **tol)
-    np.testing.assert_allclose(unpadded.seq_relationship_logits, padded.seq_relationship_logits, **tol)
+    np.testing.assert_allclose(unpadded.seq_relationship_logits, padded.seq_relationship_logits,
+                               **tol)
     for h_unpadded, h_padded in zip(unpadded.hidden_states, padded.hidden_states):
         np.testing.assert_allclose(h_unpadded[mask], h_padded[mask], **tol)
         assert not h_unpadded[~mask].any()                       # zeros at padding
     real_pairs = mask[:, None, :, None] & mask[:, None, None, :]
     for a_unpadded, a_padded in zip(unpadded.attentions, padded.attentions):
         np.testing.assert_allclose(a_unpadded * real_pairs, a_padded * real_pairs, **tol)
-        np.testing.assert_allclose(a_unpadded.sum(-1).transpose(0, 2, 1)[mask], 1, **tol)   # real queries
+        rows = a_unpadded.sum(-1).transpose(0, 2, 1)                          # (B, T, A)
+        np.testing.assert_allclose(rows[mask], 1, **tol)                        # real queries
     assert grads_padded.keys() == grads_unpadded.keys()
-    # Each gradient compared relative to its own size, with a floor: the key bias's true gradient is 0
-    # (q . b_k is the same for every key of a query, and softmax ignores it), so both are rounding.
+    # Each gradient compared relative to its own size, with a floor: the key bias's true gradient is
+    # 0 (q . b_k is the same for every key of a query, and softmax ignores it), so both are
+    # rounding.
     floor = 1e-3 * max(np.abs(g).max() for g in grads_padded.values())
     for name in grads_padded:
         scale = max(np.abs(grads_padded[name]).max(), floor)
@@ -73,8 +79,9 @@ def test_unpadded_equals_padded_outputs_and_every_gradient(backend, dtype):
 
 
 def test_unpadded_dropout_draws_masks_for_real_tokens_only():
-    """With dropout on, the unpadded path draws masks over (N, H) instead of (B, T, H): different masks,
-    the same distribution. A step still trains, and replaying the generator replays the step exactly."""
+    """With dropout on, the unpadded path draws masks over (N, H), not (B, T, H): different masks,
+    the same distribution. A step still trains, and replaying the generator replays the step
+    exactly."""
     batch = heavy_padding_batch(np.random.default_rng(0))
     model = BertForPreTraining(config(), np.random.default_rng(1))
     out1, grads1 = run(model, batch, unpad=True)
@@ -96,7 +103,8 @@ def test_classifier_with_layer_mixing_matches_on_both_paths():
     for unpad in (False, True):
         model.bert.unpad = unpad
         model.zero_grad()
-        out = model.forward(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], labels=labels)
+        out = model.forward(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                            labels=labels)
         dembed = model.backward()
         results.append((out.logits, dembed, {n: g.copy() for n, g in model.named_grads()}))
     (logits0, d0, g0), (logits1, d1, g1) = results
@@ -111,7 +119,8 @@ def test_classifier_with_layer_mixing_matches_on_both_paths():
 def test_layout_orders_rows_by_length_and_inverts():
     mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]])
     layout = Unpadded.from_mask(mask)
-    # shortest first (b = 1), then the two of length 3 (b = 0, 3), then b = 2; the empty row has no group
+    # shortest first (b = 1), then the two of length 3 (b = 0, 3), then b = 2; the empty row has no
+    # group
     assert layout.groups == ((0, 1, 1), (1, 2, 3), (7, 1, 4))
     np.testing.assert_array_equal(layout.index, [4, 0, 1, 2, 12, 13, 14, 8, 9, 10, 11])
     a = np.arange(5 * 4 * 2).reshape(5, 4, 2)

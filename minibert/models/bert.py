@@ -22,15 +22,16 @@ from minibert.validation import generator
 
 @dataclasses.dataclass(frozen=True)
 class Unpadded:
-    """Where the N real tokens of a padded (B, T) batch go when only they are computed ("unpadding", as
-    in MosaicBERT and ModernBERT).
+    """Where the N real tokens of a padded (B, T) batch go when only they are computed
+    ("unpadding", as in MosaicBERT and ModernBERT).
 
-    Every token-wise operation (embeddings, linear layers, GELU, layer norm, dropout, residuals) treats
-    each token on its own, so it can run on the (N, H) rows of the real tokens instead of the (B, T, H)
-    grid, N = attention_mask.sum(). Only attention mixes tokens, and only within a sequence: the rows are
-    ordered by sequence length (then batch index), so the c sequences of one length n are consecutive rows
-    and attend as one (c, A, n, n) batch with no mask. The cost is indexing: one gather of the inputs
-    (B T -> N) and one scatter of the outputs back to (B, T, H), zeros at padding.
+    Every token-wise operation (embeddings, linear layers, GELU, layer norm, dropout, residuals)
+    treats each token on its own, so it can run on the (N, H) rows of the real tokens instead of the
+    (B, T, H) grid, N = attention_mask.sum(). Only attention mixes tokens, and only within a
+    sequence: the rows are ordered by sequence length (then batch index), so the c sequences of one
+    length n are consecutive rows and attend as one (c, A, n, n) batch with no mask. The cost is
+    indexing: one gather of the inputs (B T -> N) and one scatter of the outputs back to (B, T, H),
+    zeros at padding.
 
         index   (N,) flat position b * T + t of each row's token
         groups  (start row, count c, length n) per distinct non-zero sequence length, in row order
@@ -46,7 +47,7 @@ class Unpadded:
         real = attention_mask.astype(bool)
         lengths = real.sum(axis=1)
         order = np.argsort(lengths, kind="stable")                     # shortest first, ties by b
-        rank, t = np.nonzero(real[order])                               # row-major: sequence by sequence
+        rank, t = np.nonzero(real[order])                     # row-major: sequence by sequence
         index = order[rank] * T + t
         values, counts = np.unique(lengths[order], return_counts=True)
         starts = np.concatenate([[0], np.cumsum(values * counts)[:-1]])
@@ -58,13 +59,14 @@ class Unpadded:
         return a.reshape(-1, *a.shape[2:])[self.index]
 
     def scatter(self, rows: np.ndarray) -> np.ndarray:
-        """(N, ...) -> (B, T, ...), zeros at padding: the inverse of ``gather`` on real positions."""
+        """(N, ...) -> (B, T, ...), zeros at padding: ``gather`` inverted on real positions."""
         out = np.zeros((self.shape[0] * self.shape[1], *rows.shape[1:]), dtype=rows.dtype)
         out[self.index] = rows
         return out.reshape(*self.shape, *rows.shape[1:])
 
     def scatter_probs(self, probs: tuple) -> np.ndarray:
-        """Per-group attention probabilities (c, A, n, n) -> (B, A, T, T), zeros at padded queries and keys."""
+        """Per-group attention probabilities (c, A, n, n) -> (B, A, T, T), zeros at padded queries
+        and keys."""
         B, T = self.shape
         A = probs[0].shape[1] if probs else 1
         out = np.zeros((B, A, T, T), dtype=probs[0].dtype if probs else np.float32)
@@ -97,24 +99,24 @@ class BertEmbeddings(Module):
         """``inputs_embeds_delta`` (B, T, H), if given, is added to the word-embedding output before the
         sum: the perturbation of adversarial fine-tuning (FreeLB, SMART).
 
-        Unpadded (see ``Unpadded``): input_ids, token_type_ids and ``position_ids`` are (N,), the real
-        tokens only, and the output is (N, H). Without ``position_ids`` the positions are 0 ... T-1 of
-        every row, one (T, H) table broadcast over the batch."""
+        Unpadded (see ``Unpadded``): input_ids, token_type_ids and ``position_ids`` are (N,), the
+        real tokens only, and the output is (N, H). Without ``position_ids`` the positions are 0 ...
+        T-1 of every row, one (T, H) table broadcast over the batch."""
         positions = np.arange(input_ids.shape[1]) if position_ids is None else position_ids
-        words = self.word_embeddings.forward(input_ids)                                 # (B, T, H) | (N, H)
+        words = self.word_embeddings.forward(input_ids)                     # (B, T, H) | (N, H)
         if inputs_embeds_delta is not None:
             words = words + inputs_embeds_delta
-        position = self.position_embeddings.forward(positions)                          # (T, H) | (N, H)
-        segments = self.token_type_embeddings.forward(token_type_ids)                   # (B, T, H) | (N, H)
+        position = self.position_embeddings.forward(positions)              # (T, H) | (N, H)
+        segments = self.token_type_embeddings.forward(token_type_ids)       # (B, T, H) | (N, H)
         self.cache = position_ids is None
         return self.dropout.forward(self.LayerNorm.forward(words + position + segments))
 
     def backward(self, dout):
-        """The sum fans the gradient out unchanged to its three terms; a position row shared by the batch
-        gets the sum of its gradients over B. Returns d(word-embedding output), (B, T, H) or (N, H), which
-        is also the gradient of ``inputs_embeds_delta``."""
+        """The sum fans the gradient out unchanged to its three terms; a position row shared by the
+        batch gets the sum of its gradients over B. Returns d(word-embedding output), (B, T, H) or
+        (N, H), which is also the gradient of ``inputs_embeds_delta``."""
         broadcast = self.cache
-        dsum = self.LayerNorm.backward(self.dropout.backward(dout))                     # (B, T, H) | (N, H)
+        dsum = self.LayerNorm.backward(self.dropout.backward(dout))         # (B, T, H) | (N, H)
         self.word_embeddings.backward(dsum)
         self.position_embeddings.backward(dsum.sum(axis=0) if broadcast else dsum)
         self.token_type_embeddings.backward(dsum)
@@ -127,8 +129,8 @@ class BertSelfAttention(Module):
     q, k, v = x W_q^T + b_q, ...  (B, T, H), split into A heads of size D -> (B, A, T, D);
     context_a = dropout(softmax(q_a k_a^T / sqrt(D) + mask)) v_a, heads concatenated back to (B, T, H).
 
-    Unpadded, x is (N, H) (the real tokens, see ``Unpadded``) and ``mask_bias`` is the ``Unpadded`` layout:
-    the rows of the c sequences of length n are consecutive, so each length group is a view
+    Unpadded, x is (N, H) (the real tokens, see ``Unpadded``) and ``mask_bias`` is the ``Unpadded``
+    layout: the rows of the c sequences of length n are consecutive, so each length group is a view
     (c, n, H) -> (c, A, n, D), attended without a mask, and no query or key is padding.
     """
 
@@ -165,35 +167,38 @@ class BertSelfAttention(Module):
         if isinstance(self.cache[0], Unpadded):
             dq, dk, dv = self._backward_unpadded(dcontext)
         else:
-            dq, dk, dv = (self._merge(d) for d in kernels.attention_backward(self._split(dcontext), self.cache))
+            grads = kernels.attention_backward(self._split(dcontext), self.cache)
+            dq, dk, dv = (self._merge(d) for d in grads)
         dx = self.query.backward(dq)
         dx += self.key.backward(dk)
         dx += self.value.backward(dv)
         return dx
 
     def _heads(self, a, start, count, n):
-        """The view (c, A, n, D) of rows start ... start + c n of a (N, H): c sequences of n tokens."""
-        H = a.shape[1]
-        return a[start:start + count * n].reshape(count, n, self.num_heads, H // self.num_heads).transpose(0, 2, 1, 3)
+        """The view (c, A, n, D) of rows start ... start + c n of a (N, H): c sequences of n."""
+        A = self.num_heads
+        rows = a[start:start + count * n]
+        return rows.reshape(count, n, A, a.shape[1] // A).transpose(0, 2, 1, 3)
 
     def _forward_unpadded(self, x, layout, p):
         q, k, v = self.query.forward(x), self.key.forward(x), self.value.forward(x)     # (N, H)
         context = np.empty_like(q)                                                      # (N, H)
         probs, caches = [], []
-        for group in layout.groups:                                                     # (start, c, n)
-            c, pg, cache = kernels.attention_forward(self._heads(q, *group), self._heads(k, *group),
-                                                     self._heads(v, *group), None, p, self.dropout.rng)
-            self._heads(context, *group)[...] = c                                       # (c, A, n, D)
-            probs.append(pg)                                                            # (c, A, n, n)
+        for group in layout.groups:                                         # (start, c, n)
+            q_g, k_g, v_g = (self._heads(a, *group) for a in (q, k, v))             # (c, A, n, D)
+            c, pg, cache = kernels.attention_forward(q_g, k_g, v_g, None, p, self.dropout.rng)
+            self._heads(context, *group)[...] = c                                   # (c, A, n, D)
+            probs.append(pg)                                                        # (c, A, n, n)
             caches.append(cache)
         self.cache = (layout, caches)
         return context, tuple(probs)
 
     def _backward_unpadded(self, dcontext):
         layout, caches = self.cache
-        grads = np.empty_like(dcontext), np.empty_like(dcontext), np.empty_like(dcontext)   # dq, dk, dv
+        grads = tuple(np.empty_like(dcontext) for _ in range(3))                # dq, dk, dv (N, H)
         for group, cache in zip(layout.groups, caches):
-            for out, d in zip(grads, kernels.attention_backward(self._heads(dcontext, *group), cache)):
+            d_group = kernels.attention_backward(self._heads(dcontext, *group), cache)
+            for out, d in zip(grads, d_group):
                 self._heads(out, *group)[...] = d
         return grads
 
@@ -341,10 +346,11 @@ class BertModel(Module, PreTrainedModel):
     ``rng`` initialises the weights and then draws every dropout mask, so one seed makes a run
     repeatable. Weights are float32; ``astype(np.float64)`` converts for gradient checks.
 
-    The layers run on the real tokens only (``Unpadded``); the outputs come back as (B, T, H) with zeros
-    at padded positions, where the padded computation has values no loss reads. ``unpad = False`` on an
-    instance runs the padded computation instead (the readable one, and the reference the tests compare
-    the unpadded one with): the same outputs at real positions and the same gradients.
+    The layers run on the real tokens only (``Unpadded``); the outputs come back as (B, T, H) with
+    zeros at padded positions, where the padded computation has values no loss reads. ``unpad =
+    False`` on an instance runs the padded computation instead (the readable one, and the reference
+    the tests compare the unpadded one with): the same outputs at real positions and the same
+    gradients.
     """
 
     unpad = True
@@ -363,8 +369,9 @@ class BertModel(Module, PreTrainedModel):
         None; attention_mask (B, T) of 1 (real token) / 0 (padding), all ones if None."""
         input_ids, token_type_ids, attention_mask = self.check_inputs(input_ids, token_type_ids, attention_mask)
         if self.unpad:
-            return self._forward_unpadded(input_ids, token_type_ids, attention_mask, output_hidden_states,
-                                          output_attentions, inputs_embeds_delta)
+            return self._forward_unpadded(input_ids, token_type_ids, attention_mask,
+                                          output_hidden_states, output_attentions,
+                                          inputs_embeds_delta)
         self.cache = None
         dtype = self.dtype
         # (B, T): 0 where a key may be attended to, MASK_BIAS where it is padding.
@@ -381,11 +388,11 @@ class BertModel(Module, PreTrainedModel):
         self.cache = layout
         index = layout.index
         delta = None if inputs_embeds_delta is None else layout.gather(inputs_embeds_delta)
-        x = self.embeddings.forward(input_ids.reshape(-1)[index], token_type_ids.reshape(-1)[index], delta,
-                                    position_ids=index % layout.shape[1])                  # (N, H)
+        x = self.embeddings.forward(input_ids.reshape(-1)[index], token_type_ids.reshape(-1)[index],
+                                    delta, position_ids=index % layout.shape[1])        # (N, H)
         last, hidden_states, attentions = self.encoder.forward(x, layout, output_hidden_states,
                                                                output_attentions)
-        last = layout.scatter(last)                                                         # (B, T, H)
+        last = layout.scatter(last)                                             # (B, T, H)
         if hidden_states is not None:
             hidden_states = tuple(layout.scatter(h) for h in hidden_states)
         if attentions is not None:
@@ -413,7 +420,8 @@ class BertModel(Module, PreTrainedModel):
             return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
         if d_hidden_states is not None:
             d_hidden_states = [None if g is None else layout.gather(g) for g in d_hidden_states]
-        return layout.scatter(self.embeddings.backward(self.encoder.backward(layout.gather(d), d_hidden_states)))
+        d_rows = self.encoder.backward(layout.gather(d), d_hidden_states)                  # (N, H)
+        return layout.scatter(self.embeddings.backward(d_rows))
 
     def check_inputs(self, input_ids, token_type_ids=None, attention_mask=None):
         """Validate and normalise the three input arrays; every error names expected and actual."""
