@@ -442,22 +442,23 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 # %% [markdown]
 # ## Appendix — Unpadding: no work on padding
 #
-# **Why padding costs.** A batch is a (B, T) grid, T the longest sequence in it. Pretraining batches of the
-# bundled corpus are about half padding: 32 instances hold about 1,700 real tokens in 32 x 109 = 3,500
-# slots, a *fill* of 0.48 (`minibert bench corpus` prints it). The padded computation multiplies every
-# slot through every linear layer, GELU, layer norm and dropout, and attends over T x T per sequence; the
-# mask only makes the padded results irrelevant, it does not make them free. So half of every step is
-# spent on numbers no loss ever reads.
+# **Why padding costs.** A batch is a (B, T) grid, T the longest sequence in it. Pretraining batches
+# of the bundled corpus are about half padding: 32 instances hold about 1,700 real tokens in 32 x
+# 109 = 3,500 slots, a *fill* of 0.48 (`minibert bench corpus` prints it). The padded computation
+# multiplies every slot through every linear layer, GELU, layer norm and dropout, and attends over
+# T x T per sequence; the mask only makes the padded results irrelevant, it does not make them free.
+# So half of every step is spent on numbers no loss ever reads.
 #
-# **What unpadding changes** (MosaicBERT, ModernBERT). Everything in the layer except attention treats
-# each token on its own: the linear layers, GELU, layer norm, dropout and the residual sums are *row-wise*
-# on (tokens, H). So gather the N = `attention_mask.sum()` real tokens once into an (N, H) array and run all
-# of that on N rows instead of B T. Attention is the one operation that mixes tokens, and only within a
-# sequence: `Unpadded` orders the rows by sequence length, so the c sequences of one length n are c n
-# consecutive rows, and the view `(c, n, H) -> (c, A, n, D)` attends as one batch with no mask at all
-# (no query or key is padding). At the end the rows are scattered back to (B, T, H), zeros at padding.
-# `BertModel` does this by default; `model.unpad = False` runs the padded computation, which is the one
-# sections 1-3 wrote out and the reference the unpadded one is tested against.
+# **What unpadding changes** (MosaicBERT, ModernBERT). Everything in the layer except attention
+# treats each token on its own: the linear layers, GELU, layer norm, dropout and the residual sums
+# are *row-wise* on (tokens, H). So gather the N = `attention_mask.sum()` real tokens once into an
+# (N, H) array and run all of that on N rows instead of B T. Attention is the one operation that
+# mixes tokens, and only within a sequence: `Unpadded` orders the rows by sequence length, so the c
+# sequences of one length n are c n consecutive rows, and the view `(c, n, H) -> (c, A, n, D)`
+# attends as one batch with no mask at all (no query or key is padding). At the end the rows are
+# scattered back to (B, T, H), zeros at padding. `BertModel` does this by default;
+# `model.unpad = False` runs the padded computation, which is the one sections 1-3 wrote out and the
+# reference the unpadded one is tested against.
 
 # %%
 from minibert.bench import batch_flops
@@ -486,10 +487,10 @@ for unpad in (False, True):
     model_u.backward(dy_u)
     results[unpad] = out_u.last_hidden_state, {n: g.copy() for n, g in model_u.named_grads()}
 real = mask == 1
+grad_diff = max(np.abs(results[True][1][n] - results[False][1][n]).max() for n in results[True][1])
 print(f"padded vs unpadded: max |output diff| at real positions = "
       f"{np.abs(results[True][0][real] - results[False][0][real]).max():.1e}, "
-      f"max |gradient diff| over {len(results[True][1])} tensors = "
-      f"{max(np.abs(results[True][1][n] - results[False][1][n]).max() for n in results[True][1]):.1e}")
+      f"max |gradient diff| over {len(results[True][1])} tensors = {grad_diff:.1e}")
 model_u.unpad = True
 
 # A pretraining batch with the corpus's fill, at the mini size: the matmul FLOPs each way.
@@ -502,22 +503,24 @@ print(f"mini, B=32, T=109, fill {corpus_like.mean():.2f}: {padded_gflop:.1f} GFL
       f"{unpadded_gflop:.1f} GFLOP unpadded ({unpadded_gflop / padded_gflop:.2f}x)")
 
 # %% [markdown]
-# **What it costs in indexing.** One gather of the inputs (ids, segments, positions: N integers each) and
-# one scatter of the last hidden state back to (B, T, H); the backward does the reverse, once. The
-# positions are no longer `arange(T)` broadcast over the batch but `index % T` per row, so the position
-# embedding's gradient is a scatter-add over N rows instead of a sum over B. Attention makes one call per
-# distinct length instead of one call per batch: about 25 calls per layer for a batch of 32 corpus
-# instances, each on a view, so the Python overhead is a few hundred microseconds per layer. Against that,
-# every token-wise operation does 1 / fill as little work, and attention does sum(n_b^2) instead of B T^2:
-# about a third for the corpus's lengths. Dropout draws masks for the real tokens only, so the same seed
-# gives other masks than the padded computation (same distribution): with dropout on, the two paths agree
-# in distribution, with dropout off to rounding.
+# **What it costs in indexing.** One gather of the inputs (ids, segments, positions: N integers
+# each) and one scatter of the last hidden state back to (B, T, H); the backward does the reverse,
+# once. The positions are no longer `arange(T)` broadcast over the batch but `index % T` per row, so
+# the position embedding's gradient is a scatter-add over N rows instead of a sum over B. Attention
+# makes one call per distinct length instead of one call per batch: about 25 calls per layer for a
+# batch of 32 corpus instances, each on a view, so the Python overhead is a few hundred microseconds
+# per layer. Against that, every token-wise operation does 1 / fill as little work, and attention
+# does sum(n_b^2) instead of B T^2: about a third for the corpus's lengths. Dropout draws masks for
+# the real tokens only, so the same seed gives other masks than the padded computation (same
+# distribution): with dropout on, the two paths agree in distribution, with dropout off to rounding.
 #
-# What you should see: fill 0.71, N = 17, groups `((0, 2, 3), (6, 1, 5), (11, 1, 6))` (the two sequences
-# of length 3 first, rows 0-5); outputs equal at real positions and gradients within about 1e-13 (float64
-# rounding: the sums run in another order); the mini batch at fill 0.56 needs 0.59x the FLOPs unpadded.
-# `minibert bench corpus` measures the whole pretraining step on the bundled corpus against Hugging Face
-# with dynamic padding, and `minibert bench profile --corpus` shows where its time goes.
+# What you should see: fill 0.71, N = 17, groups `((0, 2, 3), (6, 1, 5), (11, 1, 6))` (the two
+# sequences of length 3 first, rows 0-5); outputs equal at real positions and gradients within about
+# 1e-13 (float64 rounding: the sums run in another order); the mini batch at fill 0.56 needs 0.59x
+# the FLOPs unpadded. `minibert bench corpus` measures the whole pretraining step on the bundled
+# corpus against Hugging Face with dynamic padding, and `minibert bench profile --corpus` shows
+# where its time goes.
 #
-# **Exercise.** Give `mask` a row of zeros (a sequence with no real token). Which group does it get, what
-# does the unpadded `last_hidden_state` hold in that row, and what does the padded path hold there?
+# **Exercise.** Give `mask` a row of zeros (a sequence with no real token). Which group does it get,
+# what does the unpadded `last_hidden_state` hold in that row, and what does the padded path hold
+# there?
