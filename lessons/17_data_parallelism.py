@@ -155,9 +155,10 @@ print(f"shard rows as computed alone vs the big batch's: max ratio "
       f"max difference {np.abs(rows_fixed - rows_big).max():.1e} (float32 logits)")
 
 # %% [markdown]
-# The package does exactly this, for both losses: `distributed.renormalise(model, weights, totals,
-# out)`, called between a shard's forward and its backward, sets the per-row factors of the loss to
-# w_p / (W + eps) and 1 / B, so `model.backward()` produces grad L_r. Where do W and B come from?
+# The package does exactly this, for both losses: `distributed.renormalise(weights, totals, out)`,
+# called between a shard's forward and its backward, returns the two factors (W_r + eps) / (W + eps)
+# and b_r / B, and `model.backward(dmlm_loss=..., dnsp_loss=...)` takes them as the upstream gradients
+# of the shard's two losses, which produces grad L_r. Where do W and B come from?
 # Every rank knows the whole global batch (the order of an epoch is a pure function of the seed), so
 # it counts them itself, without communicating: `distributed.BatchTotals.of(weights of the global
 # batch)`. Summing the renormalised shards' gradients, in float32 and in float64:
@@ -171,9 +172,9 @@ for dtype in (np.float32, np.float64):
     for s in shards:
         model.zero_grad()
         o = model.forward(**{k: s[k] for k in D.BATCH_KEYS})
-        mlm_part, nsp_part = D.renormalise(model, s["masked_lm_weights"], totals, o)
-        loss_sum += mlm_part + nsp_part
-        model.backward()
+        share = D.renormalise(s["masked_lm_weights"], totals, o)
+        loss_sum += share.mlm_part + share.nsp_part
+        model.backward(dmlm_loss=share.dmlm_loss, dnsp_loss=share.dnsp_loss)
         for n, g in model.named_grads():
             summed[n] += g
     print(f"{np.dtype(dtype).name}: sum of renormalised shard gradients vs big batch: relative "

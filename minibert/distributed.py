@@ -226,60 +226,33 @@ class BatchTotals:
         return cls(float(w.astype(dtype).sum()), int(w.shape[0]), tokens)
 
 
-def _is_cross_entropy_cache(item) -> bool:
-    """(probs (N, C), targets (N,) integers, row_scale (N,)): a ``cross_entropy_forward`` cache."""
-    if not (isinstance(item, tuple) and len(item) == 3
-            and all(isinstance(a, np.ndarray) for a in item)):
-        return False
-    probs, targets, scale = item
-    return (probs.ndim == 2 and targets.ndim == 1 and scale.ndim == 1 and targets.dtype.kind in "iu"
-            and scale.dtype.kind == "f" and len(probs) == len(targets) == len(scale))
+@dataclasses.dataclass(frozen=True)
+class ShardLoss:
+    """A shard's share of the global batch's loss: the upstream gradient of each of its two losses (for
+    ``model.backward``) and its parts of the two global losses (their sums over the ranks)."""
+    dmlm_loss: float
+    dnsp_loss: float
+    mlm_part: float
+    nsp_part: float
 
 
-def _loss_row_scales(model) -> tuple[np.ndarray, np.ndarray]:
-    """The per-row factors w_p / denominator of the masked-LM and next-sentence losses of the last
-    forward, as cached for the backward.
+def renormalise(shard_weights: np.ndarray, totals: BatchTotals, out) -> ShardLoss:
+    """Make the shard's own loss its part of the global batch's loss.
 
-    BertForPreTraining takes no loss normaliser other than its own batch's, so these are found where
-    its forward keeps them: the two cross-entropy caches (probs, targets, row_scale) among the
-    tuples it stores on itself, however the backend wraps them, masked LM first.
-    tests/test_distributed.py checks the result against the big batch, so a change of that layout
-    fails a test rather than silently changing the gradient."""
-    found = []
-
-    def search(value, depth):
-        if _is_cross_entropy_cache(value):
-            found.append(value[2])
-        elif isinstance(value, tuple) and depth < 3:
-            for item in value:
-                search(item, depth + 1)
-    for value in vars(model).values():
-        search(value, 0)
-    if len(found) != 2:
-        raise RuntimeError("renormalising the loss needs the two loss caches of a forward() with "
-                           f"labels; found {len(found)} (update minibert.distributed."
-                           "_loss_row_scales if BertForPreTraining changed how it keeps them)")
-    return found[0], found[1]
-
-
-def renormalise(model, shard_weights: np.ndarray, totals: BatchTotals, out) -> tuple[float, float]:
-    """Make the shard's own loss its part of the global batch's loss (before ``model.backward()``).
-
-    After ``model.forward`` on a shard, the cached per-row factors are w_p / (W_r + eps) and
-    1 / b_r; they become w_p / (W + eps) and 1 / B, computed as the one-process loss computes
-    them, so the rows' gradients equal the big batch's rows' bit for bit and only their summation
-    order differs. Returns the shard's parts of the masked-LM and next-sentence losses (their sums
-    over the ranks are the global batch's losses)."""
-    mlm_scale, nsp_scale = _loss_row_scales(model)
-    dtype = mlm_scale.dtype
+    After ``model.forward`` on a shard, its masked-LM loss is sum_p w_p nll_p / (W_r + eps) and its
+    next-sentence loss sum_b nll_b / b_r, normalised by the shard's own counts. The global batch's loss
+    counts the same rows as sum_p w_p nll_p / (W + eps) and sum_b nll_b / B, that is, the shard's losses
+    times c_mlm = (W_r + eps) / (W + eps) and c_nsp = b_r / B. These factors are the losses' upstream
+    gradients: ``model.backward(dmlm_loss=c_mlm, dnsp_loss=c_nsp)`` gives the shard's part of the global
+    gradient, and summing over the ranks gives the whole (up to float rounding in the order of sums)."""
+    if out.mlm_loss is None or out.nsp_loss is None:
+        raise RuntimeError("renormalising a shard's loss needs a forward() with labels")
+    dtype = np.asarray(out.mlm_loss).dtype
     w = np.asarray(shard_weights).reshape(-1).astype(dtype)
-    own_denominator = float(w.sum(dtype=dtype) + dtype.type(EPS))
-    global_denominator = dtype.type(totals.predictions) + dtype.type(EPS)
-    mlm_scale[...] = w / global_denominator
-    nsp_scale[...] = dtype.type(1 / totals.sequences)
-    mlm_part = float(out.mlm_loss) * own_denominator / float(global_denominator)
-    nsp_part = float(out.nsp_loss) * len(nsp_scale) / totals.sequences
-    return mlm_part, nsp_part
+    own, total = w.sum(dtype=dtype) + dtype.type(EPS), dtype.type(totals.predictions) + dtype.type(EPS)
+    c_mlm = float(own) / float(total)
+    c_nsp = len(out.seq_relationship_logits) / totals.sequences
+    return ShardLoss(c_mlm, c_nsp, float(out.mlm_loss) * c_mlm, float(out.nsp_loss) * c_nsp)
 
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
@@ -310,11 +283,11 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
             timings.update(compute=time.perf_counter() - t0, wait=0.0, allreduce=0.0)
         return {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss),
                 "nsp_loss": float(out.nsp_loss), "stop": stop}
-    mlm_part, nsp_part = renormalise(model, batch["masked_lm_weights"], totals, out)
-    model.backward()
+    share = renormalise(batch["masked_lm_weights"], totals, out)
+    model.backward(dmlm_loss=share.dmlm_loss, dnsp_loss=share.dnsp_loss)
     grads = [g for _, g in model.named_grads()]
     # The loss parts and the flag travel in the gradients' buffer: still one message per step.
-    extra = np.array([mlm_part, nsp_part, float(stop)], dtype=grads[0].dtype)
+    extra = np.array([share.mlm_part, share.nsp_part, float(stop)], dtype=grads[0].dtype)
     if timings is not None:
         t1 = time.perf_counter()
         comm.barrier()

@@ -114,15 +114,19 @@ class BertForPreTraining(Module, PreTrainedModel):
             raise ValueError("the pretraining loss needs both masked_lm_ids and next_sentence_labels")
         return result
 
-    def backward(self, dloss=1.0):
-        """Fill every gradient from d(total loss). The total is a sum, so both losses get dloss."""
+    def backward(self, dloss=1.0, dmlm_loss=None, dnsp_loss=None):
+        """Fill every gradient from d(total loss). The total is mlm_loss + nsp_loss, so both get dloss;
+        ``dmlm_loss`` / ``dnsp_loss`` give one of them its own upstream gradient (data-parallel training
+        weighs a shard's two losses by the shard's share of the global batch: ``minibert.distributed``)."""
         if self.cache is None:
             raise RuntimeError("backward() needs a forward() with masked_lm_ids and next_sentence_labels")
+        dmlm = dloss if dmlm_loss is None else dmlm_loss
+        dnsp = dloss if dnsp_loss is None else dnsp_loss
         positions, seq_shape, mlm_cache, nsp_cache = self.cache
         B, T, H = seq_shape
-        dmlm_logits = kernels.cross_entropy_backward(dloss, mlm_cache)                 # (B*P, V)
+        dmlm_logits = kernels.cross_entropy_backward(dmlm, mlm_cache)                  # (B*P, V)
         dgathered = self.cls.predictions.backward(dmlm_logits)                          # (B*P, H)
-        dpooled = self.cls.seq_relationship.backward(kernels.cross_entropy_backward(dloss, nsp_cache))
+        dpooled = self.cls.seq_relationship.backward(kernels.cross_entropy_backward(dnsp, nsp_cache))
         # Scatter the gathered rows back; add.at because padding predictions may repeat a position.
         dseq = np.zeros(seq_shape, dtype=dgathered.dtype)
         np.add.at(dseq, (np.arange(B)[:, None], positions), dgathered.reshape(B, -1, H))
