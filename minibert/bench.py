@@ -438,7 +438,8 @@ def bench_train(args) -> int:
         steps["huggingface"] = (None, _huggingface_trainer(config, args.seed))
         steps["huggingface"][1](batch)
     else:
-        print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the Hugging Face row)")
+        print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the "
+              "Hugging Face row)")
     times = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, (backend, step) in steps.items():
@@ -668,8 +669,7 @@ def bench_profile(args) -> int:
           f"operation, per step (wrapped calls inside excluded):\n")
     rows = [[name, f"{timer.calls[name] / repeats:g}", f"{1e3 * sec / repeats:.1f}",
              f"{100 * sec / total:.1f}%"]
-            for name, sec in sorted(timer.seconds.items(), key=lambda item: -item[1])
-            if 1e3 * sec / repeats >= 0.05]
+            for name, sec in sorted(timer.seconds.items(), key=lambda item: -item[1])]
     other = 1e3 * (instrumented * repeats - total) / repeats
     rows.append(["(outside the wrapped calls: clip, AdamW, zero_grad)", "", f"{other:.1f}", ""])
     print_table(["operation", "calls", "ms/step", "share"], rows)
