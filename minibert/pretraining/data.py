@@ -815,9 +815,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "between documents")
     parser.add_argument("--vocab", type=Path, required=True, help="vocab.txt, or a tokenizer folder holding one")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output folder (shards + meta.json): a new folder, or one `minibert prepare` wrote")
+                        help="output folder (shards + meta.json): a new folder, or one `minibert "
+                             "prepare` wrote")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into an --out that holds other files (only shards and meta.json are replaced)")
+                        help="write into an --out that holds other files (only shards and "
+                             "meta.json are replaced)")
     parser.add_argument("--max-seq-length", type=int, default=d.max_seq_length, help="T (default %(default)s)")
     parser.add_argument("--max-predictions-per-seq", type=int, default=d.max_predictions_per_seq,
                         help="P (default %(default)s)")
