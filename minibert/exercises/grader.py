@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.gradcheck import STEP, TOLERANCE
+from minibert.gradcheck import TOLERANCE, entry_errors
 
 # A forward agrees with the package's when every entry is within this relative error (float64
 # rounding of the same algebra done in another order is ~1e-15; a real mistake is far larger).
@@ -194,29 +194,13 @@ def numeric_gradient_mismatch(
     ``loss_fn`` with respect to ``tensor`` (perturbed in place, restored), as (index, analytic,
     numeric, relative error), or None. The relative error and its floor are those of
     ``minibert.gradcheck``."""
-    flat = tensor.reshape(-1)
-    analytic = np.asarray(analytic, dtype=np.float64).reshape(-1)
+    analytic = np.asarray(analytic, dtype=np.float64).reshape(tensor.shape)
     if tensor.size <= max_entries:
         idx = np.arange(tensor.size)
     else:
         rng = rng or np.random.default_rng(0)
         idx = np.sort(rng.choice(tensor.size, max_entries, replace=False))
-    numeric, noise = np.empty(len(idx)), np.empty(len(idx))
-    for j, i in enumerate(idx):
-        old = flat[i]
-        flat[i] = old + STEP
-        plus = loss_fn()
-        flat[i] = old - STEP
-        minus = loss_fn()
-        flat[i] = old
-        numeric[j] = (plus - minus) / (2 * STEP)
-        noise[j] = 64 * np.finfo(np.float64).eps * max(abs(plus), abs(minus)) / (2 * STEP)
-    a = analytic[idx]
-    floor = 1e-3 * max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0), 1e-300)
-    rel = np.abs(a - numeric) / np.maximum(np.maximum(np.abs(a), np.abs(numeric)), floor)
-    # Both below the rounding noise of the difference itself (the key bias, whose exact gradient is
-    # 0): they agree as far as can be measured, as in minibert.gradcheck.
-    rel[np.maximum(np.abs(a), np.abs(numeric)) <= noise] = 0.0
+    a, numeric, rel = entry_errors(loss_fn, tensor, analytic, idx)
     bad = np.flatnonzero(rel > TOLERANCE)
     if not len(bad):
         return None
