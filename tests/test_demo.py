@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-from minibert import demo, plots
+pytest.importorskip("matplotlib", reason="matplotlib is a runtime dependency: pip install '.[test]'")
+
+from minibert import demo, plots  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,14 @@
 Each figure is captured at ``savefig`` (nothing is written into the repository) and its artists read.
 """
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from minibert.finetuning import stability
-from minibert.probing import figures
+pytest.importorskip("matplotlib", reason="matplotlib is a runtime dependency: pip install '.[test]'")
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from minibert.finetuning import stability  # noqa: E402
+from minibert.probing import figures  # noqa: E402
 
 
 @pytest.fixture
