@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from minibert.config import PRESETS, BertConfig
+from minibert.validation import positive_int
 
 # The sizes of a BERT pretraining step that are not in the model config. The MLM head scores about 15%
 # of the tokens: max_predictions_per_seq = 20 for T = 128 in the original BERT, so P = 20 B rows.
@@ -49,8 +50,7 @@ PREDICTIONS_PER_SEQUENCE = 20
 # ----------------------------------------------------------------------------------------------
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall-clock time of ``fn()`` in milliseconds over ``repeats`` calls, after ``warmup`` calls."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    positive_int("--repeats", repeats)
     for _ in range(warmup):
         fn()
     times = []
@@ -491,9 +491,7 @@ def _corpus_dataset(args, tmp, needed: int, command: str):
     from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 
     for name in ("steps", "lines", "dupe_factor"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
+        positive_int("--" + name.replace("_", "-"), getattr(args, name))
     lines = _corpus_head(args.lines)
     (tmp / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     t0 = time.perf_counter()
@@ -788,8 +786,7 @@ def bench_parity(args) -> int:
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     for name in ("steps", "lines"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+        positive_int(f"--{name}", getattr(args, name))
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     B, T, steps = args.batch_size, args.seq_len, args.steps
@@ -947,7 +944,6 @@ def main(args) -> int:
         if getattr(args, name) is None:
             setattr(args, name, defaults.get(name, fallback[name]))
     for name in ("repeats", "batch_size", "seq_len"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        positive_int("--" + name.replace("_", "-"), getattr(args, name))
     run, _ = BENCHMARKS[args.what]
     return run(args)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from minibert import distributed as D
+from minibert.validation import positive_int
 
 DEFAULTS = {"preset": "mini", "batch_size": 32, "steps": 10, "lines": 4000, "dupe_factor": 1}
 WARMUP_STEPS = 2
@@ -139,9 +140,7 @@ def main(args) -> int:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     for name in ("batch_size", "seq_len", "steps", "lines", "dupe_factor"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
-                             f"got {getattr(args, name)}")
+        positive_int("--" + name.replace("_", "-"), getattr(args, name))
     if args.batch_size < 2:
         raise ValueError(f"--batch-size must be at least 2 to share it between 2 ranks, "
                          f"got {args.batch_size}")

@@ -14,7 +14,6 @@ import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from minibert.pretraining.trainer import Trainer, TrainConfig, build_model, eval
 from minibert.probing import agreement_probe, load_eval_set
 from minibert.probing.data import subsample
 from minibert.tokenization import BertTokenizer
+from minibert.validation import positive_int
 
 CLOZE = [
     "the farmers [MASK] the cows every morning .",
@@ -140,8 +140,7 @@ def unigram_accuracy(train: PretrainingDataset, heldout: PretrainingDataset) -> 
 def main(args) -> int:
     t_start = time.perf_counter()
     for option, value in (("--steps", args.steps), ("--finetune-seeds", args.finetune_seeds)):
-        if value < 1:
-            raise ValueError(f"{option} must be at least 1, got {value}")
+        positive_int(option, value)
     # The output-folder rule, checked before any work.
     out = outputs.claim(args.out, "demo", overwrite=getattr(args, "overwrite", False))
     say = print

@@ -21,7 +21,7 @@ def test_bench_kernels_reports_every_kernel(capsys):
 
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "kernels", "--repeats", "0"]) == 1
-    assert "--repeats must be at least 1" in capsys.readouterr().err
+    assert "--repeats must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "nothing"])
 

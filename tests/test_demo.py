@@ -67,5 +67,5 @@ def test_demo_help_says_what_it_does_and_bad_counts_are_refused(tmp_path, capsys
         assert words in text, words
     for option in ("--steps", "--finetune-seeds"):
         assert main(["demo", option, "0", "--out", str(tmp_path / "demo")]) == 1
-        assert f"{option} must be at least 1, got 0" in capsys.readouterr().err
+        assert f"{option} must be a positive integer, got 0" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()                 # refused before anything was written

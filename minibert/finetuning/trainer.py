@@ -40,6 +40,7 @@ from minibert.models import BertForSequenceClassification
 from minibert.nn import LayerNorm, Linear
 from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
 from minibert.tokenization import BertTokenizer
+from minibert.validation import positive_int
 
 
 @dataclasses.dataclass
@@ -76,9 +77,7 @@ class FinetuneConfig:
             raise ValueError("fine-tuning needs a model folder (--from DIR); with --random-init it only "
                              "gives the architecture")
         for name in ("batch_size", "max_length", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise ValueError(f"epochs must be positive, got {self.epochs!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -85,6 +85,7 @@ import numpy as np
 from minibert import outputs
 from minibert.tokenization import BertTokenizer
 from minibert.tokenization.vocab import SPECIAL_TOKENS, decode_utf8
+from minibert.validation import positive_int
 
 FORMAT = "minibert-pretraining-data"
 FORMAT_VERSION = 1
@@ -518,8 +519,7 @@ def prepare(corpus: Sequence[str | os.PathLike], vocab: str | os.PathLike | Bert
     progress lines (e.g. ``print``).
     """
     log = log or (lambda message: None)
-    if isinstance(instances_per_shard, bool) or not isinstance(instances_per_shard, int) or instances_per_shard < 1:
-        raise ValueError(f"instances_per_shard must be a positive integer, got {instances_per_shard!r}")
+    positive_int("instances_per_shard", instances_per_shard)
     if not isinstance(heldout_fraction, (int, float)) or not 0.0 <= heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -774,8 +774,7 @@ class PretrainingDataset:
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Batches per epoch."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
     def batch(self, indices: np.ndarray, trim_padding: bool = False) -> dict[str, np.ndarray]:

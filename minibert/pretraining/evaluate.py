@@ -15,6 +15,7 @@ from minibert.paths import data_path
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import evaluate
 from minibert.tokenization import BertTokenizer
+from minibert.validation import positive_int
 
 EVAL_SEED = 12345
 
@@ -54,8 +55,7 @@ def evaluate_checkpoint(model_dir, text=None, batch_size=32, seed=EVAL_SEED, log
 
 
 def main(args) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    positive_int("--batch-size", args.batch_size)
     result = evaluate_checkpoint(args.model, args.text, args.batch_size, args.seed)
     print(f"{result['checkpoint']}: masked LM loss {result['eval_mlm_loss']:.4f}, accuracy "
           f"{result['eval_mlm_accuracy']:.4f} over {result['eval_predictions']} predictions; next "

@@ -45,6 +45,7 @@ from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
 from minibert.pretraining.data import PretrainingDataset
+from minibert.validation import positive_int
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions", "masked_lm_ids",
               "masked_lm_weights", "next_sentence_labels")
@@ -74,8 +75,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and name in ("eval_every", "eval_batches"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, value)
         if not self.divergence_factor > 1:
             raise ValueError(f"divergence_factor must be above 1, got {self.divergence_factor!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

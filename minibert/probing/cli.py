@@ -31,6 +31,7 @@ from minibert.probing import cloze, figures, representations, structural
 from minibert.probing.data import load_eval_set, subsample
 from minibert.probing.linear import ProbeConfig
 from minibert.tokenization import BertTokenizer
+from minibert.validation import positive_int
 
 KIND = "probe"
 PROBES = ("agreement", "npi", "negation", "facts", "malformed", "layers", "attention")
@@ -413,8 +414,8 @@ def write_report(results: dict, out: Path, model, random_model, tokenizer, descr
 
 def main(args) -> int:
     only = parse_only(args.only)
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive integer, got {args.limit}")
+    if args.limit is not None:
+        positive_int("--limit", args.limit)
     t0 = time.perf_counter()
     comm = distributed.world()              # one process, or this rank of an mpiexec run
     out = distributed.on_root(comm, lambda: outputs.claim(
