@@ -593,14 +593,14 @@ WORK.cleanup()
 #   the largest `lr(t) x factor(t)` is 1.35e-3, at update 801.
 # - Yardsticks: unigram loss 5.518 [5.768: counts from fewer instances], accuracy 0.126 (always `.`); NSP
 #   label 1 in 0.597 of the held-out pairs, label entropy 0.674.
-# - The run, 400 steps of 32 (1.42 epochs): first losses 9.024, 9.033, 9.015. Held-out MLM loss / accuracy
-#   at steps 50, 200, 400: 5.629 / 0.126, 5.362 / 0.158, 5.271 / 0.180, NSP accuracy 0.57-0.61. Final,
-#   on all 1,108 held-out instances (8,491 predictions): **MLM loss 5.238, accuracy 0.178, NSP 0.602**,
-#   against 5.518 / 0.126 / 0.597 for the yardsticks. Gradient norm before clipping: median 1.67, clipped
-#   in 94% of the steps. Training took 110-190 s on one core of a busy machine. [Quick: 30 steps of 8;
-#   held-out MLM loss 7.455 -> 6.569 over 32 instances, accuracy 0.132.]
-# - `fill_mask` after the short run: `a` (0.27-0.30) for the first three sentences, `.` for the last: the
-#   same few frequent tokens whatever the context.
+# - The run, 400 steps of 32 (1.42 epochs): first losses 9.031, 9.023, 9.030. Held-out MLM loss / accuracy
+#   at steps 50, 200, 400: 5.630 / 0.126, 5.366 / 0.158, 5.258 / 0.170, NSP accuracy 0.57-0.61. Final,
+#   on all 1,108 held-out instances (8,491 predictions): **MLM loss 5.227, accuracy 0.178, NSP 0.591**,
+#   against 5.518 / 0.126 / 0.597 for the yardsticks. Gradient norm before clipping: median 1.73, clipped
+#   in 94% of the steps. Training took 65 s on one core of a quiet machine (110-190 s on a busy one).
+#   [Quick: 30 steps of 8; held-out MLM loss 7.450 -> 6.568 over 32 instances, accuracy 0.132.]
+# - `fill_mask` after the short run: `a` (0.16-0.21) for the first three sentences, `.` for the last:
+#   the same few frequent tokens whatever the context.
 # - The shipped model on the same held-out instances: **MLM loss 2.122, accuracy 0.545, NSP 0.736**, the
 #   first row of its model card (`minibert evaluate data/pretrained/tiny` prints the same) [first 32
 #   instances: 2.082, 0.543, 0.719]; four times the unigram accuracy and well above the NSP majority rate.
