@@ -17,6 +17,7 @@ renamed over the target, so a crash leaves the previous version or the new one, 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -80,6 +81,15 @@ def write_file(path, data: bytes | str | Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path) -> str:
+    """The sha256 of a file's bytes, read in blocks of 1 MiB (shards and weights can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ---- the marker -------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from minibert import cli
 from minibert.config import BertConfig
 from minibert.models.pretraining import BertForPreTraining
 from minibert.pretraining.data import (ARRAYS, DataConfig, InstanceMaker, PretrainingDataset, instances_to_arrays,
-                                       prepare, read_documents, truncate_seq_pair, vocab_sha256)
+                                       prepare, read_documents, truncate_seq_pair)
 from minibert.tokenization import SPECIAL_TOKENS, BertTokenizer, write_vocab
+from minibert.tokenization.vocab import vocab_sha256
 
 WORD_RE = re.compile(r"d(\d+)s(\d+)w(\d+)")
 

@@ -29,7 +29,6 @@ wanting two threads on two cores slow each other down.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -344,16 +343,8 @@ def shared_settings(config) -> dict:
     init = Path(config.init).resolve()
     settings["init"] = str(init)
     weights = init / "model.safetensors"
-    settings["init_weights_sha256"] = _sha256(weights) if weights.is_file() else None
+    settings["init_weights_sha256"] = outputs.sha256_file(weights) if weights.is_file() else None
     return settings
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_settings(out: Path, settings: dict) -> None:

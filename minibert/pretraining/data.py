@@ -71,7 +71,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -84,7 +83,7 @@ import numpy as np
 
 from minibert import outputs
 from minibert.tokenization import BertTokenizer
-from minibert.tokenization.vocab import SPECIAL_TOKENS, decode_utf8
+from minibert.tokenization.vocab import SPECIAL_TOKENS, decode_utf8, vocab_sha256
 from minibert.validation import positive_int
 
 FORMAT = "minibert-pretraining-data"
@@ -139,16 +138,6 @@ class DataConfig:
     def max_num_tokens(self) -> int:
         """Tokens of A and B together: T minus [CLS], [SEP], [SEP]."""
         return self.max_seq_length - 3
-
-
-def vocab_sha256(tokens: Sequence[str]) -> str:
-    """sha256 of a vocabulary as ``write_vocab`` writes it (UTF-8, each token followed by "\\n").
-
-    For a vocab.txt with Unix line endings and a final newline this is the sha256 of the file itself;
-    hashing the token list rather than the bytes makes the same vocabulary give the same hash whether
-    it comes from a file, a folder or a tokenizer in memory.
-    """
-    return hashlib.sha256("".join(t + "\n" for t in tokens).encode("utf-8")).hexdigest()
 
 
 def _vocab_tokens(vocab) -> list[str]:
@@ -457,21 +446,6 @@ def instances_to_arrays(instances: Sequence[TrainingInstance], max_seq_length: i
     return out
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def write_shards(arrays: dict[str, np.ndarray], out_dir: Path, split: str, instances_per_shard: int,
                  compress: bool = False) -> list[dict]:
     """Write ``arrays`` as ``{split}-00000.npz``, ... of at most ``instances_per_shard`` instances each.
@@ -486,8 +460,9 @@ def write_shards(arrays: dict[str, np.ndarray], out_dir: Path, split: str, insta
     for k, start in enumerate(range(0, n, instances_per_shard)):
         name = f"{split}-{k:05d}.npz"
         part = {key: value[start:start + instances_per_shard] for key, value in arrays.items()}
-        _write_atomic(out_dir / name, lambda f: save(f, **part))
-        shards.append({"file": name, "instances": len(part["input_ids"]), "sha256": _sha256_file(out_dir / name)})
+        outputs.write_file(out_dir / name, lambda path: save(path, **part))
+        shards.append({"file": name, "instances": len(part["input_ids"]),
+                       "sha256": outputs.sha256_file(out_dir / name)})
     return shards
 
 
@@ -593,7 +568,7 @@ def prepare(corpus: Sequence[str | os.PathLike], vocab: str | os.PathLike | Bert
         "corpus": {"paths": [str(p) for p in corpus], **dataclasses.asdict(stats)},
         "splits": splits,
     }
-    _write_atomic(out_dir / "meta.json", lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode("utf-8")))
+    outputs.write_file(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     log(f"wrote {out_dir} in {time.perf_counter() - t_start:.1f} s in total")
     return meta
 
@@ -643,7 +618,7 @@ class PretrainingDataset:
         for shard in meta["splits"][split]["shards"]:
             path = self.directory / shard["file"]
             arrays = self._load_shard(path, shard["instances"])
-            if verify_checksums and _sha256_file(path) != shard["sha256"]:
+            if verify_checksums and outputs.sha256_file(path) != shard["sha256"]:
                 raise ValueError(f"{path}: sha256 differs from meta.json: the file was modified or corrupted "
                                  f"after `minibert prepare` wrote it")
             parts.append(arrays)
