@@ -28,10 +28,13 @@ Adding a benchmark is one function ``bench_NAME(args) -> int`` and one entry in 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -354,7 +357,6 @@ def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
     A small warm-up model runs first, so Numba's compilation (or PyTorch's lazy set-up) is not counted,
     and the kernel's high-water mark (VmHWM) is reset after it (``/proc/self/clear_refs``)."""
     import gc
-    import json
 
     from minibert import kernels
 
@@ -385,7 +387,6 @@ def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
 
 def _peak_memory_mb(path: str, config: BertConfig, batch_file) -> float | None:
     """``_peak_memory_child`` in a fresh Python; None if it failed (the table then shows "-")."""
-    import json
     import subprocess
     import sys
 
@@ -410,8 +411,6 @@ def _have_torch() -> bool:
 def bench_train(args) -> int:
     """One pretraining step (forward, backward, clipping, AdamW) of minibert's NumPy path, its Numba path
     and, when installed, Hugging Face ``BertForPreTraining`` in PyTorch, on the same batch, interleaved."""
-    import tempfile
-    from pathlib import Path
 
     from minibert import kernels
 
@@ -514,8 +513,6 @@ def bench_corpus(args) -> int:
     """Pretraining throughput on the bundled corpus: minibert's Trainer step against Hugging Face
     ``BertForPreTraining`` + torch AdamW with dynamic padding, tiny and mini, on the same batches,
     interleaved; real (non-padding) tokens per second."""
-    import tempfile
-    from pathlib import Path
 
     from minibert import kernels
     from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
@@ -610,8 +607,6 @@ def bench_profile(args) -> int:
     step
     on the synthetic full-length batch of ``bench train`` or (``--corpus``) on bundled-corpus
     batches."""
-    import tempfile
-    from pathlib import Path
 
     from minibert import kernels, profiling
     from minibert.models import BertForPreTraining
@@ -695,8 +690,6 @@ def bench_cost(args) -> int:
     (T = 128): minibert's pretraining step beside Hugging Face's on full-length synthetic batches of
     ``--batch-size`` (default 8), 15% of the positions predicted; the two paths interleaved, median
     of ``--repeats``."""
-    import tempfile
-    from pathlib import Path
 
     from minibert import kernels
 
@@ -770,9 +763,6 @@ def _corpus_head(lines: int) -> list[str]:
 def bench_parity(args) -> int:
     """Train minibert's BertForPreTraining and Hugging Face's from the same weights on the same batches
     (dropout off, the same AdamW, schedule and clipping), print both losses and plot the two curves."""
-    import json
-    import tempfile
-    from pathlib import Path
 
     from minibert import interop
     from minibert.models import BertForPreTraining
