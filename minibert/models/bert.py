@@ -388,7 +388,7 @@ class BertModel(Module, PreTrainedModel):
         self.cache = layout
         index = layout.index
         delta = None if inputs_embeds_delta is None else layout.gather(inputs_embeds_delta)
-        x = self.embeddings.forward(input_ids.reshape(-1)[index], token_type_ids.reshape(-1)[index],
+        x = self.embeddings.forward(layout.gather(input_ids), layout.gather(token_type_ids),
                                     delta, position_ids=index % layout.shape[1])        # (N, H)
         last, hidden_states, attentions = self.encoder.forward(x, layout, output_hidden_states,
                                                                output_attentions)
@@ -418,6 +418,9 @@ class BertModel(Module, PreTrainedModel):
         layout = self.cache
         if layout is None:
             return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
+        # out = scatter(rows) sets out[index] = rows and leaves padding at a constant 0, so
+        # d rows = gather(d out): the gradients at padded positions reach no parameter. Dually the
+        # gathered delta's gradient (N, H) is scattered back to (B, T, H), zero at padding.
         if d_hidden_states is not None:
             d_hidden_states = [None if g is None else layout.gather(g) for g in d_hidden_states]
         d_rows = self.encoder.backward(layout.gather(d), d_hidden_states)                  # (N, H)
