@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import interop, outputs, safetensors
+from minibert import interop, outputs, paths, safetensors
 from minibert.config import BertConfig
 from minibert.tokenization.vocab import check_model_vocab, vocab_sha256
 
@@ -215,12 +215,16 @@ def save_model(model, path, vocab: list[str] | None = None, extra=None, *, kind:
     return write_directory_atomically(path, write, kind, fields)
 
 
-def _model_folder(path) -> Path:
+def _model_folder(path, hint: str = "") -> Path:
     path = Path(path)
     recover(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {path}")
+        raise FileNotFoundError(f"checkpoint directory not found: {path}{hint}")
     return path
+
+
+# What a loader's "not found" adds: the names that would have worked.
+NAMES_HINT = f"; give a model folder or a shipped model's name ({', '.join(paths.SHIPPED_MODELS)})"
 
 
 def check_vocabulary(path, config: BertConfig) -> None:
@@ -233,11 +237,14 @@ def check_vocabulary(path, config: BertConfig) -> None:
 
 
 def resolve(path) -> Path:
-    """A checkpoint folder, or a run folder of ``minibert pretrain`` standing for its latest
-    checkpoint (the one its ``latest`` file names, else the complete ``checkpoint-*`` with the
-    highest step)."""
+    """The model folder ``path`` stands for: a checkpoint folder; a run folder of ``minibert
+    pretrain`` standing for its latest checkpoint (the one its ``latest`` file names, else the
+    complete ``checkpoint-*`` with the highest step); or the name of a shipped model (``tiny``,
+    ``mini``: ``paths.model_dir``) when no file or folder of that name exists here. Every loader
+    and command goes through this, so each takes the names."""
     path = Path(path)
     recover(path)
+    path = paths.model_dir(path)
     if not path.is_dir() or (path / CONFIG_NAME).is_file():
         return path
     pointer = path / "latest"
@@ -250,7 +257,7 @@ def resolve(path) -> Path:
 
 
 def load_config(path) -> BertConfig:
-    path = _model_folder(resolve(path))
+    path = _model_folder(resolve(path), NAMES_HINT)
     config = interop.read_config(path)[0]
     check_vocabulary(path, config)
     return config
@@ -268,7 +275,8 @@ def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool =
 
     The folder may come from minibert or from transformers (``minibert.interop`` maps the variants:
     with or without the ``bert.`` prefix, legacy LayerNorm names, buffers, tied decoder copies,
-    float16 and bfloat16); a run folder of ``minibert pretrain`` stands for its latest checkpoint. A
+    float16 and bfloat16); a run folder of ``minibert pretrain`` stands for its latest checkpoint,
+    and a shipped model's name (``tiny``, ``mini``) for its folder in ``data/pretrained/``. A
     pretraining checkpoint loads into a ``BertModel`` (its heads are ignored); a ``BertModel``
     checkpoint loads into a model with heads when ``allow_missing_heads=True`` (the heads keep their
     fresh initialisation). Any other missing or unexpected key, any shape mismatch, a weight that is
@@ -277,7 +285,7 @@ def load_model(cls, path, rng: np.random.Generator | None = None, strict: bool =
     ``(model, interop.LoadingInfo)``. ``config_overrides`` replace fields of the stored config
     (``num_labels=3``, ``hidden_dropout_prob=0.0``) before the model is built.
     """
-    path = _model_folder(resolve(path))
+    path = _model_folder(resolve(path), NAMES_HINT)
     config, raw = interop.read_config(path)
     check_vocabulary(path, config)
     if config_overrides:
@@ -331,7 +339,8 @@ class PreTrainedModel:
     @classmethod
     def from_pretrained(cls, path, rng: np.random.Generator | None = None, strict: bool = True,
                         allow_missing_heads: bool = False, output_loading_info: bool = False, **config_overrides):
-        """A model from a minibert or Hugging Face folder; see ``load_model``."""
+        """A model from a minibert or Hugging Face folder, or a shipped model by name
+        (``from_pretrained("tiny")``); see ``load_model``."""
         return load_model(cls, path, rng, strict, allow_missing_heads, output_loading_info, **config_overrides)
 
     def save_pretrained(self, path, vocab: list[str] | None = None,

@@ -12,6 +12,10 @@ and gets:
   point it at a temporary folder, so running the tests never writes into the repository), else
   ``figures/`` beside the lesson file, or ``figures/`` in the working directory in a notebook, where
   ``__file__`` is not defined.
+* ``pretrained_model()`` (lessons 09-14 and 16): the folder of the pretrained model the lesson
+  starts from, chosen by ``MINIBERT_MODEL``: a shipped model's name (``tiny``, ``mini``) or a
+  model folder, such as a run of ``minibert pretrain``; unset, the shipped ``tiny``, for which
+  the lessons' "What you should see" numbers were measured.
 * matplotlib's file-only backend "Agg" when the lesson runs as a script (no window opens and nothing
   waits for one to close); in a notebook (an ipykernel is loaded) figures stay inline.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 
 QUICK_VARIABLE = "MINIBERT_QUICK"
 FIGURES_VARIABLE = "MINIBERT_FIGURES"
+MODEL_VARIABLE = "MINIBERT_MODEL"
 
 
 def quick() -> bool:
@@ -40,6 +45,21 @@ def figures_dir(lesson_file: str | os.PathLike | None = None) -> Path:
     else:
         folder = Path("figures")
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def pretrained_model() -> Path:
+    """The pretrained model folder ``MINIBERT_MODEL`` names (see the module docstring)."""
+    from minibert import checkpoint, paths
+
+    chosen = os.environ.get(MODEL_VARIABLE, "")
+    if not chosen:
+        return paths.shipped_model("tiny")
+    folder = checkpoint.resolve(Path(chosen).expanduser())
+    if not (folder / checkpoint.CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{MODEL_VARIABLE}={chosen}: no model there ({folder} has no "
+                                f"{checkpoint.CONFIG_NAME}); set it to a shipped model's name "
+                                f"({', '.join(paths.SHIPPED_MODELS)}) or a model folder")
     return folder
 
 

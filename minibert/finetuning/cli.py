@@ -1,6 +1,7 @@
 """``minibert finetune``: fine-tune a pretrained model on a task, with any of the techniques.
 
-    minibert finetune --task entailment                         # the shipped model, dropout 0.1
+    minibert finetune --task entailment                         # the shipped tiny, dropout 0.1
+    minibert finetune --task entailment --from mini             # the shipped mini
     minibert finetune --task entailment --mixout 0.8
     minibert finetune --task entailment --layers mix
     minibert finetune --task entailment --intermediate nli      # two-stage
@@ -15,7 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from minibert.paths import data_path
+from minibert.paths import SHIPPED_MODELS, shipped_model
 
 
 def freelb_triple(text: str) -> tuple[int, float, float]:
@@ -33,8 +34,10 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--task", required=True,
                         help="a bundled task (acceptability, sentiment, entailment, nli) or a folder with "
                              "train/dev/test.jsonl and a task.json (see minibert.finetuning.data)")
-    parser.add_argument("--from", dest="init", default=None,
-                        help="model folder to start from (default: the shipped pretrained model)")
+    parser.add_argument("--from", dest="init", default=None, metavar="MODEL",
+                        help="the pretrained model to start from: a shipped model's name (tiny, "
+                             "mini) or a model folder; a folder of that name in the working "
+                             "directory wins (default: the shipped tiny)")
     parser.add_argument("--random-init", action="store_true",
                         help="the same architecture with fresh weights: what pretraining is worth")
     parser.add_argument("--epochs", type=float, default=3.0, help="passes over the training set (default 3)")
@@ -80,12 +83,14 @@ def add_arguments(parser) -> None:
 def config_from_args(args, **changes):
     from minibert.finetuning.trainer import FinetuneConfig
 
-    from minibert.checkpoint import resolve
+    from minibert.checkpoint import CONFIG_NAME, resolve
 
-    if args.init is not None:
-        init = str(resolve(args.init))
-    else:
-        init = str(data_path("pretrained", "tiny"))
+    # The default is the shipped folder itself, so that a folder ./tiny never changes it.
+    init = resolve(args.init) if args.init is not None else shipped_model("tiny")
+    if not (init / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"--from {args.init}: no {CONFIG_NAME} there (expected a shipped "
+                                f"model's name ({', '.join(SHIPPED_MODELS)}) or a model folder)")
+    init = str(init)
     fields = dict(task=args.task, init=init, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
                   batch_size=args.batch_size, train_limit=args.train_limit, max_length=args.max_length)
     for name in ("dropout", "mixout", "layers", "layer_dropout", "freelb", "freelb_init_mag", "smart",

@@ -5,7 +5,8 @@ classifier's initialisation, the dropout masks, the order of the examples), and 
 the dev scores. A run *fails* when its dev score is at or below the majority-class baseline: it learned
 nothing a constant answer would not. Dodge et al. (2020) and Lee et al. (2020) found that on small
 data sets (RTE, MRPC, CoLA) a good fraction of BERT-large restarts fail; Mixout, bias-corrected Adam,
-longer training and re-initialised top layers were proposed to make failures rarer.
+longer training and re-initialised top layers were proposed to make failures rarer. The model is
+``--from``'s: a shipped model's name (``tiny``, the default, or ``mini``) or a model folder.
 
 Strategies (comma-separated, each a name and an optional number):
     dropout[P]       dropout P (default 0.1): the usual fine-tuning

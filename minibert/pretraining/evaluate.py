@@ -1,4 +1,6 @@
-"""``minibert evaluate DIR``: held-out masked-LM loss and accuracy and NSP accuracy of a checkpoint.
+"""``minibert evaluate MODEL``: held-out masked-LM loss and accuracy and NSP accuracy of a model
+(a checkpoint folder, a run folder of ``minibert pretrain``, or a shipped model's name:
+``minibert evaluate mini``).
 
 The held-out instances are made with the checkpoint's own vocabulary, one masking seeded by
 ``--seed`` (``EVAL_SEED``), 128 tokens and one pass (``eval_data_config``): the same instances
@@ -27,10 +29,11 @@ def eval_data_config(max_position_embeddings: int) -> DataConfig:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="a checkpoint folder (config.json, model.safetensors, "
-                                      "vocab.txt), or the "
-                                      "output folder of `minibert pretrain` (its latest "
-                                      "checkpoint)")
+    parser.add_argument("model", help="a shipped model's name (tiny, mini), a checkpoint folder "
+                                      "(config.json, model.safetensors, vocab.txt), or the output "
+                                      "folder of `minibert pretrain` (its latest checkpoint); a "
+                                      "folder named like a shipped model in the working "
+                                      "directory wins")
     parser.add_argument("--text", nargs="+",
                         help="held-out text in BERT format (default: the bundled held-out documents)")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -1,6 +1,7 @@
 """``minibert probe``: every probe on one model, beside its baselines; a Markdown report and a JSON.
 
-    minibert probe --model data/pretrained/tiny --out runs/probe
+    minibert probe --model tiny --out runs/probe
+    minibert probe --model mini --out runs/probe-mini
     minibert probe --model random --only agreement,layers --out runs/probe-random
 
 Baselines, in every table and figure:
@@ -25,7 +26,7 @@ from minibert import distributed, outputs
 from minibert.checkpoint import CONFIG_NAME, load_config, resolve
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
-from minibert.paths import data_dir
+from minibert.paths import SHIPPED_MODELS, data_dir
 from minibert.probing import attention as attn_mod
 from minibert.probing import cloze, figures, representations, structural
 from minibert.probing.data import load_eval_set, subsample
@@ -39,8 +40,10 @@ PROBES = ("agreement", "npi", "negation", "facts", "malformed", "layers", "atten
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True,
-                        help="a model directory (config.json, model.safetensors, vocab.txt), or 'random' for "
-                             "a randomly initialised model of the shipped size")
+                        help="a shipped model's name (tiny, mini), a model folder (config.json, "
+                             "model.safetensors, vocab.txt; a folder named like a shipped model in "
+                             "the working directory wins), or 'random' for a randomly initialised "
+                             "model of the tiny model's size")
     parser.add_argument("--only", default=",".join(PROBES),
                         help=f"comma-separated probes to run (default: all of {','.join(PROBES)})")
     parser.add_argument("--out", default="runs/probe",
@@ -85,8 +88,9 @@ def load_models(model_arg: str, seed: int):
     else:
         path = resolve(model_arg)
         if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"--model {model_arg}: no {CONFIG_NAME} there (expected a model directory "
-                                    f"or 'random')")
+            raise FileNotFoundError(f"--model {model_arg}: no {CONFIG_NAME} there (expected a "
+                                    f"shipped model's name ({', '.join(SHIPPED_MODELS)}), a model "
+                                    "folder or 'random')")
         model = BertForPreTraining.from_pretrained(path)
         tokenizer = BertTokenizer.from_pretrained(path if (path / "vocab.txt").is_file() else data_dir())
         description = str(path)
