@@ -27,15 +27,13 @@
 #   layer. At a `[MASK]` slot it sees the mask's embedding and its position, nothing about the sentence.
 #
 # The model is the one that ships in `data/pretrained/tiny` (2 layers, hidden 128, 2 heads; lesson 08
-# shows how it was trained). Set `MINIBERT_MODEL=path/to/model` to probe another one, e.g. your own run.
+# shows how it was trained). Set `MINIBERT_MODEL=mini` (the larger shipped model) or a model folder,
+# e.g. your own run, to probe another one.
 #
 # **Run time:** about 40 s on a 2-core laptop (quick mode `MINIBERT_QUICK=1`: about 10 s, on a sample
 # of every set). Builds on lesson 08 (pretraining) and uses `minibert.probing`.
 
 # %%
-import os
-from pathlib import Path
-
 import numpy as np
 
 from minibert import lessons
@@ -48,10 +46,7 @@ from minibert.tokenization import BertTokenizer
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 
-MODEL_DIR = Path(os.environ.get("MINIBERT_MODEL", data_dir() / "pretrained" / "tiny"))
-if not (MODEL_DIR / "config.json").is_file():
-    raise FileNotFoundError(f"no model in {MODEL_DIR}: this lesson probes the pretrained model that ships in "
-                            "data/pretrained/tiny (or set MINIBERT_MODEL to a model directory)")
+MODEL_DIR = lessons.pretrained_model()        # MINIBERT_MODEL: tiny (default), mini, a folder
 model = BertForPreTraining.from_pretrained(MODEL_DIR).eval()
 tokenizer = BertTokenizer.from_pretrained(MODEL_DIR if (MODEL_DIR / "vocab.txt").is_file() else data_dir())
 random_model = BertForPreTraining(model.config, np.random.default_rng(SEED)).eval()

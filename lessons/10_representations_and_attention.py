@@ -27,9 +27,6 @@
 # sentences and shorter probe training). Builds on lesson 09; uses `minibert.probing`.
 
 # %%
-import os
-from pathlib import Path
-
 import numpy as np
 
 from minibert import functional as F
@@ -45,10 +42,7 @@ from minibert.tokenization import BertTokenizer
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 
-MODEL_DIR = Path(os.environ.get("MINIBERT_MODEL", data_dir() / "pretrained" / "tiny"))
-if not (MODEL_DIR / "config.json").is_file():
-    raise FileNotFoundError(f"no model in {MODEL_DIR}: this lesson probes the pretrained model that ships in "
-                            "data/pretrained/tiny (or set MINIBERT_MODEL to a model directory)")
+MODEL_DIR = lessons.pretrained_model()        # MINIBERT_MODEL: tiny (default), mini, a folder
 model = BertForPreTraining.from_pretrained(MODEL_DIR).eval()
 tokenizer = BertTokenizer.from_pretrained(MODEL_DIR if (MODEL_DIR / "vocab.txt").is_file() else data_dir())
 random_model = BertForPreTraining(model.config, np.random.default_rng(SEED)).eval()

@@ -39,7 +39,6 @@ from minibert.finetuning.stability import format_table, plot_swarm, summarise
 from minibert.finetuning.trainer import FinetuneConfig, finetune, reinit_top_layers
 from minibert.models import BertForSequenceClassification
 from minibert.optim import linear_warmup_decay
-from minibert.paths import data_path
 from minibert.tokenization import BertTokenizer
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
@@ -47,11 +46,8 @@ SEED = 0
 np.set_printoptions(precision=4, suppress=True)
 T_START = time.perf_counter()
 
-TINY = data_path("pretrained", "tiny")
-if not (TINY / "config.json").is_file():
-    raise FileNotFoundError(f"no model in {TINY}: this lesson fine-tunes the pretrained model that ships in "
-                            "data/pretrained/tiny (lesson 08 shows how to make it)")
-tokenizer = BertTokenizer.from_pretrained(TINY)
+BASE = lessons.pretrained_model()   # MINIBERT_MODEL: tiny (the default), mini or a folder
+tokenizer = BertTokenizer.from_pretrained(BASE)
 print(f"quick mode: {QUICK}")
 
 # %% [markdown]
@@ -73,8 +69,8 @@ print(f"quick mode: {QUICK}")
 
 # %%
 model, loading = BertForSequenceClassification.from_pretrained(
-    TINY, np.random.default_rng(SEED), allow_missing_heads=True, output_loading_info=True)
-print(f"loaded {TINY.name}: {model.num_parameters():,} parameters, "
+    BASE, np.random.default_rng(SEED), allow_missing_heads=True, output_loading_info=True)
+print(f"loaded {BASE.name}: {model.num_parameters():,} parameters, "
       f"{len(list(model.bert.named_parameters()))} encoder arrays copied")
 print(f"missing in the checkpoint (fresh initialisation): {loading.missing_keys}")
 print(f"left out of the model (the MLM and NSP heads): {len(loading.unexpected_keys)} tensors")
@@ -264,7 +260,7 @@ for name, pred in predictors.items():
 # %%
 EPOCHS = 1.0 if QUICK else 3.0
 COMPARE_SEEDS = range(2 if QUICK else 3)
-base = FinetuneConfig(task="entailment", init=str(TINY), epochs=EPOCHS)
+base = FinetuneConfig(task="entailment", init=str(BASE), epochs=EPOCHS)
 print(f"protocol: lr {base.lr}, batch {base.batch_size}, epochs {base.epochs}, warmup {base.warmup_fraction}, "
       f"weight decay {base.weight_decay}, clip {base.max_grad_norm}, dropout {model.config.hidden_dropout_prob}, "
       f"bias correction {base.correct_bias}")
@@ -389,7 +385,7 @@ for t in (1, 2, 3, 5, 10, 21, 100, 1000):
 # its embeddings and layer 0 (half of its encoder layers):
 
 # %%
-fresh = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True)
+fresh = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED), allow_missing_heads=True)
 before = {n: p.copy() for n, p in fresh.named_parameters()}
 names = reinit_top_layers(fresh, 1, np.random.default_rng(SEED))
 changed = [n for n, p in fresh.named_parameters() if not np.array_equal(p, before[n])]

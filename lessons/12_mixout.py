@@ -43,14 +43,14 @@ from minibert.finetuning.trainer import FinetuneConfig, finetune
 from minibert.models import BertForSequenceClassification
 from minibert.nn import Dropout, Linear
 from minibert.optim import AdamW, clip_grad_norm, triples_from_model
-from minibert.paths import data_dir, data_path
+from minibert.paths import data_dir
 from minibert.tokenization import BertTokenizer
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
 np.set_printoptions(precision=4, suppress=True)
 T_START = time.perf_counter()
-TINY = data_path("pretrained", "tiny")
+BASE = lessons.pretrained_model()   # MINIBERT_MODEL: tiny (the default), mini or a folder
 print(f"quick mode: {QUICK}")
 
 # %% [markdown]
@@ -306,7 +306,7 @@ for size in (1e-5, 5e-5, 1e-4, 1e-3, 1e-2):
 SMALL = 100
 distance_seeds = range(1 if QUICK else 3)
 pretrained = {n: p.copy() for n, p in BertForSequenceClassification.from_pretrained(
-    TINY, np.random.default_rng(SEED), allow_missing_heads=True).bert.named_parameters()}
+    BASE, np.random.default_rng(SEED), allow_missing_heads=True).bert.named_parameters()}
 mixed_names = [n for n, w in pretrained.items() if w.ndim == 2 and not n.startswith("embeddings")]
 
 
@@ -321,7 +321,7 @@ pull = {"mixout 0 (no dropout)": {"dropout": 0.0}, "dropout 0.1": {}, "mixout 0.
         "mixout 0.9": {"mixout": 0.9}}
 pull_results = {}
 for name, changes in pull.items():
-    runs = [finetune(FinetuneConfig(task="entailment", init=str(TINY), seed=s, train_limit=SMALL, **changes),
+    runs = [finetune(FinetuneConfig(task="entailment", init=str(BASE), seed=s, train_limit=SMALL, **changes),
                      log=lambda line: None) for s in distance_seeds]
     pull_results[name] = (np.mean([distance(r.model) for r in runs]),
                           np.mean([r.final.dev["accuracy"] for r in runs]))
@@ -351,7 +351,7 @@ for name, changes in pull.items():
 # loading, so the targets are the pretrained weights.
 
 # %%
-model = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True)
+model = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED), allow_missing_heads=True)
 classifier_init = model.classifier.weight.data.copy()
 mixed = apply_mixout(model, 0.9)
 print(f"{len(mixed)} mixed weights:")
@@ -361,7 +361,7 @@ dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
 print(f"{len(dropouts)} Dropout modules, p now {sorted({m.p for m in dropouts})}")
 print(f"classifier target = its initialisation: {np.array_equal(model.classifier.target, classifier_init)}")
 
-tokenizer = BertTokenizer.from_pretrained(TINY)
+tokenizer = BertTokenizer.from_pretrained(BASE)
 info = task_data.task_info("entailment")
 train = task_data.encode(task_data.load_examples(info, "train"), tokenizer, info)
 batch = next(task_data.batches(train, 16, np.random.default_rng(SEED)))
@@ -391,9 +391,9 @@ def training_step(model, optimizer, grads):
     optimizer.step(1e-3)
 
 
-with_dropout = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED),
+with_dropout = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED),
                                                              allow_missing_heads=True).train()
-with_mixout = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED),
+with_mixout = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED),
                                                             allow_missing_heads=True)
 apply_mixout(with_mixout, 0.9)
 with_mixout.train()
@@ -423,7 +423,7 @@ print(f"per training forward: dropout draws {dropout_draws:,} random numbers (on
 
 # The size of the gradient entries at the start of fine-tuning (section 4's question): a fresh model,
 # four batches, no update in between, the gradients clipped as in training.
-fresh = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True)
+fresh = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED), allow_missing_heads=True)
 fresh.train()
 fresh_grads = [g for _, g in fresh.named_grads()]
 entries = []

@@ -44,11 +44,11 @@ from minibert.finetuning import batches, majority_score, metrics, stability
 from minibert.finetuning.trainer import FinetuneConfig, Finetuner, finetune
 from minibert.models import BertForSequenceClassification
 from minibert.nn import ScalarMix
-from minibert.paths import data_dir, data_path
+from minibert.paths import data_dir
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
-TINY = str(data_path("pretrained", "tiny"))      # the shipped pretrained model (lesson 08)
+BASE = str(lessons.pretrained_model())   # MINIBERT_MODEL: tiny (the default), mini or a folder
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(SEED)
 STARTED = time.perf_counter()
@@ -165,10 +165,10 @@ print(f"{sum(r.ok for r in results)} of {len(results)} tensors within {gradcheck
 # model's logits (eval mode: no dropout).
 
 # %%
-finetuner = Finetuner(FinetuneConfig(task="acceptability", init=TINY), log=lambda s: None)
+finetuner = Finetuner(FinetuneConfig(task="acceptability", init=BASE), log=lambda s: None)
 batch = next(batches(finetuner.encoded("acceptability", "dev"), 8))
 for layers in ("mix", "concat4"):
-    model = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True,
+    model = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED), allow_missing_heads=True,
                                                           classifier_layers=layers).eval()
     if layers == "mix":                  # weights away from 0, so the mix is not a plain average
         model.scalar_mix.weights.data[:] = [0.5, -0.2, 0.1]
@@ -208,7 +208,7 @@ print(f"gradient checks of the whole model (loss, mix with layer dropout, concat
 
 # %%
 LAYER_SEEDS = [0] if QUICK else [0, 1, 2]
-LAYER_RUN = dict(task="acceptability", init=TINY) | (dict(train_limit=64, epochs=1.0) if QUICK else {})
+LAYER_RUN = dict(task="acceptability", init=BASE) | (dict(train_limit=64, epochs=1.0) if QUICK else {})
 layer_dev, mix_runs = {}, []
 print(f"{'layers':8} " + " ".join(f"seed {s:<2}" for s in LAYER_SEEDS) + "    mean   s/run")
 for layers in ("last", "mix", "concat4"):
@@ -271,7 +271,7 @@ INTER_EPOCHS = 0.01 if QUICK else 0.1
 TARGET_SIZES = [32] if QUICK else [100, 500]
 TARGET_SEEDS = [0] if QUICK else [0, 1, 2]
 t0 = time.perf_counter()
-stage_one = Finetuner(FinetuneConfig(task="entailment", init=TINY, seed=SEED), log=lambda s: None)
+stage_one = Finetuner(FinetuneConfig(task="entailment", init=BASE, seed=SEED), log=lambda s: None)
 nli_model, nli_result = stage_one.run_stage("nli", INTER_EPOCHS, stage=1)
 nli_encoder = {name: array.copy() for name, array in nli_model.bert.named_parameters()}
 print(f"intermediate: nli, {INTER_EPOCHS} epochs = {nli_result.steps} steps of 16 "
@@ -303,7 +303,7 @@ two_stage = {}
 print(f"{'target':14} {'N':>4} {'start':10} " + " ".join(f"seed {s:<2}" for s in TARGET_SEEDS) + "    mean   s/run")
 for task in ("entailment", "acceptability"):
     for size in TARGET_SIZES:
-        config = FinetuneConfig(task=task, init=TINY, train_limit=size)
+        config = FinetuneConfig(task=task, init=BASE, train_limit=size)
         target = Finetuner(config, log=lambda s: None)
         for start, encoder in (("pretrained", None), ("nli", nli_encoder)):
             t0 = time.perf_counter()

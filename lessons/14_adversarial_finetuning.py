@@ -44,22 +44,22 @@ from minibert.finetuning.adversarial import smart_ascent
 from minibert.finetuning.trainer import FinetuneConfig, Finetuner, finetune, plain_step
 from minibert.models import BertForSequenceClassification
 from minibert.optim import AdamW, clip_grad_norm, triples_from_model
-from minibert.paths import data_dir, data_path
+from minibert.paths import data_dir
 
 QUICK, FIGURES = lessons.setup(globals().get("__file__"))
 SEED = 0
-TINY = str(data_path("pretrained", "tiny"))      # the shipped pretrained model (lesson 08)
+BASE = str(lessons.pretrained_model())   # MINIBERT_MODEL: tiny (the default), mini or a folder
 np.set_printoptions(precision=4, suppress=True)
 rng = np.random.default_rng(SEED)
 STARTED = time.perf_counter()
 print(f"kernels: {kernels.backend()}; quick mode: {QUICK}")
 
-finetuner = Finetuner(FinetuneConfig(task="entailment", init=TINY), log=lambda s: None)
+finetuner = Finetuner(FinetuneConfig(task="entailment", init=BASE), log=lambda s: None)
 train, dev = finetuner.encoded("entailment", "train"), finetuner.encoded("entailment", "dev")
 batch = next(batches(train, 16))                 # the first 16 training pairs, trimmed to their longest
 ids, types, mask, labels = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["labels"]
 mask3 = mask[:, :, None].astype(np.float32)      # (B, T, 1): 1 at real tokens, 0 at padding
-model = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True)
+model = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED), allow_missing_heads=True)
 model.train()
 B, T = ids.shape
 H = model.config.hidden_size
@@ -511,7 +511,7 @@ print(f"run_check('smart') (the objective's parameter gradient for a fixed delta
 # this term (lambda_s = 0, mu = 1), at a constant learning rate of 1e-3:
 
 # %%
-student = BertForSequenceClassification.from_pretrained(TINY, np.random.default_rng(SEED), allow_missing_heads=True)
+student = BertForSequenceClassification.from_pretrained(BASE, np.random.default_rng(SEED), allow_missing_heads=True)
 student.train()
 teacher = BregmanTeacher(student, beta=0.99)
 optimizer = AdamW(triples_from_model(student), lr=1e-3, weight_decay=0.01)
@@ -601,7 +601,7 @@ def sensitivity(model, encoded, eps, seed):
     return np.mean(random_kl), np.mean(adversarial_kl)
 
 
-SMOOTH_RUN = dict(task="entailment", init=TINY, epochs=1.0, smart_mu=0.0, seed=SEED,
+SMOOTH_RUN = dict(task="entailment", init=BASE, epochs=1.0, smart_mu=0.0, seed=SEED,
                   train_limit=64 if QUICK else 500)
 smoothness = {}
 print(f"{'lambda_s':>8} {'steps':>5} {'dev acc':>7} {'random noise':>13} {'adversarial':>12} {'s/run':>6}")
@@ -629,7 +629,7 @@ for lam in (0.0, 1.0, 10.0):
 
 # %%
 COMPARE_SEEDS = [0] if QUICK else [0, 1, 2]
-COMPARE_RUN = dict(task="entailment", init=TINY) | (dict(train_limit=64, epochs=1.0) if QUICK else dict(train_limit=500))
+COMPARE_RUN = dict(task="entailment", init=BASE) | (dict(train_limit=64, epochs=1.0) if QUICK else dict(train_limit=500))
 strategies = {"plain": {}, "freelb": stability.strategy_changes("freelb", 3.0),
               "freelb alpha 0.03": dict(freelb=(2, 0.03, 0.0), freelb_init_mag=0.03),
               "smart": stability.strategy_changes("smart", 3.0)}

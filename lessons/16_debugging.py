@@ -267,7 +267,7 @@ print(table["tied_by_assignment"][1])
 # evaluated twice.
 
 # %%
-shipped = BertForPreTraining.from_pretrained(data_path("pretrained", "tiny"),
+shipped = BertForPreTraining.from_pretrained(lessons.pretrained_model(),  # MINIBERT_MODEL
                                              np.random.default_rng(SEED))
 EVAL_BATCHES = 4 if QUICK else 12
 
