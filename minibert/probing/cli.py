@@ -422,10 +422,11 @@ def main(args) -> int:
         positive_int("--limit", args.limit)
     t0 = time.perf_counter()
     comm = distributed.world()              # one process, or this rank of an mpiexec run
+    # The model first: a --model that is not one leaves no empty --out behind.
+    model, random_model, tokenizer, description = load_models(args.model, args.seed)
     out = distributed.on_root(comm, lambda: outputs.claim(
         args.out, KIND, overwrite=args.overwrite, recognise=lambda folder: (
             (folder / "report.md").is_file() and (folder / "results.json").is_file())))
-    model, random_model, tokenizer, description = load_models(args.model, args.seed)
     labels = {"model": "random model" if args.model == "random" else "pretrained",
               "embeddings": "embedding layer", "random": "random init"}
     # The probes are independent: rank r runs probes r, r + N, ...; rank 0 gathers and writes.
