@@ -183,9 +183,22 @@ def write_directory_atomically(path, write, kind: str = "model",
     return path
 
 
+STORAGE_DTYPES = ("float32", "float16")
+
+
+def _stored(name: str, a, dtype: str) -> np.ndarray:
+    """``a`` as stored; a weight float16 cannot hold (|w| >= 65520) is an error, not an inf."""
+    with np.errstate(over="ignore"):
+        stored = np.asarray(a, dtype=np.dtype(dtype))
+    if not np.isfinite(stored).all():
+        raise ValueError(f"weight {name!r} does not fit in {dtype} (largest |w| {np.abs(a).max():.3g}); "
+                         "save it as float32")
+    return stored
+
+
 def save_model(model, path, vocab: list[str] | None = None, extra=None, *, kind: str = "model",
                overwrite: bool = False, option: str = "the folder",
-               allow: str = "pass overwrite=True") -> Path:
+               allow: str = "pass overwrite=True", dtype: str = "float32") -> Path:
     """Write config, weights (and vocab) to ``path`` atomically. ``extra(tmp_dir)`` may add files.
 
     ``config.json`` names the model's class in ``architectures`` (our class names are
@@ -194,19 +207,22 @@ def save_model(model, path, vocab: list[str] | None = None, extra=None, *, kind:
     new, empty, or a folder minibert saved the same ``kind`` into (``outputs.claim``), so that
     ``save_pretrained`` never replaces a pretraining checkpoint or a fine-tuned model; ``overwrite``
     allows any folder and still replaces only the files this function writes. ``option`` /
-    ``allow`` word a refusal.
+    ``allow`` word a refusal. ``dtype="float16"`` stores the weights in half the space (every loader
+    reads them back as float32; the shipped ``mini`` model is stored so).
     """
     path = Path(path)
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"cannot store weights as {dtype!r}; choose one of {', '.join(STORAGE_DTYPES)}")
     if path.exists() or path.is_symlink():
         outputs.claim(path, kind, overwrite=overwrite, option=option, allow=allow)
-    tensors = {name: np.asarray(a, dtype=np.float32) for name, a in model.named_parameters()}
+    tensors = {name: _stored(name, a, dtype) for name, a in model.named_parameters()}
     fields = {}
     if vocab is not None:
         vocab = list(vocab)
         fields.update(vocab_sha256=vocab_sha256(vocab), vocab_size=len(vocab))
 
     def write(tmp: Path):
-        model.config.to_json_file(tmp / CONFIG_NAME, extra=interop.hf_config_fields(type(model).__name__))
+        model.config.to_json_file(tmp / CONFIG_NAME, extra=interop.hf_config_fields(type(model).__name__, dtype))
         safetensors.save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt"})  # transformers requires "pt"
         if vocab is not None:
             (tmp / VOCAB_NAME).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
@@ -344,7 +360,8 @@ class PreTrainedModel:
         return load_model(cls, path, rng, strict, allow_missing_heads, output_loading_info, **config_overrides)
 
     def save_pretrained(self, path, vocab: list[str] | None = None,
-                        overwrite: bool = False) -> Path:
+                        overwrite: bool = False, dtype: str = "float32") -> Path:
         """Save to ``path``: a new folder, an empty one, or one minibert saved a model into; any
-        other folder only with ``overwrite=True``, which replaces only the files written here."""
-        return save_model(self, path, vocab, overwrite=overwrite)
+        other folder only with ``overwrite=True``, which replaces only the files written here.
+        ``dtype="float16"`` halves the file (loading gives float32 again, rounded to float16)."""
+        return save_model(self, path, vocab, overwrite=overwrite, dtype=dtype)

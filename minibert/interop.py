@@ -77,10 +77,10 @@ def config_from_hf(d: dict) -> BertConfig:
     return BertConfig.from_dict(d)
 
 
-def hf_config_fields(architecture: str) -> dict:
+def hf_config_fields(architecture: str, dtype: str = "float32") -> dict:
     """What ``config.json`` needs besides BertConfig's fields (already Hugging Face names) for transformers:
     the class to build (``architectures``, read by ``AutoModel*``) and the dtype of the stored weights."""
-    return {"architectures": [architecture], "dtype": "float32"}
+    return {"architectures": [architecture], "dtype": dtype}
 
 
 def read_config(path) -> tuple[BertConfig, dict]:

@@ -69,6 +69,28 @@ def test_save_pretrained_layout_and_round_trip(tmp_path):
     np.testing.assert_array_equal(encoder.pooler.dense.weight.data, model.bert.pooler.dense.weight.data)
 
 
+def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    model = BertForPreTraining(CONFIG, np.random.default_rng(1))
+    vocab = [f"tok{i}" for i in range(40)]
+    model.save_pretrained(tmp_path / "full", vocab=vocab)
+    model.save_pretrained(tmp_path / "half", vocab=vocab, dtype="float16")
+    full, half = ((tmp_path / name / "model.safetensors").stat().st_size for name in ("full", "half"))
+    stored = sum(a.size for a in safetensors.load_file(tmp_path / "half" / "model.safetensors")[0].values())
+    assert 0 <= (full - half) - 2 * stored < 100      # two bytes less per weight; the header's offsets shrink
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["dtype"] == "float16"
+    assert set(checkpoint.interop.read_weights(tmp_path / "half")[1].values()) == {"F16"}
+    again = BertForPreTraining.from_pretrained(tmp_path / "half")
+    for (n, a), (_, b) in zip(model.named_parameters(), again.named_parameters()):
+        assert b.dtype == np.float32, n
+        np.testing.assert_array_equal(b, a.astype(np.float16).astype(np.float32), err_msg=n)
+    model.bert.pooler.dense.weight.data[0, 0] = 1e5                  # beyond float16's range
+    with pytest.raises(ValueError, match="does not fit in float16.*save it as float32"):
+        model.save_pretrained(tmp_path / "too-big", vocab=vocab, dtype="float16")
+    assert not (tmp_path / "too-big").exists()
+    with pytest.raises(ValueError, match="cannot store weights as 'int8'"):
+        model.save_pretrained(tmp_path / "int8", dtype="int8")
+
+
 def test_missing_checkpoint_and_bad_config(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         BertModel.from_pretrained(tmp_path / "nope")
