@@ -93,7 +93,9 @@ def load_models(model_arg: str, seed: int):
                                     "folder or 'random')")
         model = BertForPreTraining.from_pretrained(path)
         tokenizer = BertTokenizer.from_pretrained(path if (path / "vocab.txt").is_file() else data_dir())
-        description = str(path)
+        # A shipped model by name is reported by its name, so reports read the same on every machine.
+        shipped = model_arg in SHIPPED_MODELS and not Path(model_arg).exists()
+        description = f"the shipped model {model_arg}" if shipped else str(path)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(f"the vocabulary has {tokenizer.vocab_size} tokens but the model expects "
                          f"{model.config.vocab_size}")
