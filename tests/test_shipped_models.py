@@ -159,8 +159,6 @@ def test_the_lessons_model_comes_from_minibert_model(stand_in, monkeypatch):
         lessons.pretrained_model()
 
 
-@pytest.mark.skipif(not (REAL_MINI / "config.json").is_file(),
-                    reason="data/pretrained/mini is not there yet (the lead ships it)")
 def test_the_shipped_mini_loads_by_name_with_the_shipped_vocabulary(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = BertForPreTraining.from_pretrained("mini")
