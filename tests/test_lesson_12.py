@@ -110,3 +110,7 @@ def test_lesson_12_runs_in_quick_mode(tmp_path):
     for name in ("12_stability_live.png",):
         figure = figures / name
         assert figure.is_file() and figure.stat().st_mtime >= started - 1, name
+    # 10. the learning-rate sweep from the mini model: the shipped table, and its figure
+    sweep = ROOT / "data" / "results" / "mixout_regime" / "entailment-200"
+    assert (sweep / "table.md").read_text().strip() in out
+    assert (figures / "12_mixout_regime_entailment-200.png").is_file()

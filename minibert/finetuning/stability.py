@@ -206,6 +206,68 @@ def format_table(rows: list[dict], task: str, metric: str, majority: float) -> s
     return "\n".join(lines)
 
 
+def read_sweep(folder) -> list[tuple[dict, list[dict]]]:
+    """The experiments of a sweep: every subfolder of ``folder`` with a ``settings.json`` and a
+    ``runs.jsonl`` (one ``minibert stability`` command each), as (settings, runs) sorted by learning
+    rate. They must share every setting but the learning rate."""
+    found = []
+    for sub in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if (sub / SETTINGS).is_file() and (sub / "runs.jsonl").is_file():
+            found.append((json.loads((sub / SETTINGS).read_text(encoding="utf-8")), read_runs(sub / "runs.jsonl")))
+    if not found:
+        raise FileNotFoundError(f"no stability experiments (settings.json + runs.jsonl) under {folder}")
+    shared = {k: v for k, v in found[0][0].items() if k != "lr"}
+    for settings, _ in found[1:]:
+        other = sorted(k for k in shared if settings.get(k) != shared[k])
+        if other:
+            raise ValueError(f"the experiments under {folder} differ in {', '.join(other)}, not only in lr")
+    return sorted(found, key=lambda e: e[0]["lr"])
+
+
+def sweep_table(sweep: list[tuple[dict, list[dict]]], strategies: list[str]) -> str:
+    """A learning-rate sweep in one table: a row per learning rate, a column per strategy, each cell
+    the mean dev score over restarts and the failed runs."""
+    settings, records = sweep[0]
+    majority = records[0]["majority"]
+    lines = [f"{settings['task']}, {settings['train_limit']} training examples, {settings['epochs']:g} epochs: "
+             f"mean dev {records[0]['metric']} (failed runs) per peak learning rate (failed = at or below the "
+             f"majority baseline {majority:.3f})", "",
+             "| lr | " + " | ".join(strategies) + " |", "|---|" + "---:|" * len(strategies)]
+    for settings, records in sweep:
+        rows = {r["strategy"]: r for r in summarise(records, strategies)}
+        cells = [f"{rows[s]['mean']:.3f} ({rows[s]['failed']}/{rows[s]['runs']})" if s in rows else "-"
+                 for s in strategies]
+        lines.append(f"| {settings['lr']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_sweep(sweep: list[tuple[dict, list[dict]]], strategies: list[str], title: str, path) -> Path:
+    """Mean dev score (with its standard error) and the share of failed runs against the learning rate."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    score, failures = fig.subplots(1, 2)
+    lrs = [settings["lr"] for settings, _ in sweep]
+    for s in strategies:
+        rows = [next((r for r in summarise(records, [s])), None) for _, records in sweep]
+        kept = [(lr, r) for lr, r in zip(lrs, rows) if r is not None]
+        if not kept:
+            continue
+        x = [lr for lr, _ in kept]
+        score.errorbar(x, [r["mean"] for _, r in kept], yerr=[r["std"] / math.sqrt(r["runs"]) for _, r in kept],
+                       marker="o", capsize=3, label=s)
+        failures.plot(x, [r["failed"] / r["runs"] for _, r in kept], marker="o", label=s)
+    score.axhline(sweep[0][1][0]["majority"], color="tab:red", linestyle="--", linewidth=1, label="majority")
+    for ax, label in ((score, "mean dev score (+- standard error)"), (failures, "share of failed runs")):
+        ax.set_xscale("log")
+        ax.set_xlabel("peak learning rate")
+        ax.set_ylabel(label)
+    failures.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
 def swarm_offsets(values: np.ndarray, width: float = 0.35, resolution: float = 0.004) -> np.ndarray:
     """Horizontal offsets for a swarm plot: points closer than ``resolution`` share a bin and spread
     out sideways, alternating right and left, so every run stays visible."""
