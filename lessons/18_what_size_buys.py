@@ -27,7 +27,7 @@
 # of the held-out text and of the agreement items). Builds on lessons 08-10; uses `minibert.probing`.
 
 # %%
-import json
+import tempfile
 import time
 
 import numpy as np
@@ -78,8 +78,6 @@ print(f"mini has {sizes['mini'] / sizes['tiny']:.1f}x tiny's encoder weights")
 # sentence pairs.
 
 # %%
-import tempfile                                                                   # noqa: E402
-
 heldout_metrics = {}
 with tempfile.TemporaryDirectory() as tmp:
     prepare([str(data_path("corpus", "heldout.txt"))], tokenizer, tmp,
