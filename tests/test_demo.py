@@ -114,3 +114,6 @@ def test_the_report_prose_describes_the_chosen_model():
     assert "falls to about chance" in demo.reading_the_agreement(25, by(0.9, 0.6, 0.6, 0.6))
     held = demo.reading_the_agreement(25, by(0.9, 0.72, 0.64, 0.6))
     assert "stays above chance (0.65 on average" in held and "falls" not in held
+    mixed = demo.reading_the_agreement(25, by(0.92, 0.88, 0.48, 0.40))     # the shipped mini's row
+    assert "With 1 attractor(s) it stays above chance (0.88); with 2 or 3 it falls to about chance (0.48, 0.40)" \
+        in mixed
