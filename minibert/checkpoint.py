@@ -272,6 +272,17 @@ def resolve(path) -> Path:
     return found[-1] if found else path
 
 
+def model_folder(arg, label: str, alternatives: str = "") -> Path:
+    """The model folder a command-line or environment value names (``resolve``), checked to hold a
+    ``config.json``; otherwise a FileNotFoundError that names ``label`` (``--from huge``) and the
+    choices, with ``alternatives`` such as ``", 'random'"`` added to them."""
+    folder = resolve(arg)
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{label}: no model there ({folder} has no {CONFIG_NAME}); give a shipped "
+                                f"model's name ({', '.join(paths.SHIPPED_MODELS)}){alternatives} or a model folder")
+    return folder
+
+
 def load_config(path) -> BertConfig:
     path = _model_folder(resolve(path), NAMES_HINT)
     config = interop.read_config(path)[0]

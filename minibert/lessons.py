@@ -55,12 +55,7 @@ def pretrained_model() -> Path:
     chosen = os.environ.get(MODEL_VARIABLE, "")
     if not chosen:
         return paths.shipped_model("tiny")
-    folder = checkpoint.resolve(Path(chosen).expanduser())
-    if not (folder / checkpoint.CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{MODEL_VARIABLE}={chosen}: no model there ({folder} has no "
-                                f"{checkpoint.CONFIG_NAME}); set it to a shipped model's name "
-                                f"({', '.join(paths.SHIPPED_MODELS)}) or a model folder")
-    return folder
+    return checkpoint.model_folder(Path(chosen).expanduser(), f"{MODEL_VARIABLE}={chosen}")
 
 
 def setup(lesson_file: str | os.PathLike | None = None) -> tuple[bool, Path]:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from minibert.paths import SHIPPED_MODELS, shipped_model
+from minibert.paths import shipped_model
 
 
 def freelb_triple(text: str) -> tuple[int, float, float]:
@@ -83,13 +83,10 @@ def add_arguments(parser) -> None:
 def config_from_args(args, **changes):
     from minibert.finetuning.trainer import FinetuneConfig
 
-    from minibert.checkpoint import CONFIG_NAME, resolve
+    from minibert.checkpoint import model_folder
 
     # The default is the shipped folder itself, so that a folder ./tiny never changes it.
-    init = resolve(args.init) if args.init is not None else shipped_model("tiny")
-    if not (init / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"--from {args.init}: no {CONFIG_NAME} there (expected a shipped "
-                                f"model's name ({', '.join(SHIPPED_MODELS)}) or a model folder)")
+    init = shipped_model("tiny") if args.init is None else model_folder(args.init, f"--from {args.init}")
     init = str(init)
     fields = dict(task=args.task, init=init, random_init=args.random_init, epochs=args.epochs, lr=args.lr,
                   batch_size=args.batch_size, train_limit=args.train_limit, max_length=args.max_length)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from minibert import distributed, outputs
-from minibert.checkpoint import CONFIG_NAME, load_config, resolve
+from minibert.checkpoint import CONFIG_NAME, load_config, model_folder
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 from minibert.paths import SHIPPED_MODELS, data_dir
@@ -86,11 +86,7 @@ def load_models(model_arg: str, seed: int):
         model = BertForPreTraining(config, np.random.default_rng(seed + 1))
         description = f"randomly initialised (seed {seed + 1})"
     else:
-        path = resolve(model_arg)
-        if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"--model {model_arg}: no {CONFIG_NAME} there (expected a "
-                                    f"shipped model's name ({', '.join(SHIPPED_MODELS)}), a model "
-                                    "folder or 'random')")
+        path = model_folder(model_arg, f"--model {model_arg}", alternatives=", 'random'")
         model = BertForPreTraining.from_pretrained(path)
         tokenizer = BertTokenizer.from_pretrained(path if (path / "vocab.txt").is_file() else data_dir())
         # A shipped model by name is reported by its name, so reports read the same on every machine.
