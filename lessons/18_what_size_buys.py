@@ -59,14 +59,13 @@ tokenizer = BertTokenizer.from_pretrained(data_path("pretrained", "tiny"))   # b
 
 # %%
 print(f"{'model':6} {'L':>2} {'H':>4} {'A':>2} {'I':>5} {'parameters':>11} {'encoder':>10} {'GFLOP/token fwd':>16}")
+sizes = {}                                    # encoder weights per model
 for name, model in models.items():
     c = model.config
-    total = model.num_parameters()
-    encoder = sum(a.size for n, a in model.named_parameters() if ".encoder." in n)
-    flops = 2 * encoder + c.num_hidden_layers * 4 * 128 * c.hidden_size        # T = 128 for attention
+    sizes[name] = sum(a.size for n, a in model.named_parameters() if ".encoder." in n)
+    flops = 2 * sizes[name] + c.num_hidden_layers * 4 * 128 * c.hidden_size   # T = 128 for attention
     print(f"{name:6} {c.num_hidden_layers:>2} {c.hidden_size:>4} {c.num_attention_heads:>2} "
-          f"{c.intermediate_size:>5} {total:>11,} {encoder:>10,} {flops / 1e9:>16.4f}")
-sizes = {name: sum(a.size for n, a in m.named_parameters() if ".encoder." in n) for name, m in models.items()}
+          f"{c.intermediate_size:>5} {model.num_parameters():>11,} {sizes[name]:>10,} {flops / 1e9:>16.4f}")
 print(f"mini has {sizes['mini'] / sizes['tiny']:.1f}x tiny's encoder weights")
 
 # %% [markdown]
