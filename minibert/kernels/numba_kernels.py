@@ -34,7 +34,7 @@ Conventions shared by every kernel:
   and the block sums are then added in order, so the result does not depend on the number of threads.
   They are ADDED into the buffers passed in, like the reference does; so is the embedding scatter-add.
 * Caches differ from the reference's where that saves work (layer norm keeps x, mean and 1/std instead
-  of xhat; the exact GELU also keeps Phi(a), so the backward does not evaluate erfc again). Only the
+  of xhat; GELU keeps its slope GELU'(a) instead of a, so the backward does not evaluate erfc again). Only the
   matching backward reads them: ``minibert.kernels`` binds every cache to the backend that made it.
 """
 from __future__ import annotations
@@ -499,121 +499,105 @@ def layernorm_backward(dy, cache, dgamma, dbeta):
 # ----------------------------------------------------------------------------------------------
 # Bias + GELU
 # ----------------------------------------------------------------------------------------------
+# The forward evaluates GELU'(a) beside GELU(a) and caches only that slope: the backward is then
+# da = dy * slope, one multiply, and the cache is one (R, I) array instead of the pre-activation a and
+# Phi(a). The slope's expression is the one the backward used to evaluate, so results are unchanged
+# to the bit. Inside ``linear_gelu_forward`` the output overwrites the matmul's result, which nothing
+# else holds: one (R, I) array fewer allocated per call.
 @_kernel
-def _bias_gelu_exact_forward_kernel(x, bias, coeffs, a, cdf, y):
-    """a = x + bias, cdf = Phi(a), y = a Phi(a); x, a, cdf, y (R, I)."""
+def _bias_gelu_exact_forward_kernel(x, bias, coeffs, y, slope):
+    """a = x + bias, y = a Phi(a), slope = Phi(a) + a phi(a) with phi(a) = exp(-a^2 / 2) / sqrt(2 pi)
+    (functional.gelu_backward). x, y, slope (R, I); y may be x itself."""
     R, I = x.shape
+    half, inv_sqrt_2pi = x.dtype.type(0.5), x.dtype.type(_INV_SQRT_2PI)
     for r in prange(R):
         for j in range(I):
             v = x[r, j] + bias[j]
-            a[r, j] = v
             c = _normal_cdf(v, coeffs)
-            cdf[r, j] = c
             y[r, j] = v * c
+            slope[r, j] = c + v * _exp(-half * v * v) * inv_sqrt_2pi
 
 
 @_kernel
-def _bias_gelu_tanh_forward_kernel(x, bias, a, y):
+def _bias_gelu_tanh_forward_kernel(x, bias, y, slope):
     """a = x + bias, y = 0.5 a (1 + tanh(u)), u = k (a + c a^3), evaluated as y = a / (1 + exp(-2u)):
     0.5 (1 + tanh u) = sigmoid(2u) exactly, and this form avoids the cancellation of 1 + tanh(u) for
-    u << 0 and needs only the vectorised exp."""
+    u << 0 and needs only the vectorised exp. With s = sigmoid(2u) and 1 - tanh(u)^2 = 4 s (1 - s),
+    the reference's GELU' = 0.5 (1 + t) + 0.5 a (1 - t^2) k (1 + 3 c a^2) becomes
+        slope = s + 2 a s (1 - s) k (1 + 3 c a^2)."""
     R, I = x.shape
     dt = x.dtype.type            # constants in the input dtype keep float32 arithmetic float32
-    k, c, one, two = dt(_TANH_K), dt(_TANH_C), dt(1.0), dt(2.0)
+    k, c, one, two, three = dt(_TANH_K), dt(_TANH_C), dt(1.0), dt(2.0), dt(3.0)
     for r in prange(R):
         for j in range(I):
             v = x[r, j] + bias[j]
-            a[r, j] = v
             u = k * (v + c * v * v * v)
             y[r, j] = v / (one + _exp(-two * u))
+            s = one / (one + _exp(-two * k * (v + c * v * v * v)))
+            slope[r, j] = s + two * v * s * (one - s) * k * (one + three * c * v * v)
+
+
+def _bias_gelu(x, bias, approximate, y):
+    """GELU(x + bias) into ``y`` (which may be x); returns the cache (slope, shape)."""
+    I = x.shape[-1]
+    bias = _float_array("bias", bias, dtype=x.dtype)
+    if bias.shape != (I,):
+        raise ValueError(f"bias must have shape ({I},), got {bias.shape}")
+    x2, y2 = x.reshape(-1, I), y.reshape(-1, I)
+    slope = np.empty_like(x2)
+    if x2.size:
+        if approximate:
+            _bias_gelu_tanh_forward_kernel(x2, bias, y2, slope)
+        else:
+            _bias_gelu_exact_forward_kernel(x2, bias, _CDF_COEFFS[x2.dtype], y2, slope)
+    return slope, x.shape
 
 
 def bias_gelu_forward(x, bias, approximate=False):
     """y = GELU(x + b); see ``functional.bias_gelu_forward``. x (..., I), bias (I,) -> y (..., I).
 
-    The cache is (a = x + b, Phi(a) or None, approximate): the exact variant keeps Phi(a) so that the
-    backward needs no second erfc.
+    The cache is (GELU'(x + b) as (R, I), the input shape): see the note above.
     """
     x = _float_array("x", x)
-    I = x.shape[-1]
-    bias = _float_array("bias", bias, dtype=x.dtype)
-    if bias.shape != (I,):
-        raise ValueError(f"bias must have shape ({I},), got {bias.shape}")
-    x2 = x.reshape(-1, I)
-    a = np.empty_like(x2)
-    y = np.empty_like(x2)
-    cdf = None
-    if approximate:
-        if x2.size:
-            _bias_gelu_tanh_forward_kernel(x2, bias, a, y)
-    else:
-        cdf = np.empty_like(x2)
-        if x2.size:
-            _bias_gelu_exact_forward_kernel(x2, bias, _CDF_COEFFS[x2.dtype], a, cdf, y)
-    return y.reshape(x.shape), (a, cdf, bool(approximate), x.shape)
+    y = np.empty_like(x)
+    return y, _bias_gelu(x, bias, approximate, y)
 
 
 @_kernel
-def _bias_gelu_exact_backward_kernel(dy, a, cdf, da, dbias_blocks, rows_per_block):
-    """da = dy (Phi(a) + a phi(a)), phi(a) = exp(-a^2 / 2) / sqrt(2 pi) (functional.gelu_backward);
-    block k of rows adds its column sums of da to row k of dbias_blocks."""
-    R, I = a.shape
-    half, inv_sqrt_2pi = a.dtype.type(0.5), a.dtype.type(_INV_SQRT_2PI)
+def _bias_gelu_backward_kernel(dy, slope, da, dbias_blocks, rows_per_block):
+    """da = dy * slope; block k of rows adds its column sums of da to row k of dbias_blocks."""
+    R, I = slope.shape
     for blk in prange(dbias_blocks.shape[0]):
         acc = dbias_blocks[blk]
         for r in range(blk * rows_per_block, min(R, (blk + 1) * rows_per_block)):
             for j in range(I):
-                v = a[r, j]
-                g = dy[r, j] * (cdf[r, j] + v * _exp(-half * v * v) * inv_sqrt_2pi)
-                da[r, j] = g
-                acc[j] += g
-
-
-@_kernel
-def _bias_gelu_tanh_backward_kernel(dy, a, da, dbias_blocks, rows_per_block):
-    """da = dy GELU'(a) for the tanh form. With s = sigmoid(2u) = 0.5 (1 + t), t = tanh(u), 1 - t^2 =
-    4 s (1 - s), the reference's 0.5 (1 + t) + 0.5 a (1 - t^2) k (1 + 3 c a^2) becomes
-        s + 2 a s (1 - s) k (1 + 3 c a^2)
-    Block sums of da go to dbias_blocks as in the exact kernel."""
-    R, I = a.shape
-    dt = a.dtype.type
-    k, c, one, two, three = dt(_TANH_K), dt(_TANH_C), dt(1.0), dt(2.0), dt(3.0)
-    for blk in prange(dbias_blocks.shape[0]):
-        acc = dbias_blocks[blk]
-        for r in range(blk * rows_per_block, min(R, (blk + 1) * rows_per_block)):
-            for j in range(I):
-                v = a[r, j]
-                s = one / (one + _exp(-two * k * (v + c * v * v * v)))
-                g = dy[r, j] * (s + two * v * s * (one - s) * k * (one + three * c * v * v))
+                g = dy[r, j] * slope[r, j]
                 da[r, j] = g
                 acc[j] += g
 
 
 def bias_gelu_backward(dy, cache, dbias):
     """da = dy GELU'(a), returned as dx; dbias += sum over rows of da. See ``functional.bias_gelu_backward``."""
-    a, cdf, approximate, shape = cache
-    dy = _float_array("dy", dy, dtype=a.dtype)
+    slope, shape = cache
+    dy = _float_array("dy", dy, dtype=slope.dtype)
     if dy.shape != shape:
         raise ValueError(f"dy must have the shape of the forward input {shape}, got {dy.shape}")
-    I = a.shape[1]
+    I = slope.shape[1]
     _check_buffer("dbias", dbias, (I,))
-    da = np.empty_like(a)
-    blocks = np.zeros((_n_blocks(a.shape[0]), I))
-    if a.size:
-        if approximate:
-            _bias_gelu_tanh_backward_kernel(dy.reshape(-1, I), a, da, blocks, _ROWS_PER_BLOCK)
-        else:
-            _bias_gelu_exact_backward_kernel(dy.reshape(-1, I), a, cdf, da, blocks, _ROWS_PER_BLOCK)
+    da = np.empty_like(slope)
+    blocks = np.zeros((_n_blocks(slope.shape[0]), I))
+    if slope.size:
+        _bias_gelu_backward_kernel(dy.reshape(-1, I), slope, da, blocks, _ROWS_PER_BLOCK)
     _add_into(dbias, blocks.sum(axis=0))
     return da.reshape(shape)
 
 
 def linear_gelu_forward(x, weight, bias, approximate=False):
     """h = GELU(x W^T + b); see ``functional.linear_gelu_forward``. The matmul (BLAS) runs without the
-    bias; the fused kernel adds it while it evaluates GELU, saving one pass over (..., out)."""
+    bias; the fused kernel adds it while it evaluates GELU, in place of the matmul's output."""
     a, linear_cache = F.linear_forward(x, weight)
-    h, gelu_cache = bias_gelu_forward(a, bias, approximate)
-    return h, (linear_cache, gelu_cache)
+    a = _float_array("x W^T", a)
+    return a, (linear_cache, _bias_gelu(a, bias, approximate, a))
 
 
 def linear_gelu_backward(dh, cache, dweight, dbias):
