@@ -193,10 +193,18 @@ def dropout_forward(x, p, rng, mask=None):
     if mask is None:
         if p == 0:
             return x, None
-        threshold = round(p * 65536)
-        keep = rng.integers(0, 65536, x.shape, dtype=np.uint16) >= threshold
-        mask = keep * x.dtype.type(65536 / (65536 - threshold))
+        bits, threshold, scale = dropout_bits(x.shape, p, rng, x.dtype)
+        mask = (bits >= threshold) * scale
     return x * mask, mask
+
+
+def dropout_bits(shape, p, rng, dtype):
+    """The draws of dropout, shared with the Numba kernel (so one seed drops the same elements on both
+    backends): 16 random bits per element, the threshold at or above which an element survives, and
+    the survivors' scale 1 / (1 - p') in ``dtype``, p' = threshold / 2^16 the p actually applied."""
+    threshold = round(p * 65536)
+    bits = rng.integers(0, 65536, shape, dtype=np.uint16)
+    return bits, threshold, np.dtype(dtype).type(65536 / (65536 - threshold))
 
 
 def dropout_backward(dy, mask):

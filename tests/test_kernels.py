@@ -286,6 +286,70 @@ def test_parameter_gradients_do_not_depend_on_thread_count(rng):
 
 
 # ----------------------------------------------------------------------------------------------
+# Dropout and attention: the same draws as the reference, so the same bits
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_draws_as_the_reference(dtype, p):
+    x = randn(np.random.default_rng(0), (3, 7, 40000), dtype)        # more than one task of the kernel
+    x[0, 0, :4] = [-0.0, 0.0, -1.0, np.inf]
+    y_ref, mask = F.dropout_forward(x, p, np.random.default_rng(9))
+    y, cache = K.dropout_forward(x, p, np.random.default_rng(9))
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(y_ref))  # a dropped -x is -0 on both sides
+    keep, scale = cache
+    assert keep.dtype == np.bool_ and y.dtype == np.dtype(dtype) and scale.dtype == np.dtype(dtype)
+    assert abs(keep.mean() - (1 - p)) < 0.01
+    dy = randn(np.random.default_rng(1), x.shape, dtype)
+    np.testing.assert_array_equal(K.dropout_backward(dy, cache), F.dropout_backward(dy, mask))
+
+
+def test_dropout_identity_and_errors():
+    x = np.ones((2, 3), np.float32)
+    y, cache = K.dropout_forward(x, 0.0, None)
+    assert y is x and cache is None and K.dropout_backward(x, cache) is x
+    _, cache = K.dropout_forward(x, 0.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"dy must have the shape of the dropout's input \(2, 3\), got \(3, 2\)"):
+        K.dropout_backward(np.ones((3, 2), np.float32), cache)
+
+
+def attention_inputs(rng, dtype, B=3, A=2, T=9, D=4):
+    q, k, v, dcontext = (randn(rng, (B, A, T, D), dtype) for _ in range(4))
+    lengths = np.array([T, 5, 1][:B])
+    mask_bias = np.where(np.arange(T) < lengths[:, None], 0.0, -10000.0).astype(dtype)      # (B, T)
+    return q, k, v, mask_bias, dcontext
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_attention(rng, dtype, dropout_p):
+    """The fused kernels (scale inside the softmax; dropout, softmax backward and scale in one pass)
+    against the reference's separate steps: the same draws, outputs and gradients to rounding."""
+    q, k, v, mask_bias, dcontext = attention_inputs(rng, dtype)
+    context_ref, probs_ref, cache_ref = F.attention_forward(q, k, v, mask_bias, dropout_p, np.random.default_rng(4))
+    context, probs, cache = K.attention_forward(q, k, v, mask_bias, dropout_p, np.random.default_rng(4))
+    assert_close(probs, probs_ref, dtype)
+    assert_close(context, context_ref, dtype)
+    for grad, grad_ref in zip(K.attention_backward(dcontext, cache), F.attention_backward(dcontext, cache_ref)):
+        assert_close(grad, grad_ref, dtype)
+    if dropout_p:                  # a replayed reference mask (FreeLB's second pass) gives the same again
+        replayed, _, cache = K.attention_forward(q, k, v, mask_bias, dropout_mask=cache_ref[4])
+        np.testing.assert_array_equal(replayed, context)
+
+
+def test_attention_rejects_a_mask_it_cannot_replay(rng):
+    q, k, v, mask_bias, _ = attention_inputs(rng, np.float32)
+    _, _, cache = F.attention_forward(q, k, v, mask_bias, 0.3, np.random.default_rng(4))
+    mask = cache[4]
+    with pytest.raises(ValueError, match=r"dropout_mask must have the shape of the attention probabilities"):
+        K.attention_forward(q, k, v, mask_bias, dropout_mask=mask[:, :1])
+    mask = mask.copy()
+    mask[0, 0, 0, :2] = [0.5, 2.0]
+    with pytest.raises(ValueError, match="dropout_mask must hold 0 and one scale"):
+        K.attention_forward(q, k, v, mask_bias, dropout_mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
 # dtype: float32 in, float32 out, everywhere
 # ----------------------------------------------------------------------------------------------
 def test_float32_stays_float32(rng):

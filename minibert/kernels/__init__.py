@@ -19,7 +19,7 @@ be changed in code::
     with kernels.using("numpy"):    # for a block (tests, lessons, benchmarks)
         ...
 
-Matmuls, dropout and the embedding lookup are NumPy on both paths.
+Matmuls and the embedding lookup are NumPy on both paths.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ KERNEL_NAMES = (
     "softmax_forward", "softmax_backward",
     "layernorm_forward", "layernorm_backward",
     "linear_gelu_forward", "linear_gelu_backward",
+    "dropout_forward", "dropout_backward",
     "attention_forward", "attention_backward",
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
@@ -114,6 +115,17 @@ def linear_gelu_forward(x, weight, bias, approximate=False):
 def linear_gelu_backward(dh, cache, dweight, dbias):
     name, cache = cache
     return _impl(name).linear_gelu_backward(dh, cache, dweight, dbias)
+
+
+def dropout_forward(x, p, rng):
+    name = backend()
+    y, cache = _impl(name).dropout_forward(x, p, rng)
+    return y, (name, cache)
+
+
+def dropout_backward(dy, cache):
+    name, cache = cache
+    return _impl(name).dropout_backward(dy, cache)
 
 
 def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=None):

@@ -340,8 +340,9 @@ def _n_blocks(rows):
 # Softmax with an additive mask
 # ----------------------------------------------------------------------------------------------
 @_kernel
-def _softmax_forward_kernel(x, mask_bias, p):
-    """x (B, M, N), mask_bias (B or 1, N) -> p (B, M, N) = softmax(x + mask_bias) per row of N."""
+def _softmax_forward_kernel(x, mask_bias, scale, p):
+    """x (B, M, N), mask_bias (B or 1, N) -> p (B, M, N) = softmax(x scale + mask_bias) per row of N.
+    (Attention's scores arrive unscaled; for softmax_forward, scale = 1 changes no bit.)"""
     B, M, N = x.shape
     per_batch = mask_bias.shape[0] > 1
     for r in prange(B * M):
@@ -352,7 +353,7 @@ def _softmax_forward_kernel(x, mask_bias, p):
         # The mask is added in the input dtype, as in the reference: for a fully padded float32 row
         # x - 10000 rounds, and the result must round the same way.
         for j in range(N):
-            pr[j] = xr[j] + mb[j]
+            pr[j] = xr[j] * scale + mb[j]
         top = _row_max(pr)
         for j in range(N):
             pr[j] = _exp(pr[j] - top)
@@ -366,7 +367,14 @@ def softmax_forward(x, mask_bias=None):
 
     x (B, ..., N), mask_bias (B, N) or None -> p (B, ..., N) in x's dtype; the cache is p.
     """
+    p = _softmax(x, mask_bias, None)
+    return p, p
+
+
+def _softmax(x, mask_bias, scale):
+    """softmax(x scale + mask_bias) (scale None: 1, in x's dtype)."""
     x = _float_array("x", x)
+    scale = x.dtype.type(1 if scale is None else scale)
     shape = x.shape
     N = shape[-1] if x.ndim else 1
     if mask_bias is None:
@@ -380,9 +388,8 @@ def softmax_forward(x, mask_bias=None):
         x3 = x.reshape(shape[0], -1, N)
     p = np.empty_like(x3)
     if x3.size:
-        _softmax_forward_kernel(x3, mask, p)
-    p = p.reshape(shape)
-    return p, p
+        _softmax_forward_kernel(x3, mask, scale, p)
+    return p.reshape(shape)
 
 
 @_kernel
@@ -607,27 +614,137 @@ def linear_gelu_backward(dh, cache, dweight, dbias):
 
 
 # ----------------------------------------------------------------------------------------------
-# Attention: NumPy's batched matmuls around the Numba softmax
+# Dropout
+# ----------------------------------------------------------------------------------------------
+# The draws are the reference's (``functional.dropout_bits``), so a seed drops the same elements on
+# both backends and the outputs agree to the bit. What changes is the work around them: the reference
+# compares, builds a float mask and multiplies, three passes and two temporaries; the kernel does one
+# pass, and the cache keeps the survivors as one byte each instead of the float mask (a quarter of
+# the memory). The backward multiplies by the same scale or 0.
+_ELEMENTS_PER_TASK = 16384
+
+
+@_kernel
+def _dropout_draw_kernel(x, bits, threshold, scale, y, keep):
+    """keep = bits >= threshold; y = x scale where kept, x 0 elsewhere (the reference's x * mask to
+    the bit: the zero keeps x's sign, and NaN stays NaN). Flat arrays of n elements."""
+    n = x.shape[0]
+    zero = x.dtype.type(0.0)
+    for task in prange((n + _ELEMENTS_PER_TASK - 1) // _ELEMENTS_PER_TASK):
+        for i in range(task * _ELEMENTS_PER_TASK, min(n, (task + 1) * _ELEMENTS_PER_TASK)):
+            kept = bits[i] >= threshold
+            keep[i] = kept
+            y[i] = x[i] * scale if kept else x[i] * zero
+
+
+@_kernel
+def _dropout_apply_kernel(x, keep, scale, y):
+    """y = x scale where kept, x 0 elsewhere (the backward, and attention's dropped probabilities)."""
+    n = x.shape[0]
+    zero = x.dtype.type(0.0)
+    for task in prange((n + _ELEMENTS_PER_TASK - 1) // _ELEMENTS_PER_TASK):
+        for i in range(task * _ELEMENTS_PER_TASK, min(n, (task + 1) * _ELEMENTS_PER_TASK)):
+            y[i] = x[i] * scale if keep[i] else x[i] * zero
+
+
+def _dropout_draw(x, p, rng):
+    """(y, (keep, scale)) for a C-contiguous float array x and p > 0."""
+    bits, threshold, scale = F.dropout_bits(x.shape, p, rng, x.dtype)
+    y = np.empty_like(x)
+    keep = np.empty(x.shape, dtype=np.bool_)
+    if x.size:
+        _dropout_draw_kernel(x.reshape(-1), bits.reshape(-1), threshold, scale, y.reshape(-1), keep.reshape(-1))
+    return y, (keep, scale)
+
+
+def _dropout_apply(x, keep, scale):
+    x = _float_array("dy", x, dtype=scale.dtype)
+    if x.shape != keep.shape:
+        raise ValueError(f"dy must have the shape of the dropout's input {keep.shape}, got {x.shape}")
+    y = np.empty_like(x)
+    if x.size:
+        _dropout_apply_kernel(x.reshape(-1), keep.reshape(-1), scale, y.reshape(-1))
+    return y
+
+
+def dropout_forward(x, p, rng):
+    """Inverted dropout; see ``functional.dropout_forward`` (same draws, same result). The cache is
+    None for p = 0 (the identity), else (keep as bool, scale)."""
+    if p == 0:
+        return x, None
+    return _dropout_draw(_float_array("x", x), p, rng)
+
+
+def dropout_backward(dy, cache):
+    """dx = dy scale where kept, 0 elsewhere."""
+    return dy if cache is None else _dropout_apply(dy, *cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention: NumPy's batched matmuls around Numba's softmax and dropout
 # ----------------------------------------------------------------------------------------------
 def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=None):
-    """``functional.attention_forward`` with this module's softmax. q, k, v (B, A, T, D), mask_bias (B, T)
-    -> context (B, A, T, D), probs (B, A, T, T)."""
+    """``functional.attention_forward`` with this module's softmax (which applies the 1 / sqrt(D) as it
+    reads the scores) and dropout. q, k, v (B, A, T, D), mask_bias (B, T) -> context (B, A, T, D),
+    probs (B, A, T, T). A replayed ``dropout_mask`` must hold 0 and one scale, as the reference makes."""
     scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
-    scores = (q @ k.swapaxes(-1, -2)) * scale                     # (B, A, T, T)
-    probs, _ = softmax_forward(scores, mask_bias)
-    dropped, dropout_mask = F.dropout_forward(probs, dropout_p, rng, dropout_mask)
-    return dropped @ v, probs, (q, k, v, probs, dropout_mask, scale)     # dropped: recomputed in backward
+    probs = _softmax(q @ k.swapaxes(-1, -2), mask_bias, scale)                     # (B, A, T, T)
+    if dropout_mask is not None:
+        dropout = _replayed_dropout(dropout_mask, probs)
+        dropped = _dropout_apply(probs, *dropout)
+    elif dropout_p > 0:
+        dropped, dropout = _dropout_draw(probs, dropout_p, rng)
+    else:
+        dropped, dropout = probs, None
+    return dropped @ v, probs, (q, k, v, probs, dropout, scale)     # dropped: recomputed in backward
+
+
+def _replayed_dropout(mask, probs):
+    """A scaled float mask (functional.dropout_forward's cache) as (keep, scale)."""
+    mask = np.asarray(mask)
+    if mask.shape != probs.shape:
+        raise ValueError(f"dropout_mask must have the shape of the attention probabilities {probs.shape}, "
+                         f"got {mask.shape}")
+    keep = mask != 0
+    values = np.unique(mask[keep])
+    if values.size > 1:
+        raise ValueError("dropout_mask must hold 0 and one scale 1 / (1 - p), as functional.dropout_forward "
+                         f"makes it; got {values.size} different non-zero values")
+    return keep, probs.dtype.type(values[0] if values.size else 1)
+
+
+@_kernel
+def _attention_scores_backward_kernel(g, p, has_dropout, keep, dropout_scale, scale):
+    """In place, per row of g = dP' (the gradient of the dropped probabilities):
+        dP = dropout'(dP')            where keep: dP' dropout_scale, elsewhere dP' 0
+        dS = scale p (dP - sum_j dP_j p_j)       softmax's backward, then the 1 / sqrt(D) of the scores
+    in the order of the unfused ops (dropout, softmax_backward, then the scale), so the result is the
+    same to the bit. Without dropout, keep is not read."""
+    R, N = p.shape
+    dt = p.dtype.type
+    zero = dt(0.0)
+    for r in prange(R):
+        gr = g[r]
+        if has_dropout:
+            for j in range(N):
+                gr[j] = gr[j] * dropout_scale if keep[r, j] else gr[j] * zero
+        s = _row_dot(gr, p[r])
+        for j in range(N):
+            gr[j] = dt(p[r, j] * (gr[j] - s)) * scale
 
 
 def attention_backward(dcontext, cache):
-    """``functional.attention_backward`` with this module's softmax backward; returns dq, dk, dv."""
-    q, k, v, probs, dropout_mask, scale = cache
-    dropped = probs if dropout_mask is None else probs * dropout_mask
+    """``functional.attention_backward`` with one fused kernel from dP' to dS; returns dq, dk, dv."""
+    q, k, v, probs, dropout, scale = cache
+    dropped = probs if dropout is None else _dropout_apply(probs, *dropout)
     dv = dropped.swapaxes(-1, -2) @ dcontext
     del dropped
-    dprobs = F.dropout_backward(dcontext @ v.swapaxes(-1, -2), dropout_mask)
-    dscores = softmax_backward(dprobs, probs)
-    dscores *= scale
+    dscores = np.ascontiguousarray(dcontext @ v.swapaxes(-1, -2))                 # dP', then dS in place
+    N = probs.shape[-1]
+    keep, dropout_scale = (np.ones((1, 1), np.bool_), scale) if dropout is None else dropout
+    if dscores.size:
+        _attention_scores_backward_kernel(dscores.reshape(-1, N), probs.reshape(-1, N), dropout is not None,
+                                          keep.reshape(-1, keep.shape[-1]), dropout_scale, scale)
     return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
 
 
