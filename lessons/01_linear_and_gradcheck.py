@@ -287,8 +287,10 @@ for name, a, c in [("y", y_pkg, y), ("dx", dx_pkg, dx_hand), ("dW", dW_pkg, dW_h
 # %% [markdown]
 # From here on we use the package. `minibert.nn.Linear` is the module: it owns `weight` and `bias` as
 # `Parameter`s (an array and its gradient buffer), initialised as BERT does (normal, std 0.02, float32,
-# zero bias), and keeps the cache of its last forward. Its backward accumulates like ours, so calling it
-# twice doubles the gradient until `zero_grad()`:
+# zero bias), and keeps the cache of its last forward until its backward, which reads it once and lets
+# go of it (in a deep model, each layer's saved activations are then freed as soon as the backward has
+# passed that layer). Its backward accumulates like ours, so two forward/backward passes double the
+# gradient until `zero_grad()`; a second backward without a forward is refused, as in PyTorch:
 
 # %%
 layer = Linear(IN, OUT, np.random.default_rng(0))
@@ -297,10 +299,15 @@ yb = layer.forward(xb)
 Gb = rng.standard_normal(yb.shape).astype(np.float32)
 layer.backward(Gb)
 once = layer.weight.grad.copy()
+layer.forward(xb)
 layer.backward(Gb)
 print("parameters:", [(n, a.shape, a.dtype.name) for n, a in layer.named_parameters()])
-print("output", yb.shape, yb.dtype, "| grad after two backwards / after one:",
+print("output", yb.shape, yb.dtype, "| grad after two passes / after one:",
       np.round(layer.weight.grad / once, 6).ravel()[:3], "...")
+try:
+    layer.backward(Gb)
+except RuntimeError as error:
+    print("a backward without a forward:", error)
 layer.zero_grad()
 print("after zero_grad:", np.abs(layer.weight.grad).max())
 

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from minibert import functional as F
-from minibert import checks, gradcheck, lessons
+from minibert import checks, gradcheck, kernels, lessons
 from minibert.finetuning import data as task_data
 from minibert.finetuning import metrics
 from minibert.finetuning.stability import format_table, plot_swarm, summarise
@@ -125,9 +125,10 @@ print(f"dropout zeroed {int((drop_mask == 0).sum())} of {drop_mask.size} pooled 
 
 model.rng.bit_generator.state = state                                   # replay the same masks
 out = model.forward(ids, types, mask, labels=y)
+package_mask = kernels.dropout_backward(np.ones_like(pooled), model.dropout.cache)   # dx for dy = 1: the mask
 model.zero_grad()
-model.backward()
-print(f"same classifier mask as the package's Dropout: {np.array_equal(model.dropout.cache, drop_mask)}")
+model.backward()                                                        # (it releases the forward's caches)
+print(f"same classifier mask as the package's Dropout: {np.array_equal(package_mask, drop_mask)}")
 print(f"loss by hand {loss:.6f}, package {float(out.loss):.6f}")
 print(f"max |package - by hand|: logits {np.abs(out.logits - logits).max():.1e}, dW "
       f"{np.abs(model.classifier.weight.grad - dW).max():.1e}, "

@@ -156,10 +156,11 @@ state = layer.rng.bit_generator.state
 keep_hand = layer.rng.random(IN) >= P                                # the draw the package makes
 layer.rng.bit_generator.state = state
 y_pkg = layer.forward(xb)
+keep_pkg = layer.cache[1]                                            # read before the backward releases it
 dx_pkg = layer.backward(dy)
 y_hand, cache = mixout_forward(xb, linear.weight.data, linear.bias.data, target, P, keep_hand)
 dx_hand, dw_hand, db_hand = mixout_backward(dy, cache)
-print(f"mask: package {layer.cache[1].astype(int)}, by hand {keep_hand.astype(int)} "
+print(f"mask: package {keep_pkg.astype(int)}, by hand {keep_hand.astype(int)} "
       f"({int((~keep_hand).sum())} of {IN} columns use the target)")
 print(f"max |package - by hand|: y {np.abs(y_pkg - y_hand).max():.1e}, dx {np.abs(dx_pkg - dx_hand).max():.1e}, "
       f"dw {np.abs(linear.weight.grad - dw_hand).max():.1e}, db {np.abs(linear.bias.grad - db_hand).max():.1e}")

@@ -147,11 +147,17 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         return (lambda: m.linear_gelu_forward(hidden, weight, inter_bias),
                 lambda: m.linear_gelu_backward(dinter, cache, dweight, dbias))
 
-    def attention(m):
+    def dropout(m):              # each call draws from the same seed, as both paths draw the same bits
+        _, cache = m.dropout_forward(hidden, 0.1, np.random.default_rng(0))
+        return (lambda: m.dropout_forward(hidden, 0.1, np.random.default_rng(0)),
+                lambda: m.dropout_backward(dhidden, cache))
+
+    def attention(m):            # with the attention dropout of training
         D = H // A
         q, k, v, dcontext = (randn(B, A, T, D) for _ in range(4))
-        _, _, cache = m.attention_forward(q, k, v, mask_bias)
-        return lambda: m.attention_forward(q, k, v, mask_bias), lambda: m.attention_backward(dcontext, cache)
+        _, _, cache = m.attention_forward(q, k, v, mask_bias, 0.1, np.random.default_rng(0))
+        return (lambda: m.attention_forward(q, k, v, mask_bias, 0.1, np.random.default_rng(0)),
+                lambda: m.attention_backward(dcontext, cache))
 
     def embedding(m):
         dweight = np.zeros((V, H), f32)
@@ -167,7 +173,8 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         ("bias_gelu", f"({B}, {T}, {I}) erf", bias_gelu(False)),
         ("bias_gelu", f"({B}, {T}, {I}) tanh", bias_gelu(True)),
         ("linear_gelu", f"({B}, {T}, {H}) -> ({B}, {T}, {I})", linear_gelu),
-        ("attention", f"({B}, {A}, {T}, {H // A}) + mask", attention),
+        ("dropout", f"({B}, {T}, {H}) p 0.1", dropout),
+        ("attention", f"({B}, {A}, {T}, {H // A}) + mask, dropout 0.1", attention),
         ("embedding", f"({B}, {T}, {H}) -> ({V}, {H})", embedding),
         ("cross_entropy", f"({P}, {V}) weighted", cross_entropy),
     ]

@@ -10,6 +10,9 @@ There is no autograd. One convention holds for every module:
   projections of one x) adds the gradients of every use.
 * A child module keeps its own cache; a parent's backward calls its children's backward in reverse order,
   by hand. So a module supports one forward per backward: a second forward overwrites the cache.
+* A backward takes its cache (``take_cache``): the module lets go of it, so each layer's saved
+  activations are freed as soon as the backward has passed that layer, and a second backward without a
+  forward is an error instead of gradients silently added twice.
 
 Caches made by ``minibert.kernels`` carry the backend that made them (NumPy reference or Numba), so a
 backward always runs the matching pair, whichever backend is active by then.
@@ -41,9 +44,27 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+_TAKEN = object()       # the cache of a module whose backward has run
+
+
 class Module:
     training = True
     cache = None        # what the last forward saved for the backward; None before any forward
+
+    def take_cache(self):
+        """The last forward's cache, for this module's backward, which reads it once.
+
+        Holding every cache until the step ended kept all L layers' activations alive while the backward
+        allocated each layer's gradients on top; released as the backward passes them, they free the
+        memory that the next layers' gradients reuse. With the MLM head's (B P, V) arrays also let go
+        before the encoder's backward, the peak of ``minibert bench train`` (mini) fell from 552 to
+        463 MiB."""
+        cache = self.cache
+        if cache is _TAKEN:
+            raise RuntimeError(f"{type(self).__name__}.backward: the last forward's cache was already used by a "
+                               "backward and released; run forward again before another backward")
+        self.cache = _TAKEN
+        return cache
 
     def _children(self) -> Iterator[tuple[str, "Module"]]:
         for name, value in vars(self).items():
@@ -156,7 +177,7 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        return dense_backward(dy, self.cache, self.weight.grad, self.bias, self.activation)
+        return dense_backward(dy, self.take_cache(), self.weight.grad, self.bias, self.activation)
 
 
 class TiedLinear(Linear):
@@ -201,7 +222,7 @@ class LayerNorm(Module):
         return y
 
     def backward(self, dy):
-        return kernels.layernorm_backward(dy, self.cache, self.weight.grad, self.bias.grad)
+        return kernels.layernorm_backward(dy, self.take_cache(), self.weight.grad, self.bias.grad)
 
 
 class Embedding(Module):
@@ -217,7 +238,7 @@ class Embedding(Module):
         return y
 
     def backward(self, dy):
-        kernels.embedding_backward(dy, self.cache, self.weight.grad)
+        kernels.embedding_backward(dy, self.take_cache(), self.weight.grad)
 
 
 class Dropout(Module):
@@ -234,7 +255,7 @@ class Dropout(Module):
         return y
 
     def backward(self, dy):
-        return kernels.dropout_backward(dy, self.cache)
+        return kernels.dropout_backward(dy, self.take_cache())
 
 
 class ScalarMix(Module):
@@ -286,7 +307,7 @@ class ScalarMix(Module):
 
     def backward(self, G):
         """G (B, H) -> list of N gradients (B, H), one per state."""
-        X, s = self.cache
+        X, s = self.take_cache()
         gamma = self.gamma.data[0]
         inner = np.tensordot(X, G, axes=([1, 2], [0, 1]))                  # (N,) <G, X_l>
         self.gamma.grad[0] += s @ inner

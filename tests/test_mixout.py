@@ -61,8 +61,9 @@ def test_exact_over_reference_gradient_is_one_over_one_minus_p():
     x = rng.standard_normal((3, 5, 20))
     dy = rng.standard_normal((3, 5, 3))
     layer.forward(x)
+    cache = layer.cache                                              # the backward releases it
     layer.backward(dy)
-    _, keep, scale = layer.cache
+    _, keep, scale = cache
     assert keep.any() and not keep.all()
     dw_tilde = dy.reshape(-1, 3).T @ x.reshape(-1, 20)              # the Linear gradient at w_tilde
     reference = reference_weight_gradient(dw_tilde, keep)
@@ -73,7 +74,7 @@ def test_exact_over_reference_gradient_is_one_over_one_minus_p():
     # The flag on the layer gives the reference formula.
     layer.zero_grad()
     layer.reference_gradient = True
-    layer.cache = (layer.cache[0], keep, scale)
+    layer.cache = cache
     layer.backward(dy)
     np.testing.assert_allclose(layer.weight.grad, reference, rtol=1e-12)
 
@@ -164,10 +165,13 @@ def test_backward_accumulates():
     layer.bias.grad[...] = 2.0
     layer.rng.bit_generator.state = state                         # the same mask again
     y = layer.forward(x)
+    w_tilde = w_tilde_of(layer)
     layer.backward(dy)
     np.testing.assert_allclose(layer.weight.grad, 1.0 + once_w, rtol=1e-13)
     np.testing.assert_allclose(layer.bias.grad, 2.0 + once_b, rtol=1e-13)
-    np.testing.assert_allclose(y, x @ w_tilde_of(layer).T + layer.bias.data, rtol=1e-12)
+    np.testing.assert_allclose(y, x @ w_tilde.T + layer.bias.data, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="MixoutLinear.backward: the last forward's cache was already used"):
+        layer.backward(dy)                                           # a backward consumes its forward
 
 
 def test_mixout_keeps_the_gelu_of_the_layer_it_wraps():

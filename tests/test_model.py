@@ -195,3 +195,31 @@ def test_backward_before_forward_is_a_clear_error():
         BertForPreTraining(tiny_config(), np.random.default_rng(0)).backward()
     with pytest.raises(RuntimeError, match=r"needs a forward\(\)"):
         BertForSequenceClassification(tiny_config(num_labels=2), np.random.default_rng(0)).backward()
+
+
+@pytest.mark.parametrize("unpad", [True, False])
+def test_backward_releases_what_the_forward_saved(unpad):
+    """Each module's backward takes its cache and lets go of it, so a step's activations are freed as the
+    backward passes each layer (the peak memory of training depends on it); a second backward without a
+    forward is refused instead of adding every gradient twice."""
+    from minibert.gradcheck import tiny_config
+    from minibert.models import BertForPreTraining
+    from minibert.models.bert import Unpadded
+
+    def holds_activations(cache):
+        if isinstance(cache, (tuple, list)):
+            return any(holds_activations(c) for c in cache)
+        return isinstance(cache, (np.ndarray, Unpadded))
+
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(0)).train()
+    model.bert.unpad = unpad
+    ids, types, mask = batch(np.random.default_rng(1), T=7)
+    ids %= model.config.vocab_size
+    out = model.forward(ids, types, mask, np.array([[1, 2]] * 3), np.ones((3, 2), np.int64), None, np.zeros(3, np.int64))
+    holding = [type(m).__name__ for m in model.modules() if holds_activations(m.cache)]
+    assert {"Linear", "LayerNorm", "BertSelfAttention", "BertForPreTraining"} <= set(holding)
+    model.backward()
+    assert [type(m).__name__ for m in model.modules() if holds_activations(m.cache)] == []
+    assert np.isfinite(float(out.loss))
+    with pytest.raises(RuntimeError, match="BertForPreTraining.backward: the last forward's cache was already used"):
+        model.backward()

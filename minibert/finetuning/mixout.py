@@ -166,7 +166,7 @@ class MixoutLinear(Linear):
     def backward(self, dy):
         """dy (..., out) -> dx (..., in). Adds dw = dw_tilde * m / (1 - p) into ``weight.grad`` (accumulating,
         like every backward here) and the bias gradient."""
-        dense_cache, keep, scale = self.cache
+        dense_cache, keep, scale = self.take_cache()
         if keep is None:
             return dense_backward(dy, dense_cache, self.weight.grad, self.bias, self.activation)
         # dw_tilde goes to a scratch buffer first: weight.grad may already hold other contributions (+=),

@@ -115,7 +115,7 @@ class BertEmbeddings(Module):
         """The sum fans the gradient out unchanged to its three terms; a position row shared by the
         batch gets the sum of its gradients over B. Returns d(word-embedding output), (B, T, H) or
         (N, H), which is also the gradient of ``inputs_embeds_delta``."""
-        broadcast = self.cache
+        broadcast = self.take_cache()
         dsum = self.LayerNorm.backward(self.dropout.backward(dout))         # (B, T, H) | (N, H)
         self.word_embeddings.backward(dsum)
         self.position_embeddings.backward(dsum.sum(axis=0) if broadcast else dsum)
@@ -164,10 +164,11 @@ class BertSelfAttention(Module):
     def backward(self, dcontext):
         """Merging heads is a reshape, so its backward is the inverse reshape; x fed all three projections,
         so its gradient is the sum of the three (hence the additions)."""
-        if isinstance(self.cache[0], Unpadded):
-            dq, dk, dv = self._backward_unpadded(dcontext)
+        cache = self.take_cache()
+        if isinstance(cache[0], Unpadded):
+            dq, dk, dv = self._backward_unpadded(dcontext, cache)
         else:
-            grads = kernels.attention_backward(self._split(dcontext), self.cache)
+            grads = kernels.attention_backward(self._split(dcontext), cache)
             dq, dk, dv = (self._merge(d) for d in grads)
         dx = self.query.backward(dq)
         dx += self.key.backward(dk)
@@ -193,8 +194,8 @@ class BertSelfAttention(Module):
         self.cache = (layout, caches)
         return context, tuple(probs)
 
-    def _backward_unpadded(self, dcontext):
-        layout, caches = self.cache
+    def _backward_unpadded(self, dcontext, cache):
+        layout, caches = cache
         grads = tuple(np.empty_like(dcontext) for _ in range(3))                # dq, dk, dv (N, H)
         for group, cache in zip(layout.groups, caches):
             d_group = kernels.attention_backward(self._heads(dcontext, *group), cache)
@@ -322,7 +323,7 @@ class BertPooler(Module):
 
     def backward(self, dpooled):
         """tanh' = 1 - tanh^2; only position 0 ([CLS]) receives a gradient."""
-        pooled, seq_shape = self.cache
+        pooled, seq_shape = self.take_cache()
         dcls = self.dense.backward(dpooled * (1 - pooled * pooled))
         dhidden = np.zeros(seq_shape, dtype=dcls.dtype)
         dhidden[:, 0] = dcls
@@ -415,7 +416,7 @@ class BertModel(Module, PreTrainedModel):
             d = d_pool if d is None else d + d_pool
         if d is None:
             d = np.zeros_like(next(g for g in d_hidden_states if g is not None))
-        layout = self.cache
+        layout = self.take_cache()
         if layout is None:
             return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
         # out = scatter(rows) sets out[index] = rows and leaves padding at a constant 0, so

@@ -122,10 +122,12 @@ class BertForPreTraining(Module, PreTrainedModel):
             raise RuntimeError("backward() needs a forward() with masked_lm_ids and next_sentence_labels")
         dmlm = dloss if dmlm_loss is None else dmlm_loss
         dnsp = dloss if dnsp_loss is None else dnsp_loss
-        positions, seq_shape, mlm_cache, nsp_cache = self.cache
+        positions, seq_shape, mlm_cache, nsp_cache = self.take_cache()
         B, T, H = seq_shape
         dmlm_logits = kernels.cross_entropy_backward(dmlm, mlm_cache)                  # (B*P, V)
+        del mlm_cache                         # the (B*P, V) probabilities: not held through the encoder
         dgathered = self.cls.predictions.backward(dmlm_logits)                          # (B*P, H)
+        del dmlm_logits
         dpooled = self.cls.seq_relationship.backward(kernels.cross_entropy_backward(dnsp, nsp_cache))
         # Scatter the gathered rows back; add.at because padding predictions may repeat a position.
         dseq = np.zeros(seq_shape, dtype=dgathered.dtype)
