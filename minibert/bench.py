@@ -91,7 +91,8 @@ def environment_lines() -> list[str]:
         f"(threading layer {layer}, {numba.get_num_threads()} of NUMBA_NUM_THREADS="
         f"{numba.config.NUMBA_NUM_THREADS} threads), os.cpu_count()={os.cpu_count()}, "
         f"Hugging Face on {_threads()} thread(s), "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+        f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}",
     ]
 
 
