@@ -506,11 +506,14 @@ print(f"mini, B=32, T=109, fill {corpus_like.mean():.2f}: {padded_gflop:.1f} GFL
 # **What it costs in indexing.** One gather of the inputs (ids, segments, positions: N integers
 # each) and one scatter of the last hidden state back to (B, T, H); the backward does the reverse,
 # once. The positions are no longer `arange(T)` broadcast over the batch but `index % T` per row, so
-# the position embedding's gradient is a scatter-add over N rows instead of a sum over B. Attention
-# makes one call per distinct length instead of one call per batch: about 25 calls per layer for a
-# batch of 32 corpus instances, each on a view, so the Python overhead is a few hundred microseconds
-# per layer. Against that, every token-wise operation does 1 / fill as little work, and attention
-# does sum(n_b^2) instead of B T^2: about a third for the corpus's lengths. Dropout draws masks for
+# the position embedding's gradient is a scatter-add over N rows instead of a sum over B. Attention's
+# matmuls run once per distinct length instead of once per batch: about 25 per layer for a batch of
+# 32 corpus instances, each on a view. Softmax, dropout and the fused backward must not follow them
+# group by group: each launch of a parallel kernel costs more than a small group's work (2.9 ms of
+# softmax per mini layer for 0.47 M probabilities), so `kernels.unpadded_attention_forward` keeps all
+# groups' (c, A, n, n) scores in one flat buffer and runs each of them once over all the rows (the
+# corpus's mini step: 384 -> 282 ms). Against that, every token-wise operation does 1 / fill as
+# little work, and attention does sum(n_b^2) instead of B T^2: about a third for the corpus's lengths. Dropout draws masks for
 # the real tokens only, so the same seed gives other masks than the padded computation (same
 # distribution): with dropout on, the two paths agree in distribution, with dropout off to rounding.
 #

@@ -160,6 +160,15 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         return (lambda: m.attention_forward(q, k, v, mask_bias, 0.1, np.random.default_rng(0)),
                 lambda: m.attention_backward(dcontext, cache))
 
+    def unpadded_attention(m):   # the real tokens of the padded batch above, grouped by length
+        from minibert.models.bert import Unpadded
+
+        groups = Unpadded.from_mask(mask_bias == 0).groups
+        q, k, v, dcontext = (randn(int(lengths.sum()), H) for _ in range(4))
+        _, _, cache = m.unpadded_attention_forward(q, k, v, groups, A, 0.1, np.random.default_rng(0))
+        return (lambda: m.unpadded_attention_forward(q, k, v, groups, A, 0.1, np.random.default_rng(0)),
+                lambda: m.unpadded_attention_backward(dcontext, cache))
+
     def embedding(m):
         dweight = np.zeros((V, H), f32)
         return None, lambda: m.embedding_backward(dhidden, ids, dweight)
@@ -176,6 +185,7 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         ("linear_gelu", f"({B}, {T}, {H}) -> ({B}, {T}, {I})", linear_gelu),
         ("dropout", f"({B}, {T}, {H}) p 0.1", dropout),
         ("attention", f"({B}, {A}, {T}, {H // A}) + mask, dropout 0.1", attention),
+        ("unpadded_attention", f"{B} sequences of {T // 2}-{T} tokens, dropout 0.1", unpadded_attention),
         ("embedding", f"({B}, {T}, {H}) -> ({V}, {H})", embedding),
         ("cross_entropy", f"({P}, {V}) weighted", cross_entropy),
     ]

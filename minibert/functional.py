@@ -276,6 +276,43 @@ def attention_backward(dcontext, cache):
     return dq, dk, dv
 
 
+def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None):
+    """Attention over the real tokens only: sequences of different lengths, no padding, no mask.
+
+    q, k, v (N, H) are the rows of a batch's real tokens, ordered so that the c sequences of each
+    length n are consecutive: ``groups`` = ((start row, c, n), ...) (``models.bert.Unpadded``). Each
+    group is a view (c, n, H) -> (c, A, n, D) that ``attention_forward`` attends without a mask, since
+    no key in it is padding. Returns context (N, H), probs (one (c, A, n, n) per group) and the cache.
+    """
+    context = np.empty_like(q)                                                      # (N, H)
+    probs, caches = [], []
+    for group in groups:
+        q_g, k_g, v_g = (heads_view(a, group, num_heads) for a in (q, k, v))        # (c, A, n, D)
+        c, p, cache = attention_forward(q_g, k_g, v_g, None, dropout_p, rng)
+        heads_view(context, group, num_heads)[...] = c
+        probs.append(p)                                                             # (c, A, n, n)
+        caches.append(cache)
+    return context, tuple(probs), (groups, num_heads, caches)
+
+
+def unpadded_attention_backward(dcontext, cache):
+    """``attention_backward`` group by group; dcontext (N, H) -> dq, dk, dv, each (N, H)."""
+    groups, num_heads, caches = cache
+    grads = tuple(np.empty_like(dcontext) for _ in range(3))
+    for group, group_cache in zip(groups, caches):
+        for out, d in zip(grads, attention_backward(heads_view(dcontext, group, num_heads), group_cache)):
+            heads_view(out, group, num_heads)[...] = d
+    return grads
+
+
+def heads_view(a, group, num_heads):
+    """The view (c, A, n, D) of the rows start ... start + c n of a (N, H), group = (start, c, n):
+    c sequences of n tokens, each row split into A heads of D = H / A."""
+    start, count, n = group
+    rows = a[start:start + count * n]
+    return rows.reshape(count, n, num_heads, a.shape[1] // num_heads).transpose(0, 2, 1, 3)
+
+
 # ----------------------------------------------------------------------------------------------
 # Softmax cross-entropy with per-row weights
 # ----------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_bench_profile_splits_the_step_into_operations(capsys):
     assert main(["bench", "profile", "--preset", "tiny", "--batch-size", "2", "--seq-len", "16",
                  "--predictions", "3", "--vocab-size", "64", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
-    for op in ("linear_forward", "linear_backward", "layernorm_forward", "attention_forward",
+    for op in ("linear_forward", "linear_backward", "layernorm_forward", "unpadded_attention_forward",
                "BertSelfAttention.forward"):
         assert re.search(rf"^{op}\s+\d", out, re.MULTILINE), op
     assert "Linear.cache" in out and "tracemalloc" in out

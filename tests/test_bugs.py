@@ -48,6 +48,7 @@ def test_a_bug_planted_in_one_model_leaves_another_alone():
 def test_everything_is_restored_on_exit_even_after_an_error():
     def patched_names():
         return (kernels.attention_forward, kernels.attention_backward,
+                kernels.unpadded_attention_forward, kernels.unpadded_attention_backward,
                 kernels.cross_entropy_forward, InstanceMaker.mask,
                 InstanceMaker.instances_from_document, AdamW.__init__, BertModel.__init__,
                 getattr(BertModel, "unpad", None))

@@ -337,6 +337,53 @@ def test_attention(rng, dtype, dropout_p):
         np.testing.assert_array_equal(replayed, context)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_unpadded_attention(dtype, dropout_p):
+    """One flat buffer for every length group's scores, against the reference's group-by-group loop
+    (to rounding) and against this module's attention called group by group (to the bit: the same
+    draws, odd-sized groups included, and the same arithmetic)."""
+    rng = np.random.default_rng(2)
+    A, H = 3, 12
+    groups = ((0, 1, 1), (1, 2, 3), (7, 1, 5), (12, 3, 8))              # (start row, count, length)
+    N = 36
+    q, k, v, dcontext = (randn(rng, (N, H), dtype) for _ in range(4))
+    ref = F.unpadded_attention_forward(q, k, v, groups, A, dropout_p, np.random.default_rng(4))
+    out = K.unpadded_attention_forward(q, k, v, groups, A, dropout_p, np.random.default_rng(4))
+    grads = K.unpadded_attention_backward(dcontext, out[2])
+    assert_close(out[0], ref[0], dtype)
+    assert [p.shape for p in out[1]] == [(c, A, n, n) for _, c, n in groups]
+    for p, p_ref in zip(out[1], ref[1]):
+        assert_close(p, p_ref, dtype)
+    for grad, grad_ref in zip(grads, F.unpadded_attention_backward(dcontext, ref[2])):
+        assert_close(grad, grad_ref, dtype)
+
+    draws = np.random.default_rng(4)
+    for group, p in zip(groups, out[1]):
+        q_g, k_g, v_g, dc_g = (F.heads_view(a, group, A) for a in (q, k, v, dcontext))
+        context_g, p_g, cache_g = K.attention_forward(q_g, k_g, v_g, None, dropout_p, draws)
+        np.testing.assert_array_equal(F.heads_view(out[0], group, A), context_g)
+        np.testing.assert_array_equal(p, p_g)
+        for grad, grad_g in zip(grads, K.attention_backward(dc_g, cache_g)):
+            np.testing.assert_array_equal(F.heads_view(grad, group, A), grad_g)
+    # Each group is its own attention: a sequence's rows depend on no other sequence.
+    q2 = q.copy()
+    q2[12:] += 1
+    k2 = k.copy()
+    k2[12:] -= 1
+    again = K.unpadded_attention_forward(q2, k2, v, groups, A)
+    alone = K.unpadded_attention_forward(q, k, v, groups, A)
+    np.testing.assert_array_equal(again[0][:12], alone[0][:12])
+    assert not np.allclose(again[0][12:], alone[0][12:])
+
+
+def test_unpadded_attention_rejects_a_wrong_gradient_shape():
+    q = np.ones((4, 6), np.float32)
+    _, _, cache = K.unpadded_attention_forward(q, q, q, ((0, 2, 2),), 2)
+    with pytest.raises(ValueError, match=r"dcontext must have the shape of the attention's input \(4, 6\)"):
+        K.unpadded_attention_backward(np.ones((3, 6), np.float32), cache)
+
+
 def test_attention_rejects_a_mask_it_cannot_replay(rng):
     q, k, v, mask_bias, _ = attention_inputs(rng, np.float32)
     _, _, cache = F.attention_forward(q, k, v, mask_bias, 0.3, np.random.default_rng(4))

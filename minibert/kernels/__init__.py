@@ -36,6 +36,7 @@ KERNEL_NAMES = (
     "linear_gelu_forward", "linear_gelu_backward",
     "dropout_forward", "dropout_backward",
     "attention_forward", "attention_backward",
+    "unpadded_attention_forward", "unpadded_attention_backward",
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
 )
@@ -137,6 +138,17 @@ def attention_forward(q, k, v, mask_bias, dropout_p=0.0, rng=None, dropout_mask=
 def attention_backward(dcontext, cache):
     name, cache = cache
     return _impl(name).attention_backward(dcontext, cache)
+
+
+def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None):
+    name = backend()
+    context, probs, cache = _impl(name).unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p, rng)
+    return context, probs, (name, cache)
+
+
+def unpadded_attention_backward(dcontext, cache):
+    name, cache = cache
+    return _impl(name).unpadded_attention_backward(dcontext, cache)
 
 
 def cross_entropy_forward(logits, targets, weights=None):

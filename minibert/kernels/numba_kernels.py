@@ -354,12 +354,19 @@ def _softmax_forward_kernel(x, mask_bias, scale, p):
         # x - 10000 rounds, and the result must round the same way.
         for j in range(N):
             pr[j] = xr[j] * scale + mb[j]
-        top = _row_max(pr)
-        for j in range(N):
-            pr[j] = _exp(pr[j] - top)
-        inv_total = 1.0 / _row_sum(pr)
-        for j in range(N):
-            pr[j] = pr[j] * inv_total
+        _softmax_row(pr)
+
+
+@njit(inline="always")
+def _softmax_row(pr):
+    """pr = softmax(pr) in place: subtract the max, exponentiate, divide by the float64 sum."""
+    n = pr.shape[0]
+    top = _row_max(pr)
+    for j in range(n):
+        pr[j] = _exp(pr[j] - top)
+    inv_total = 1.0 / _row_sum(pr)
+    for j in range(n):
+        pr[j] = pr[j] * inv_total
 
 
 def softmax_forward(x, mask_bias=None):
@@ -714,23 +721,38 @@ def _replayed_dropout(mask, probs):
 
 
 @_kernel
-def _attention_scores_backward_kernel(g, p, has_dropout, keep, dropout_scale, scale):
+def _attention_scores_backward_kernel(g, p, row_start, row_len, has_dropout, keep, dropout_scale, scale):
     """In place, per row of g = dP' (the gradient of the dropped probabilities):
         dP = dropout'(dP')            where keep: dP' dropout_scale, elsewhere dP' 0
         dS = scale p (dP - sum_j dP_j p_j)       softmax's backward, then the 1 / sqrt(D) of the scores
     in the order of the unfused ops (dropout, softmax_backward, then the scale), so the result is the
-    same to the bit. Without dropout, keep is not read."""
-    R, N = p.shape
+    same to the bit. g, p, keep are flat; row r is [row_start[r], row_start[r] + row_len[r]) (see
+    ``_score_rows``). Without dropout, keep is not read."""
     dt = p.dtype.type
     zero = dt(0.0)
-    for r in prange(R):
-        gr = g[r]
+    for r in prange(row_start.shape[0]):
+        a, n = row_start[r], row_len[r]
+        gr, pr = g[a:a + n], p[a:a + n]
         if has_dropout:
-            for j in range(N):
-                gr[j] = gr[j] * dropout_scale if keep[r, j] else gr[j] * zero
-        s = _row_dot(gr, p[r])
-        for j in range(N):
-            gr[j] = dt(p[r, j] * (gr[j] - s)) * scale
+            kr = keep[a:a + n]
+            for j in range(n):
+                gr[j] = gr[j] * dropout_scale if kr[j] else gr[j] * zero
+        s = _row_dot(gr, pr)
+        for j in range(n):
+            gr[j] = dt(pr[j] * (gr[j] - s)) * scale
+
+
+def _scores_backward(g, probs, rows, dropout, scale):
+    """dS from dP' in place in the flat g (see the kernel); rows = (row_start, row_len)."""
+    keep, dropout_scale = (np.ones(1, np.bool_), scale) if dropout is None else dropout
+    if g.size:
+        _attention_scores_backward_kernel(g.reshape(-1), probs.reshape(-1), *rows, dropout is not None,
+                                          keep.reshape(-1), dropout_scale, scale)
+
+
+def _uniform_rows(R, N):
+    """(row_start, row_len) of R rows of N in a flat buffer."""
+    return np.arange(R, dtype=np.int64) * N, np.full(R, N, dtype=np.int64)
 
 
 def attention_backward(dcontext, cache):
@@ -741,11 +763,100 @@ def attention_backward(dcontext, cache):
     del dropped
     dscores = np.ascontiguousarray(dcontext @ v.swapaxes(-1, -2))                 # dP', then dS in place
     N = probs.shape[-1]
-    keep, dropout_scale = (np.ones((1, 1), np.bool_), scale) if dropout is None else dropout
-    if dscores.size:
-        _attention_scores_backward_kernel(dscores.reshape(-1, N), probs.reshape(-1, N), dropout is not None,
-                                          keep.reshape(-1, keep.shape[-1]), dropout_scale, scale)
+    _scores_backward(dscores, probs, _uniform_rows(probs.size // max(N, 1), N), dropout, scale)
     return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
+
+
+# ----------------------------------------------------------------------------------------------
+# Unpadded attention: every length group's scores in one flat buffer
+# ----------------------------------------------------------------------------------------------
+# The reference attends group by group (``functional.unpadded_attention_forward``): on the bundled
+# corpus a batch of 32 has some 25 distinct lengths, so a layer made 25 calls to each of softmax,
+# dropout and the fused backward, each a parallel kernel launch on mostly small blocks; the launches
+# cost more than the work (softmax: 2.9 ms per layer for 0.47 M probabilities). Here the matmuls still
+# run per group (BLAS on each (c, A, n, D) view, writing straight into the strided (N, H) rows), but
+# they read and write one flat buffer that holds every group's (c, A, n, n) block, and softmax,
+# dropout and the backward each run once over all its rows. Dropout draws its bits group by group
+# and in the same order as the reference, so the masks, and every result, are the same to the bit.
+def _score_rows(groups, num_heads):
+    """Offsets of each group's (c, A, n, n) block in the flat buffer (one more entry: the total) and
+    (row_start, row_len) of its c A n rows of n."""
+    sizes = [c * num_heads * n * n for _, c, n in groups]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+    starts = [o + n * np.arange(c * num_heads * n, dtype=np.int64) for o, (_, c, n) in zip(offsets, groups)]
+    lengths = [np.full(c * num_heads * n, n, dtype=np.int64) for _, c, n in groups]
+    empty = np.zeros(0, dtype=np.int64)
+    return offsets, (np.concatenate(starts) if starts else empty, np.concatenate(lengths) if lengths else empty)
+
+
+@_kernel
+def _unpadded_softmax_kernel(x, row_start, row_len, scale):
+    """In place, per ragged row of the flat x: softmax(x scale), as ``_softmax_forward_kernel`` with
+    a zero mask (+ 0 kept: it is the reference's arithmetic, to the bit)."""
+    zero = x.dtype.type(0.0)
+    for r in prange(row_start.shape[0]):
+        a = row_start[r]
+        xr = x[a:a + row_len[r]]
+        for j in range(xr.shape[0]):
+            xr[j] = xr[j] * scale + zero
+        _softmax_row(xr)
+
+
+def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None):
+    """``functional.unpadded_attention_forward`` with one flat buffer of scores; q, k, v (N, H) ->
+    context (N, H), probs (one (c, A, n, n) view per group), cache."""
+    q, k, v = (_float_array(name, a) for name, a in (("q", q), ("k", k), ("v", v)))
+    A = num_heads
+    scale = q.dtype.type(1 / math.sqrt(q.shape[1] // A))
+    offsets, rows = _score_rows(groups, A)
+    probs = np.empty(offsets[-1], dtype=q.dtype)                    # scores, then probs in place
+
+    def blocks(flat):                                               # the (c, A, n, n) view per group
+        return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
+
+    for group, block in zip(groups, blocks(probs)):
+        np.matmul(F.heads_view(q, group, A), F.heads_view(k, group, A).swapaxes(-1, -2), out=block)
+    if probs.size:
+        _unpadded_softmax_kernel(probs, *rows, scale)
+    dropout = None
+    dropped = probs
+    if dropout_p > 0 and probs.size:
+        draws = [F.dropout_bits((c, A, n, n), dropout_p, rng, q.dtype) for _, c, n in groups]
+        _, threshold, dropout_scale = draws[0]
+        bits = np.concatenate([b.reshape(-1) for b, _, _ in draws])
+        dropped, keep = np.empty_like(probs), np.empty(probs.shape, dtype=np.bool_)
+        _dropout_draw_kernel(probs, bits, threshold, dropout_scale, dropped, keep)
+        dropout = (keep, dropout_scale)
+    context = np.empty_like(q)                                                      # (N, H)
+    for group, block in zip(groups, blocks(dropped)):
+        np.matmul(block, F.heads_view(v, group, A), out=F.heads_view(context, group, A))
+    return context, tuple(blocks(probs)), (q, k, v, groups, A, probs, dropout, scale, offsets, rows)
+
+
+def unpadded_attention_backward(dcontext, cache):
+    """dcontext (N, H) -> dq, dk, dv (N, H): the per-group matmuls of ``attention_backward`` around one
+    fused dP' -> dS pass over the flat buffer."""
+    q, k, v, groups, A, probs, dropout, scale, offsets, rows = cache
+    dcontext = _float_array("dcontext", dcontext, dtype=q.dtype)
+    if dcontext.shape != q.shape:
+        raise ValueError(f"dcontext must have the shape of the attention's input {q.shape}, got {dcontext.shape}")
+
+    def blocks(flat):
+        return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
+
+    dq, dk, dv = (np.empty_like(q) for _ in range(3))
+    dropped = probs if dropout is None else _dropout_apply(probs, *dropout)
+    dscores = np.empty_like(probs)                                  # dP', then dS in place
+    for group, p_block, g_block in zip(groups, blocks(dropped), blocks(dscores)):
+        dc = F.heads_view(dcontext, group, A)
+        np.matmul(p_block.swapaxes(-1, -2), dc, out=F.heads_view(dv, group, A))
+        np.matmul(dc, F.heads_view(v, group, A).swapaxes(-1, -2), out=g_block)
+    del dropped
+    _scores_backward(dscores, probs, rows, dropout, scale)
+    for group, g_block in zip(groups, blocks(dscores)):
+        np.matmul(g_block, F.heads_view(k, group, A), out=F.heads_view(dq, group, A))
+        np.matmul(g_block.swapaxes(-1, -2), F.heads_view(q, group, A), out=F.heads_view(dk, group, A))
+    return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------------------------

@@ -166,7 +166,7 @@ class BertSelfAttention(Module):
         so its gradient is the sum of the three (hence the additions)."""
         cache = self.take_cache()
         if isinstance(cache[0], Unpadded):
-            dq, dk, dv = self._backward_unpadded(dcontext, cache)
+            dq, dk, dv = kernels.unpadded_attention_backward(dcontext, cache[1])
         else:
             grads = kernels.attention_backward(self._split(dcontext), cache)
             dq, dk, dv = (self._merge(d) for d in grads)
@@ -175,33 +175,12 @@ class BertSelfAttention(Module):
         dx += self.value.backward(dv)
         return dx
 
-    def _heads(self, a, start, count, n):
-        """The view (c, A, n, D) of rows start ... start + c n of a (N, H): c sequences of n."""
-        A = self.num_heads
-        rows = a[start:start + count * n]
-        return rows.reshape(count, n, A, a.shape[1] // A).transpose(0, 2, 1, 3)
-
     def _forward_unpadded(self, x, layout, p):
         q, k, v = self.query.forward(x), self.key.forward(x), self.value.forward(x)     # (N, H)
-        context = np.empty_like(q)                                                      # (N, H)
-        probs, caches = [], []
-        for group in layout.groups:                                         # (start, c, n)
-            q_g, k_g, v_g = (self._heads(a, *group) for a in (q, k, v))             # (c, A, n, D)
-            c, pg, cache = kernels.attention_forward(q_g, k_g, v_g, None, p, self.dropout.rng)
-            self._heads(context, *group)[...] = c                                   # (c, A, n, D)
-            probs.append(pg)                                                        # (c, A, n, n)
-            caches.append(cache)
-        self.cache = (layout, caches)
-        return context, tuple(probs)
-
-    def _backward_unpadded(self, dcontext, cache):
-        layout, caches = cache
-        grads = tuple(np.empty_like(dcontext) for _ in range(3))                # dq, dk, dv (N, H)
-        for group, cache in zip(layout.groups, caches):
-            d_group = kernels.attention_backward(self._heads(dcontext, *group), cache)
-            for out, d in zip(grads, d_group):
-                self._heads(out, *group)[...] = d
-        return grads
+        context, probs, cache = kernels.unpadded_attention_forward(q, k, v, layout.groups, self.num_heads, p,
+                                                                    self.dropout.rng)
+        self.cache = (layout, cache)
+        return context, probs                              # (N, H), one (c, A, n, n) per length group
 
 
 class BertOutput(Module):

@@ -11,10 +11,10 @@ one function, method or instance attribute and puts everything back on exit:
         ...
 
 (``minibert pretrain --bug NAME`` runs a whole pretraining under one.) The patches touch only public
-names: the kernel switch's pairs (``kernels.attention_forward``, ``kernels.cross_entropy_forward``),
-the data pipeline's ``InstanceMaker`` methods, ``AdamW``, and model instances through their Hugging
-Face attribute paths (``embeddings.position_embeddings``, ``embeddings.word_embeddings``,
-``dropout``).
+names: the kernel switch's pairs (``kernels.attention_forward`` and its unpadded twin,
+``kernels.cross_entropy_forward``), the data pipeline's ``InstanceMaker`` methods, ``AdamW``, and model
+instances through their Hugging Face attribute paths (``embeddings.position_embeddings``,
+``embeddings.word_embeddings``, ``dropout``).
 
 Each bug has a diagnostic, a function that returns a ``Diagnosis`` (passed or not, and the numbers):
 the diagnostic fails with the bug planted and passes without it (``tests/test_bugs.py``). Lesson 16
@@ -137,6 +137,7 @@ def _no_sqrt_scale(patches: _Patches, model) -> None:
     stay consistent, so a gradient check passes; only a comparison with the formula (a parity check)
     fails."""
     forward, backward = kernels.attention_forward, kernels.attention_backward
+    unpadded_forward, unpadded_backward = kernels.unpadded_attention_forward, kernels.unpadded_attention_backward
 
     def attention_forward(q, k, v, mask_bias, *args, **kwargs):
         return forward(q * q.dtype.type(math.sqrt(q.shape[-1])), k, v, mask_bias, *args, **kwargs)
@@ -145,8 +146,20 @@ def _no_sqrt_scale(patches: _Patches, model) -> None:
         dq, dk, dv = backward(dcontext, cache)
         return dq * dq.dtype.type(math.sqrt(dq.shape[-1])), dk, dv
 
+    def unpadded_attention_forward(q, k, v, groups, num_heads, *args, **kwargs):    # q (N, H): D = H / A
+        context, probs, cache = unpadded_forward(q * q.dtype.type(math.sqrt(q.shape[-1] // num_heads)), k, v,
+                                                 groups, num_heads, *args, **kwargs)
+        return context, probs, (num_heads, cache)
+
+    def unpadded_attention_backward(dcontext, cache):
+        num_heads, cache = cache
+        dq, dk, dv = unpadded_backward(dcontext, cache)
+        return dq * dq.dtype.type(math.sqrt(dq.shape[-1] // num_heads)), dk, dv
+
     patches.set(kernels, "attention_forward", attention_forward)
     patches.set(kernels, "attention_backward", attention_backward)
+    patches.set(kernels, "unpadded_attention_forward", unpadded_attention_forward)
+    patches.set(kernels, "unpadded_attention_backward", unpadded_attention_backward)
 
 
 def _no_bias_correction(patches: _Patches, model) -> None:
