@@ -94,17 +94,26 @@ def _bits_as_float64(typingctx, bits):
 
 
 @intrinsic
-def _bits_as_float32(typingctx, bits):
-    """The float32 whose bit pattern is the low 32 bits of the int64 ``bits`` (Numba does integer
-    arithmetic in int64, so the argument arrives as one)."""
-    if bits != types.int64:
+def _times_pow2_float32(typingctx, p, kf):
+    """(p 2^h) 2^(k - h) for the integer-valued float32 kf = k, h = k >> 1, each power of two built from
+    its exponent bits. Written in LLVM IR because Numba does integer arithmetic in int64, and int64
+    lanes would halve the vector width of the float32 loops around it (``_exp_float32``: 3.0 -> 2.4 ms
+    per 4 M elements); the arithmetic, and so every result bit, is the same."""
+    if p != types.float32 or kf != types.float32:
         return None
 
     def codegen(context, builder, signature, args):
-        low = builder.trunc(args[0], llvm_ir.IntType(32))
-        return builder.bitcast(low, context.get_value_type(types.float32))
+        i32, f32 = llvm_ir.IntType(32), context.get_value_type(types.float32)
 
-    return types.float32(types.int64), codegen
+        def power_of_two(e):                                  # 2^e as the float32 bits (e + 127) << 23
+            biased = builder.add(e, llvm_ir.Constant(i32, 127))
+            return builder.bitcast(builder.shl(biased, llvm_ir.Constant(i32, 23)), f32)
+
+        k = builder.fptosi(args[1], i32)
+        h = builder.ashr(k, llvm_ir.Constant(i32, 1))
+        return builder.fmul(builder.fmul(args[0], power_of_two(h)), power_of_two(builder.sub(k, h)))
+
+    return types.float32(types.float32, types.float32), codegen
 
 
 # exp(x) = 2^k exp(r), k = round(x / ln 2), |r| <= ln(2) / 2. ln 2 is split into a high part with few
@@ -159,9 +168,7 @@ def _exp_float32(x):
     p = p * r + c[2]
     p = p * r + c[1]
     p = p * r + c[0]
-    k = np.int64(kf)
-    h = k >> 1
-    y = p * _bits_as_float32((h + 127) << 23) * _bits_as_float32((k - h + 127) << 23)
+    y = _times_pow2_float32(p, kf)
     return y if x == x else x
 
 
