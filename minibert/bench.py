@@ -583,9 +583,10 @@ def bench_corpus(args) -> int:
             preset, config, _ = paths[name]
             hf = name.startswith("huggingface")
             # Hugging Face computes every position (and the MLM head at all of them); minibert the
-            # real tokens (BertModel.unpad) and the MLM head at the masked positions.
+            # real tokens (BertModel.unpad) and the MLM head at the real (w != 0) masked positions.
             flops = sum(batch_flops(config, b["attention_mask"], b["input_ids"].size if hf
-                                    else b["masked_lm_positions"].size, padded=hf) for b in batches)
+                                    else int(np.count_nonzero(b["masked_lm_weights"])), padded=hf)
+                        for b in batches)
             total = sum(seconds[name])
             tokens_per_s = real.sum() / total
             reference = f"huggingface {preset}"
@@ -610,7 +611,7 @@ def bench_corpus(args) -> int:
     print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak",
                  "peak MiB"], rows)
     print("\nGFLOP counts the matrix products each path computes (forward + 2x backward): minibert "
-          "on the real tokens, the MLM head at the masked positions; Hugging Face on all B x T "
+          "on the real tokens, the MLM head at the real masked positions; Hugging Face on all B x T "
           "positions, the MLM head at all of them. Peak MiB: a fresh process, two steps on the "
           f"widest timed batch (T={max(widths)}), above its resident size before the model was "
           "built.")

@@ -223,3 +223,34 @@ def test_backward_releases_what_the_forward_saved(unpad):
     assert np.isfinite(float(out.loss))
     with pytest.raises(RuntimeError, match="BertForPreTraining.backward: the last forward's cache was already used"):
         model.backward()
+
+
+def test_padding_predictions_are_not_computed():
+    """A prediction with weight 0 (padding: the sequence had fewer masked tokens than P) gets no row in
+    the MLM head: its logits are 0, the other rows and the loss are what scoring every row gives, and
+    a batch with no prediction at all has MLM loss 0 and a working backward."""
+    from minibert.gradcheck import ids_and_types, padding_mask, tiny_config
+    from minibert.models import BertForPreTraining
+
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(0)).astype(np.float64).eval()
+    ids, types = ids_and_types()
+    positions = np.array([[1, 4, 6], [2, 2, 0], [1, 2, 0]])
+    labels = np.array([[3, 5, 7], [2, 4, 6], [1, 1, 9]])
+    weights = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    nsp = np.array([0, 1, 1])
+    every_row = model.forward(ids, types, padding_mask(), positions).prediction_logits      # (B, P, V)
+    out = model.forward(ids, types, padding_mask(), positions, labels, weights, nsp)
+    real = weights != 0
+    assert not out.prediction_logits[~real].any()
+    np.testing.assert_allclose(out.prediction_logits[real], every_row[real], rtol=1e-12, atol=1e-12)
+    z = every_row - every_row.max(-1, keepdims=True)
+    nll = -np.take_along_axis(z - np.log(np.exp(z).sum(-1, keepdims=True)), labels[..., None], -1)[..., 0]
+    assert float(out.mlm_loss) == pytest.approx((nll * weights).sum() / (weights.sum() + 1e-5), rel=1e-12)
+    model.backward()
+
+    none = model.forward(ids, types, padding_mask(), positions, labels, np.zeros((3, 3)), nsp)
+    assert float(none.mlm_loss) == 0 and not none.prediction_logits.any()
+    model.zero_grad()
+    model.backward()
+    assert not model.cls.predictions.transform.dense.weight.grad.any()      # no row reached the head
+    assert model.cls.seq_relationship.weight.grad.any()                     # NSP still trains

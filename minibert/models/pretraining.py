@@ -86,29 +86,40 @@ class BertForPreTraining(Module, PreTrainedModel):
                 output_hidden_states=False, output_attentions=False) -> BertForPreTrainingOutput:
         """masked_lm_positions (B, P) indices into T (all T positions if None); masked_lm_ids (B, P) the
         original tokens there; masked_lm_weights (B, P) 1 for a real prediction, 0 for padding (all ones
-        if None); next_sentence_labels (B,) 0 = continuation, 1 = random. The loss needs both labels."""
+        if None; a padding prediction is not computed and its prediction_logits are 0);
+        next_sentence_labels (B,) 0 = continuation, 1 = random. The loss needs both labels."""
         out = self.bert.forward(input_ids, token_type_ids, attention_mask, output_hidden_states, output_attentions)
         seq = out.last_hidden_state                                           # (B, T, H)
         B, T, H = seq.shape
         positions = self._check_positions(masked_lm_positions, B, T)          # (B, P)
-        gathered = seq[np.arange(B)[:, None], positions]                      # (B, P, H)
         P = positions.shape[1]
-        mlm_logits = self.cls.predictions.forward(gathered.reshape(B * P, H))  # (B*P, V)
+        weights = np.ones((B, P)) if masked_lm_weights is None else np.asarray(masked_lm_weights)
+        if weights.shape != (B, P):
+            raise ValueError(f"masked_lm_weights must have shape {(B, P)}, got {weights.shape}")
+        # The head runs on the predictions that count: a padding prediction (w = 0; on the bundled
+        # corpus 62% of the B P rows) adds nothing to the loss, so its row is not computed, and its
+        # prediction_logits are 0, as the unpadded encoder's outputs are 0 at padded positions.
+        scored = np.flatnonzero(weights.reshape(-1) != 0)                    # (R,) of B P rows
+        rows = (scored // P, positions.reshape(-1)[scored])                   # (b, t) of each scored row
+        scored_logits = self.cls.predictions.forward(seq[rows])              # (R, H) -> (R, V)
+        if scored.size == B * P:
+            mlm_logits = scored_logits.reshape(B, P, -1)
+        else:
+            mlm_logits = np.zeros((B * P, scored_logits.shape[1]), dtype=scored_logits.dtype)
+            mlm_logits[scored] = scored_logits
+            mlm_logits = mlm_logits.reshape(B, P, -1)                          # (B, P, V)
         nsp_logits = self.cls.seq_relationship.forward(out.pooler_output)      # (B, 2)
 
-        result = BertForPreTrainingOutput(None, mlm_logits.reshape(B, P, -1), nsp_logits,
+        result = BertForPreTrainingOutput(None, mlm_logits, nsp_logits,
                                           hidden_states=out.hidden_states, attentions=out.attentions)
-        self.cache = None            # (positions, seq shape, MLM loss cache, NSP loss cache) with labels
+        self.cache = None            # (scored rows' (b, t), seq shape, MLM loss cache, NSP loss cache) with labels
         if masked_lm_ids is not None and next_sentence_labels is not None:
             targets = self._check_labels("masked_lm_ids", masked_lm_ids, (B, P), self.config.vocab_size)
-            weights = (np.ones((B, P)) if masked_lm_weights is None else np.asarray(masked_lm_weights))
-            if weights.shape != (B, P):
-                raise ValueError(f"masked_lm_weights must have shape {(B, P)}, got {weights.shape}")
             nsp_targets = self._check_labels("next_sentence_labels", next_sentence_labels, (B,), 2)
             mlm_loss, mlm_cache = kernels.cross_entropy_forward(
-                mlm_logits, targets.reshape(-1), weights.reshape(-1).astype(seq.dtype))
+                scored_logits, targets.reshape(-1)[scored], weights.reshape(-1)[scored].astype(seq.dtype))
             nsp_loss, nsp_cache = kernels.cross_entropy_forward(nsp_logits, nsp_targets)
-            self.cache = (positions, seq.shape, mlm_cache, nsp_cache)
+            self.cache = (rows, seq.shape, mlm_cache, nsp_cache)
             result.loss, result.mlm_loss, result.nsp_loss = mlm_loss + nsp_loss, mlm_loss, nsp_loss
         elif masked_lm_ids is not None or next_sentence_labels is not None:
             raise ValueError("the pretraining loss needs both masked_lm_ids and next_sentence_labels")
@@ -122,16 +133,15 @@ class BertForPreTraining(Module, PreTrainedModel):
             raise RuntimeError("backward() needs a forward() with masked_lm_ids and next_sentence_labels")
         dmlm = dloss if dmlm_loss is None else dmlm_loss
         dnsp = dloss if dnsp_loss is None else dnsp_loss
-        positions, seq_shape, mlm_cache, nsp_cache = self.take_cache()
-        B, T, H = seq_shape
-        dmlm_logits = kernels.cross_entropy_backward(dmlm, mlm_cache)                  # (B*P, V)
-        del mlm_cache                         # the (B*P, V) probabilities: not held through the encoder
-        dgathered = self.cls.predictions.backward(dmlm_logits)                          # (B*P, H)
+        rows, seq_shape, mlm_cache, nsp_cache = self.take_cache()
+        dmlm_logits = kernels.cross_entropy_backward(dmlm, mlm_cache)                  # (R, V)
+        del mlm_cache                         # the (R, V) probabilities: not held through the encoder
+        dgathered = self.cls.predictions.backward(dmlm_logits)                          # (R, H)
         del dmlm_logits
         dpooled = self.cls.seq_relationship.backward(kernels.cross_entropy_backward(dnsp, nsp_cache))
-        # Scatter the gathered rows back; add.at because padding predictions may repeat a position.
-        dseq = np.zeros(seq_shape, dtype=dgathered.dtype)
-        np.add.at(dseq, (np.arange(B)[:, None], positions), dgathered.reshape(B, -1, H))
+        # Scatter the gathered rows back; add.at because two predictions may name one position.
+        dseq = np.zeros(seq_shape, dtype=dgathered.dtype)                              # (B, T, H)
+        np.add.at(dseq, rows, dgathered)
         return self.bert.backward(dseq, dpooled)
 
     @staticmethod
