@@ -359,3 +359,34 @@ def cross_entropy_backward(dloss, cache):
     dlogits[np.arange(len(targets)), targets] -= 1
     dlogits *= (row_scale * dloss)[:, None]
     return dlogits
+
+
+# ----------------------------------------------------------------------------------------------
+# AdamW's update of one parameter
+# ----------------------------------------------------------------------------------------------
+def adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf):
+    """One AdamW step for one parameter, in place (``optim.AdamW.step`` derives the scalars):
+
+        m = b1 m + (1 - b1) g                     v = b2 v + (1 - b2) g^2
+        p = decay p - lr_c1 m / (c2 sqrt(v) + eps)
+
+    with lr_c1 = lr / (1 - b1^t) and c2 = 1 / sqrt(1 - b2^t) (bias correction; both 1 without it) and
+    decay = 1 - lr wd (1 for the parameters that take no weight decay). p, g, m, v and the scratch buf
+    have one shape; the scalars are applied in p's dtype, one elementwise pass at a time.
+    """
+    dt = p.dtype.type
+    m *= dt(b1)
+    np.multiply(g, dt(1.0 - b1), out=buf)
+    m += buf
+    v *= dt(b2)
+    np.multiply(g, g, out=buf)
+    buf *= dt(1.0 - b2)
+    v += buf
+    np.sqrt(v, out=buf)
+    buf *= dt(c2)
+    buf += dt(eps)
+    np.divide(m, buf, out=buf)
+    buf *= dt(lr_c1)
+    p *= dt(decay)
+    p -= buf
+

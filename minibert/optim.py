@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from minibert import kernels
+
 
 def default_no_decay(name: str) -> bool:
     """True for parameters BERT excludes from weight decay: LayerNorm weights/biases and every bias.
@@ -136,24 +138,10 @@ class AdamW:
             c1, c2 = 1.0 / (1.0 - b1 ** t), 1.0 / math.sqrt(1.0 - b2 ** t)
         else:
             c1 = c2 = 1.0
+        wd = self.weight_decay
         for p, g, m, v, decay in zip(self.params, self.grads, self.m, self.v, self.decay):
-            buf = self._scratch[p.dtype][:p.size].reshape(p.shape)
-            m *= b1
-            np.multiply(g, 1.0 - b1, out=buf)
-            m += buf                                  # m = b1 m + (1-b1) g
-            v *= b2
-            np.multiply(g, g, out=buf)
-            buf *= 1.0 - b2
-            v += buf                                  # v = b2 v + (1-b2) g^2
-            np.sqrt(v, out=buf)
-            if c2 != 1.0:
-                buf *= c2                             # sqrt(v_hat)
-            buf += eps
-            np.divide(m, buf, out=buf)                # m / (sqrt(v_hat) + eps)
-            buf *= lr * c1                            # lr * m_hat / (sqrt(v_hat) + eps)
-            if decay and self.weight_decay:
-                p *= 1.0 - lr * self.weight_decay     # the "- lr * wd * w" part, with the pre-step w
-            p -= buf
+            kernels.adamw_update(p, g, m, v, b1, b2, eps, lr * c1, c2, 1.0 - lr * wd if decay and wd else 1.0,
+                                 self._scratch[p.dtype][:p.size].reshape(p.shape))
 
     def state_dict(self) -> dict:
         """Copies of the optimiser state: ``{"step": t, "m.<name>": m, "v.<name>": v, ...}``.

@@ -397,6 +397,38 @@ def test_attention_rejects_a_mask_it_cannot_replay(rng):
 
 
 # ----------------------------------------------------------------------------------------------
+# AdamW: one pass instead of thirteen, the same bits
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c2, decay", [(1.0, 1.0), (31.6, 0.99999)])
+def test_adamw_update(rng, dtype, c2, decay):
+    shape = (70, 300)                                          # more than one task of the kernel
+    p, g = randn(rng, shape, dtype), randn(rng, shape, dtype, 1e-3)
+    m, v = randn(rng, shape, dtype, 1e-3), np.abs(randn(rng, shape, dtype, 1e-6))
+    g[0, :3] = [0.0, -0.0, 1e18]
+    ref = [a.copy() for a in (p, g, m, v)]
+    for _ in range(3):
+        K.adamw_update(p, g, m, v, 0.9, 0.999, 1e-6, 1e-3 * 10.0, c2, decay, None)
+        F.adamw_update(*ref, 0.9, 0.999, 1e-6, 1e-3 * 10.0, c2, decay, np.empty(shape, dtype))
+    for a, b in zip((p, m, v), (ref[0], ref[2], ref[3])):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(p, randn(np.random.default_rng(1234), shape, dtype))   # it moved
+
+
+def test_adamw_update_of_a_strided_view_takes_the_reference_path(rng):
+    whole = randn(rng, (6, 8), np.float32)
+    p = whole[:, ::2]                                           # not contiguous: updated in place all the same
+    g, m, v = (randn(rng, p.shape, np.float32) for _ in range(3))
+    v = np.abs(v)
+    expected = [a.copy() for a in (p, g, m, v)]
+    F.adamw_update(*expected, 0.9, 0.999, 1e-6, 1e-3, 1.0, 1.0, np.empty(p.shape, np.float32))
+    K.adamw_update(p, g, m, v, 0.9, 0.999, 1e-6, 1e-3, 1.0, 1.0, np.empty(p.shape, np.float32))
+    np.testing.assert_array_equal(whole[:, ::2], expected[0])
+    np.testing.assert_array_equal(m, expected[2])
+
+
+# ----------------------------------------------------------------------------------------------
 # dtype: float32 in, float32 out, everywhere
 # ----------------------------------------------------------------------------------------------
 def test_float32_stays_float32(rng):

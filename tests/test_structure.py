@@ -11,9 +11,9 @@ PACKAGE = Path(minibert.__file__).parent
 
 # Lower layers never import higher ones (a module may import its own layer and anything below).
 LAYERS = [
-    {"special", "paths", "validation", "config", "safetensors", "outputs", "optim", "plots", "functional"},
+    {"special", "paths", "validation", "config", "safetensors", "outputs", "plots", "functional"},
     {"kernels", "gradcheck", "tokenization"},
-    {"nn", "interop", "checkpoint"},
+    {"nn", "interop", "checkpoint", "optim"},
     {"models", "inference"},
     {"corpus", "pretraining", "finetuning", "probing", "outputs", "distributed"},
 ]

@@ -39,6 +39,7 @@ KERNEL_NAMES = (
     "unpadded_attention_forward", "unpadded_attention_backward",
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
+    "adamw_update",
 )
 
 _active = None  # the name of the backend in use; read from the environment on first call
@@ -165,3 +166,8 @@ def cross_entropy_backward(dloss, cache):
 def embedding_backward(dout, ids, dweight):
     """The lookup's backward needs only the ids, the same on both backends, so there is no cache to bind."""
     active().embedding_backward(dout, ids, dweight)
+
+
+def adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf):
+    _impl(backend()).adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf)
+
