@@ -385,7 +385,7 @@ STEPS = 30 if QUICK else 400             # the short run of section 5
 lr_short, lr_shipped = schedule(STEPS), schedule(8000)
 t = np.arange(1, 8001)
 factor = (1 - b1 ** t) / np.sqrt(1 - b2 ** t)
-print(f"shipped run (8,000 steps, warmup 800): lr at updates 1, 2, 800, 801, 4000, 8000: "
+print("shipped run (8,000 steps, warmup 800): lr at updates 1, 2, 800, 801, 4000, 8000: "
       + ", ".join(f"{lr_shipped[i]:.2e}" for i in (0, 1, 799, 800, 3999, 7999)))
 print(f"largest lr(t) x factor(t) without bias correction: {(lr_shipped * factor).max():.2e} at update "
       f"{int((lr_shipped * factor).argmax()) + 1}, against a peak lr of {lr_shipped.max():.2e}")
@@ -452,7 +452,7 @@ train_seconds = time.perf_counter() - t0
 print(f"trained in {train_seconds:.0f} s")
 
 records = plots.read_jsonl(work / "run" / "metrics.jsonl")
-print(f"first steps' losses: " + ", ".join(f"{r['loss']:.3f}" for r in records[:3])
+print("first steps' losses: " + ", ".join(f"{r['loss']:.3f}" for r in records[:3])
       + f" (ln V + ln 2 = {math.log(V) + math.log(2):.3f})")
 norms = np.array([r["grad_norm"] for r in records])
 print(f"gradient norm before clipping: median {np.median(norms):.2f}, largest {norms.max():.2f} (step "

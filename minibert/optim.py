@@ -8,6 +8,9 @@ update of ``torch.optim.AdamW``, which Mosbach et al. (2021) found makes fine-tu
 Parameters are given as ``(name, param, grad)`` triples of numpy arrays. The optimiser keeps references to
 both arrays: ``step`` reads ``grad`` and updates ``param`` in place, so the model must zero its gradients in
 place (``grad.fill(0)``) and never rebind them to new arrays.
+
+Each parameter's update is ``kernels.adamw_update``: the NumPy reference (``functional.adamw_update``,
+the formula one elementwise pass at a time) or one Numba pass with the same bits.
 """
 from __future__ import annotations
 

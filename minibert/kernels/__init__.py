@@ -19,7 +19,8 @@ be changed in code::
     with kernels.using("numpy"):    # for a block (tests, lessons, benchmarks)
         ...
 
-Matmuls and the embedding lookup are NumPy on both paths.
+Matmuls and the embedding lookup are NumPy on both paths. ``adamw_update`` (the optimiser's per-parameter
+update) has no cache and no backward; it is switched the same way.
 """
 from __future__ import annotations
 
