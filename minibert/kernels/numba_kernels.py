@@ -671,11 +671,11 @@ def _dropout_draw(x, p, rng):
     return y, (keep, scale)
 
 
-def _dropout_apply(x, keep, scale):
+def _dropout_apply(x, keep, scale, out=None):
     x = _float_array("dy", x, dtype=scale.dtype)
     if x.shape != keep.shape:
         raise ValueError(f"dy must have the shape of the dropout's input {keep.shape}, got {x.shape}")
-    y = np.empty_like(x)
+    y = np.empty_like(x) if out is None else out
     if x.size:
         _dropout_apply_kernel(x.reshape(-1), keep.reshape(-1), scale, y.reshape(-1))
     return y
@@ -785,6 +785,22 @@ def attention_backward(dcontext, cache):
 # they read and write one flat buffer that holds every group's (c, A, n, n) block, and softmax,
 # dropout and the backward each run once over all its rows. Dropout draws its bits group by group
 # and in the same order as the reference, so the masks, and every result, are the same to the bit.
+_SCRATCH = {}
+
+
+def _scratch(slot, size, dtype):
+    """A flat array of ``size`` elements that stays allocated from one call to the next, for the
+    transient blocks as large as the attention probabilities (the dropped probabilities, the score
+    gradients). A new array of that size is new memory, and its first touch costs a page fault per
+    4 KiB page: on (32, 4, 128, 128) that was 4 of the forward's 8 ms of dropout. Kept, it is paid for
+    once. Only the two attention functions below use it, and they never hold one slot twice (the
+    dropout bits, the dropped probabilities and the score gradients each have their own)."""
+    buffer = _SCRATCH.get((slot, np.dtype(dtype)))
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH[slot, np.dtype(dtype)] = np.empty(size, dtype=dtype)
+    return buffer[:size]
+
+
 def _score_rows(groups, num_heads):
     """Offsets of each group's (c, A, n, n) block in the flat buffer (one more entry: the total) and
     (row_start, row_len) of its c A n rows of n."""
@@ -830,8 +846,8 @@ def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=No
     if dropout_p > 0 and probs.size:
         draws = [F.dropout_bits((c, A, n, n), dropout_p, rng, q.dtype) for _, c, n in groups]
         _, threshold, dropout_scale = draws[0]
-        bits = np.concatenate([b.reshape(-1) for b, _, _ in draws])
-        dropped, keep = np.empty_like(probs), np.empty(probs.shape, dtype=np.bool_)
+        bits = np.concatenate([b.reshape(-1) for b, _, _ in draws], out=_scratch("bits", probs.size, np.uint16))
+        dropped, keep = _scratch("dropped", probs.size, probs.dtype), np.empty(probs.shape, dtype=np.bool_)
         _dropout_draw_kernel(probs, bits, threshold, dropout_scale, dropped, keep)
         dropout = (keep, dropout_scale)
     context = np.empty_like(q)                                                      # (N, H)
@@ -852,8 +868,9 @@ def unpadded_attention_backward(dcontext, cache):
         return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
 
     dq, dk, dv = (np.empty_like(q) for _ in range(3))
-    dropped = probs if dropout is None else _dropout_apply(probs, *dropout)
-    dscores = np.empty_like(probs)                                  # dP', then dS in place
+    dropped = probs if dropout is None else _dropout_apply(probs, *dropout, _scratch("dropped", probs.size,
+                                                                                   probs.dtype))
+    dscores = _scratch("dscores", probs.size, probs.dtype)         # dP', then dS in place
     for group, p_block, g_block in zip(groups, blocks(dropped), blocks(dscores)):
         dc = F.heads_view(dcontext, group, A)
         np.matmul(p_block.swapaxes(-1, -2), dc, out=F.heads_view(dv, group, A))
