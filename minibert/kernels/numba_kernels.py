@@ -790,11 +790,11 @@ _SCRATCH = {}
 
 def _scratch(slot, size, dtype):
     """A flat array of ``size`` elements that stays allocated from one call to the next, for the
-    transient blocks as large as the attention probabilities (the dropped probabilities, the score
-    gradients). A new array of that size is new memory, and its first touch costs a page fault per
-    4 KiB page: on (32, 4, 128, 128) that was 4 of the forward's 8 ms of dropout. Kept, it is paid for
-    once. Only the two attention functions below use it, and they never hold one slot twice (the
-    dropout bits, the dropped probabilities and the score gradients each have their own)."""
+    transient blocks as large as the attention probabilities. A new array of that size is new memory,
+    and its first touch costs a page fault per 4 KiB page: on (32, 4, 128, 128) that was 4 of the
+    forward's 8 ms of dropout. Kept, it is paid for once. Only the two attention functions below use
+    it, and never hold one slot twice (the dropout bits, the dropped probabilities and the score
+    gradients each have their own). (The same for da in the GELU layer's backward measured no gain.)"""
     buffer = _SCRATCH.get((slot, np.dtype(dtype)))
     if buffer is None or buffer.size < size:
         buffer = _SCRATCH[slot, np.dtype(dtype)] = np.empty(size, dtype=dtype)
