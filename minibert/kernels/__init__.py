@@ -170,5 +170,6 @@ def embedding_backward(dout, ids, dweight):
 
 
 def adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf):
-    _impl(backend()).adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf)
+    """An in-place update with no cache to bind: the active backend does it."""
+    active().adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf)
 
