@@ -39,6 +39,7 @@ Conventions shared by every kernel:
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -812,6 +813,12 @@ def _score_rows(groups, num_heads):
     return offsets, (np.concatenate(starts) if starts else empty, np.concatenate(lengths) if lengths else empty)
 
 
+def _group_blocks(offsets, groups, num_heads, flat):
+    """The (c, A, n, n) view of each group's block of the flat buffer."""
+    A = num_heads
+    return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
+
+
 @_kernel
 def _unpadded_softmax_kernel(x, row_start, row_len, scale):
     """In place, per ragged row of the flat x: softmax(x scale), as ``_softmax_forward_kernel`` with
@@ -833,10 +840,7 @@ def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=No
     scale = q.dtype.type(1 / math.sqrt(q.shape[1] // A))
     offsets, rows = _score_rows(groups, A)
     probs = np.empty(offsets[-1], dtype=q.dtype)                    # scores, then probs in place
-
-    def blocks(flat):                                               # the (c, A, n, n) view per group
-        return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
-
+    blocks = functools.partial(_group_blocks, offsets, groups, A)   # flat -> its (c, A, n, n) views
     for group, block in zip(groups, blocks(probs)):
         np.matmul(F.heads_view(q, group, A), F.heads_view(k, group, A).swapaxes(-1, -2), out=block)
     if probs.size:
@@ -863,10 +867,7 @@ def unpadded_attention_backward(dcontext, cache):
     dcontext = _float_array("dcontext", dcontext, dtype=q.dtype)
     if dcontext.shape != q.shape:
         raise ValueError(f"dcontext must have the shape of the attention's input {q.shape}, got {dcontext.shape}")
-
-    def blocks(flat):
-        return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
-
+    blocks = functools.partial(_group_blocks, offsets, groups, A)
     dq, dk, dv = (np.empty_like(q) for _ in range(3))
     dropped = probs if dropout is None else _dropout_apply(probs, *dropout, _scratch("dropped", probs.size,
                                                                                    probs.dtype))
