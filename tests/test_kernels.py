@@ -43,6 +43,14 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def compilation(request, monkeypatch):
+    """Every test runs on both compilations of each kernel (a call with at most ``_SERIAL_UP_TO``
+    elements takes the serial one): here all calls take one, then all the other."""
+    monkeypatch.setattr(K, "_SERIAL_UP_TO", 1 << 62 if request.param == "serial" else -1)
+    return request.param
+
+
 def test_helpers_can_fail():
     """The criterion rejects a wrong answer and a wrong dtype (the tests below are not vacuous)."""
     x = np.linspace(-1, 1, 37)
@@ -265,24 +273,61 @@ def test_cross_entropy_empty():
     assert K.cross_entropy_backward(1.0, cache).shape == (0, 7)
 
 
-def test_parameter_gradients_do_not_depend_on_thread_count(rng):
-    """Block sums are added in a fixed order, so one thread and all threads give identical bits."""
+def _every_kernel_once(rng, dtype):
+    """Each public Numba function on fixed inputs (sizes not multiples of the row blocks), with its
+    parameter gradients; returns every array it produced."""
+    x, dy = randn(rng, (300, 37), dtype), randn(rng, (300, 37), dtype)
+    gamma, bias = randn(rng, 37, dtype), randn(rng, 37, dtype)
+    out = []
+    y, cache = K.layernorm_forward(x, gamma, bias)
+    dgamma, dbeta = np.zeros(37, dtype), np.zeros(37, dtype)
+    out += [y, K.layernorm_backward(dy, cache, dgamma, dbeta), dgamma, dbeta]
+    for approximate in (False, True):
+        dbias = np.zeros(37, dtype)
+        y, cache = K.bias_gelu_forward(x, bias, approximate)
+        out += [y, K.bias_gelu_backward(dy, cache, dbias), dbias]
+    p, cache = K.softmax_forward(x, (rng.random((300, 37)) < 0.2) * -1e4)
+    out += [p, K.softmax_backward(dy, cache)]
+    y, cache = K.dropout_forward(x, 0.1, np.random.default_rng(3))
+    out += [y, K.dropout_backward(dy, cache)]
+    q, k, v, dc = (randn(rng, (2, 3, 11, 4), dtype) for _ in range(4))
+    context, probs, cache = K.attention_forward(q, k, v, np.where(np.arange(11) < 8, 0, -1e4)[None].repeat(2, 0),
+                                                0.1, np.random.default_rng(5))
+    out += [context, probs, *K.attention_backward(dc, cache)]
+    groups = ((0, 2, 5), (10, 1, 9), (19, 3, 2))                # (start row, count, length): 25 rows
+    q, k, v, dc = (randn(rng, (25, 12), dtype) for _ in range(4))
+    context, probs, cache = K.unpadded_attention_forward(q, k, v, groups, 3, 0.1, np.random.default_rng(6))
+    out += [context, *probs, *K.unpadded_attention_backward(dc, cache)]
+    dweight = np.ones((10, 37), dtype)
+    K.embedding_backward(dy, rng.integers(0, 10, 300), dweight)
+    loss, cache = K.cross_entropy_forward(x, rng.integers(0, 37, 300), rng.random(300).astype(dtype))
+    out += [dweight, loss, K.cross_entropy_backward(dtype(1), cache)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_and_parallel_compilations_agree_to_the_bit(dtype, compilation):
+    """The serial copy of each kernel does the parallel one's operations in the same order, and the
+    parallel one's block sums are added in a fixed order: the same bits on one thread, on every thread,
+    and without threads. Every compiled kernel is exercised (a new one without a case here fails)."""
     import numba
-    x, dy = randn(rng, (300, 37), np.float32), randn(rng, (300, 37), np.float32)
-    results = []
-    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+    if compilation == "serial":
+        pytest.skip("one run covers both compilations")
+    runs = []
+    for up_to, threads in ((1 << 62, 1), (-1, 1), (-1, numba.config.NUMBA_NUM_THREADS)):
+        K._SERIAL_UP_TO = up_to
         numba.set_num_threads(threads)
         try:
-            dgamma, dbeta, dbias = np.zeros(37, np.float32), np.zeros(37, np.float32), np.zeros(37, np.float32)
-            _, cache = K.layernorm_forward(x, np.ones(37, np.float32), np.zeros(37, np.float32))
-            dx = K.layernorm_backward(dy, cache, dgamma, dbeta)
-            _, cache = K.bias_gelu_forward(x, np.zeros(37, np.float32))
-            da = K.bias_gelu_backward(dy, cache, dbias)
+            runs.append(_every_kernel_once(np.random.default_rng(7), dtype))
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        results.append((dx, dgamma, dbeta, da, dbias))
-    for one, many in zip(*results):
-        np.testing.assert_array_equal(one, many)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    kernels_ = [k for k in vars(K).values() if isinstance(k, K._Kernel)]
+    assert len(kernels_) >= 12
+    for k in kernels_:
+        assert k.serial.signatures and k.parallel.signatures, f"{k.__name__} is not exercised"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ Why it is faster, and what it takes:
   the exact GELU's Phi on it, so the exp- and erf-heavy kernels (softmax, cross-entropy, GELU) win.
   Loops that sum use four independent accumulators (``_row_sum`` ...): a single running sum is one
   long dependency chain, which LLVM may not split without ``fastmath`` (that would reorder additions).
-* Threads: every kernel but the embedding scatter-add spreads its rows over the cores with ``prange``,
-  on Numba's ``workqueue`` threading layer (see the comment at ``_kernel`` for why, with measurements).
+* Threads: every kernel but the embedding scatter-add can spread its rows over the cores with
+  ``prange``, on Numba's ``workqueue`` threading layer, but only calls above ``_SERIAL_UP_TO`` elements
+  do (see the comments at ``_kernel`` and ``_SERIAL_UP_TO`` for why, with measurements).
 
 Conventions shared by every kernel:
 
@@ -75,8 +76,40 @@ _TANH_C = 0.044715
 # The results do not depend on the number of threads (see _ROWS_PER_BLOCK).
 if "NUMBA_THREADING_LAYER" not in os.environ:   # takes effect only if no Numba threads were started yet
     numba.config.THREADING_LAYER = "workqueue"
-_kernel = njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
+_parallel_kernel = njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
 _serial_kernel = njit(cache=True, fastmath=False, error_model="numpy")
+
+# Waking the workqueue's sleeping second thread costs 60-150 us per launch on this 2-core machine,
+# whatever the size (serial, `a[i] += 1` over 210,000 float32 takes 15-25 us), and inside a training
+# step, where each kernel follows a matmul, the second thread hardly shortens a kernel: serial and
+# parallel layer norm, dropout and GELU over 2 M float32 took the same time there (1.4-2x faster in
+# parallel back to back). Whole steps, interleaved in one process, with every kernel call serial up to
+# this many elements against every call parallel: tiny corpus 54.4 vs 55.3 ms, mini corpus 241 vs 244
+# ms, synthetic mini (B=32, T=128; its largest call has 4 M elements) 653 vs 672 ms. So every kernel
+# is compiled twice, and a call whose first array holds at most _SERIAL_UP_TO elements runs the serial
+# copy (prange is then range): the same operations in the same order (see _ROWS_PER_BLOCK), so the
+# same bits either way. Larger calls (inference on long batches) still spread over the cores.
+_SERIAL_UP_TO = 1 << 22
+
+
+class _Kernel:
+    """A kernel compiled with threads (``parallel``) and without (``serial``); a call picks by size."""
+
+    def __init__(self, func):
+        self.parallel = _parallel_kernel(func)
+        # A second function object with its own name: Numba's on-disk cache is keyed by the function's
+        # qualified name, not by the parallel flag, so the two versions need two names.
+        twin = type(func)(func.__code__, func.__globals__, func.__name__ + "_serial", func.__defaults__,
+                          func.__closure__)
+        twin.__qualname__ = func.__qualname__ + "_serial"
+        self.serial = _serial_kernel(twin)
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args):
+        return (self.serial if args[0].size <= _SERIAL_UP_TO else self.parallel)(*args)
+
+
+_kernel = _Kernel
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,25 +557,28 @@ def layernorm_backward(dy, cache, dgamma, dbeta):
 # The forward evaluates GELU'(a) beside GELU(a) and caches only that slope: the backward is then
 # da = dy * slope, one multiply, and the cache is one (R, I) array instead of the pre-activation a and
 # Phi(a). The slope's expression is the one the backward used to evaluate, so results are unchanged
-# to the bit. Inside ``linear_gelu_forward`` the output overwrites the matmul's result, which nothing
-# else holds: one (R, I) array fewer allocated per call.
+# to the bit. The kernels write the output over their input: inside ``linear_gelu_forward`` that is the
+# matmul's result, which nothing else holds (one (R, I) array fewer allocated per call). They take one
+# array for both, not an input and an output that may be the same array: LLVM vectorises a loop only
+# where it can rule out overlap, and for two arguments that are one array it cannot (the serial
+# compilation then ran 8x slower in place than into a separate output).
 @_kernel
-def _bias_gelu_exact_forward_kernel(x, bias, coeffs, y, slope):
-    """a = x + bias, y = a Phi(a), slope = Phi(a) + a phi(a) with phi(a) = exp(-a^2 / 2) / sqrt(2 pi)
-    (functional.gelu_backward). x, y, slope (R, I); y may be x itself."""
+def _bias_gelu_exact_forward_kernel(x, bias, coeffs, slope):
+    """a = x + bias, x <- a Phi(a), slope = Phi(a) + a phi(a) with phi(a) = exp(-a^2 / 2) / sqrt(2 pi)
+    (functional.gelu_backward). x, slope (R, I)."""
     R, I = x.shape
     half, inv_sqrt_2pi = x.dtype.type(0.5), x.dtype.type(_INV_SQRT_2PI)
     for r in prange(R):
         for j in range(I):
             v = x[r, j] + bias[j]
             c = _normal_cdf(v, coeffs)
-            y[r, j] = v * c
+            x[r, j] = v * c
             slope[r, j] = c + v * _exp(-half * v * v) * inv_sqrt_2pi
 
 
 @_kernel
-def _bias_gelu_tanh_forward_kernel(x, bias, y, slope):
-    """a = x + bias, y = 0.5 a (1 + tanh(u)), u = k (a + c a^3), evaluated as y = a / (1 + exp(-2u)):
+def _bias_gelu_tanh_forward_kernel(x, bias, slope):
+    """a = x + bias, x <- 0.5 a (1 + tanh(u)), u = k (a + c a^3), evaluated as a / (1 + exp(-2u)):
     0.5 (1 + tanh u) = sigmoid(2u) exactly, and this form avoids the cancellation of 1 + tanh(u) for
     u << 0 and needs only the vectorised exp. With s = sigmoid(2u) and 1 - tanh(u)^2 = 4 s (1 - s),
     the reference's GELU' = 0.5 (1 + t) + 0.5 a (1 - t^2) k (1 + 3 c a^2) becomes
@@ -554,24 +590,24 @@ def _bias_gelu_tanh_forward_kernel(x, bias, y, slope):
         for j in range(I):
             v = x[r, j] + bias[j]
             u = k * (v + c * v * v * v)
-            y[r, j] = v / (one + _exp(-two * u))
+            x[r, j] = v / (one + _exp(-two * u))
             s = one / (one + _exp(-two * k * (v + c * v * v * v)))
             slope[r, j] = s + two * v * s * (one - s) * k * (one + three * c * v * v)
 
 
-def _bias_gelu(x, bias, approximate, y):
-    """GELU(x + bias) into ``y`` (which may be x); returns the cache (slope, shape)."""
+def _bias_gelu(x, bias, approximate):
+    """x <- GELU(x + bias) in place, x C-contiguous; returns the cache (slope, shape)."""
     I = x.shape[-1]
     bias = _float_array("bias", bias, dtype=x.dtype)
     if bias.shape != (I,):
         raise ValueError(f"bias must have shape ({I},), got {bias.shape}")
-    x2, y2 = x.reshape(-1, I), y.reshape(-1, I)
+    x2 = x.reshape(-1, I)
     slope = np.empty_like(x2)
     if x2.size:
         if approximate:
-            _bias_gelu_tanh_forward_kernel(x2, bias, y2, slope)
+            _bias_gelu_tanh_forward_kernel(x2, bias, slope)
         else:
-            _bias_gelu_exact_forward_kernel(x2, bias, _CDF_COEFFS[x2.dtype], y2, slope)
+            _bias_gelu_exact_forward_kernel(x2, bias, _CDF_COEFFS[x2.dtype], slope)
     return slope, x.shape
 
 
@@ -580,9 +616,8 @@ def bias_gelu_forward(x, bias, approximate=False):
 
     The cache is (GELU'(x + b) as (R, I), the input shape): see the note above.
     """
-    x = _float_array("x", x)
-    y = np.empty_like(x)
-    return y, _bias_gelu(x, bias, approximate, y)
+    y = np.array(_float_array("x", x), order="C")          # a copy: the kernel writes over its input
+    return y, _bias_gelu(y, bias, approximate)
 
 
 @_kernel
@@ -619,7 +654,7 @@ def linear_gelu_forward(x, weight, bias, approximate=False):
     bias; the fused kernel adds it while it evaluates GELU, in place of the matmul's output."""
     a, linear_cache = F.linear_forward(x, weight)
     a = _float_array("x W^T", a)
-    return a, (linear_cache, _bias_gelu(a, bias, approximate, a))
+    return a, (linear_cache, _bias_gelu(a, bias, approximate))
 
 
 def linear_gelu_backward(dh, cache, dweight, dbias):
