@@ -153,6 +153,15 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         return (lambda: m.dropout_forward(hidden, 0.1, np.random.default_rng(0)),
                 lambda: m.dropout_backward(dhidden, cache))
 
+    def dropout_add_layernorm(m):
+        residual = randn(B, T, H)
+        dgamma, dbeta = np.zeros(H, f32), np.zeros(H, f32)
+
+        def forward():
+            return m.dropout_add_layernorm_forward(hidden, residual, 0.1, np.random.default_rng(0), gamma, beta)
+        _, cache = forward()
+        return forward, lambda: m.dropout_add_layernorm_backward(dhidden, cache, dgamma, dbeta)
+
     def attention(m):            # with the attention dropout of training
         D = H // A
         q, k, v, dcontext = (randn(B, A, T, D) for _ in range(4))
@@ -189,6 +198,7 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         ("bias_gelu", f"({B}, {T}, {I}) tanh", bias_gelu(True)),
         ("linear_gelu", f"({B}, {T}, {H}) -> ({B}, {T}, {I})", linear_gelu),
         ("dropout", f"({B}, {T}, {H}) p 0.1", dropout),
+        ("dropout_add_layernorm", f"({B}, {T}, {H}) + residual, p 0.1", dropout_add_layernorm),
         ("attention", f"({B}, {A}, {T}, {H // A}) + mask, dropout 0.1", attention),
         ("unpadded_attention", f"{B} sequences of {T // 2}-{T} tokens, dropout 0.1", unpadded_attention),
         ("embedding", f"({B}, {T}, {H}) -> ({V}, {H})", embedding),

@@ -86,6 +86,21 @@ def _dropout(rng):
                           lambda g: {"x": F.dropout_backward(g, mask)}, {"x": x}, rng)
 
 
+def _dropout_add_layernorm(rng):
+    x, residual = rng.standard_normal((B, T, H)), rng.standard_normal((B, T, H))
+    g, b = rng.standard_normal(H), rng.standard_normal(H)
+
+    def forward_pass():     # a fresh generator with one seed per call: every pass drops the same elements
+        return kernels.dropout_add_layernorm_forward(x, residual, 0.3, np.random.default_rng(7), g, b)
+
+    def backward(dy):
+        dg, db = np.zeros_like(g), np.zeros_like(b)
+        dx, dresidual = kernels.dropout_add_layernorm_backward(dy, forward_pass()[1], dg, db)
+        return {"x": dx, "residual": dresidual, "weight": dg, "bias": db}
+    return check_function("dropout_add_layernorm", lambda: forward_pass()[0], backward,
+                          {"x": x, "residual": residual}, rng, {"weight": g, "bias": b})
+
+
 def _softmax(rng):
     x = rng.standard_normal((B, A, T, T)) * 2
     mask_bias = (1 - padding_mask()) * F.MASK_BIAS
@@ -221,6 +236,7 @@ CHECKS = {
     "gelu_tanh": _gelu(True),
     "linear_gelu": _linear_gelu,
     "dropout": _dropout,
+    "dropout_add_layernorm": _dropout_add_layernorm,
     "softmax": _softmax,
     "attention": _attention,
     "cross_entropy": _cross_entropy(False),

@@ -213,6 +213,29 @@ def dropout_backward(dy, mask):
 
 
 # ----------------------------------------------------------------------------------------------
+# The end of every sublayer: y = LayerNorm(dropout(x) + residual)
+# ----------------------------------------------------------------------------------------------
+def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
+    """y = LayerNorm(dropout(x) + residual), BERT's post-LN sublayer output. x, residual (..., H).
+
+    Here the composition of the three reference operations; the Numba backend does all three in one
+    pass over each row (the dropped x and the sum never make a round trip through memory), with the
+    same draws and the same arithmetic. The cache is (dropout's, layer norm's).
+    """
+    dropped, dropout_cache = dropout_forward(x, p, rng)
+    y, layernorm_cache = layernorm_forward(dropped + residual, gamma, beta, eps)
+    return y, (dropout_cache, layernorm_cache)
+
+
+def dropout_add_layernorm_backward(dy, cache, dgamma, dbeta):
+    """Returns (dx, dresidual). With s = dropout(x) + residual, ds = layernorm_backward(dy); a sum passes
+    its gradient to both terms, so dresidual = ds and dx = dropout_backward(ds)."""
+    dropout_cache, layernorm_cache = cache
+    ds = layernorm_backward(dy, layernorm_cache, dgamma, dbeta)
+    return dropout_backward(ds, dropout_cache), ds
+
+
+# ----------------------------------------------------------------------------------------------
 # Softmax with an additive mask
 # ----------------------------------------------------------------------------------------------
 def softmax_forward(x, mask_bias=None):

@@ -290,6 +290,9 @@ def _every_kernel_once(rng, dtype):
     out += [p, K.softmax_backward(dy, cache)]
     y, cache = K.dropout_forward(x, 0.1, np.random.default_rng(3))
     out += [y, K.dropout_backward(dy, cache)]
+    dgamma, dbeta = np.zeros(37, dtype), np.zeros(37, dtype)
+    y, cache = K.dropout_add_layernorm_forward(x, dy, 0.1, np.random.default_rng(4), gamma, bias)
+    out += [y, *K.dropout_add_layernorm_backward(x, cache, dgamma, dbeta), dgamma, dbeta]
     q, k, v, dc = (randn(rng, (2, 3, 11, 4), dtype) for _ in range(4))
     context, probs, cache = K.attention_forward(q, k, v, np.where(np.arange(11) < 8, 0, -1e4)[None].repeat(2, 0),
                                                 0.1, np.random.default_rng(5))
@@ -355,6 +358,50 @@ def test_dropout_identity_and_errors():
     _, cache = K.dropout_forward(x, 0.5, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"dy must have the shape of the dropout's input \(2, 3\), got \(3, 2\)"):
         K.dropout_backward(np.ones((3, 2), np.float32), cache)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_dropout_add_layernorm(rng, dtype, p):
+    """One fused pass against the reference's composition (to rounding: the layer norms differ in
+    arithmetic), and against this module's dropout, sum and layer norm one after the other (to the bit:
+    the same draws and the same operations). Parameter gradients accumulate into non-zero buffers."""
+    x, residual, dy = (randn(rng, (3, 5, 19), dtype) for _ in range(3))
+    gamma, beta = 1 + randn(rng, 19, dtype, 0.1), randn(rng, 19, dtype, 0.1)
+    grads = {name: [np.full(19, 0.5, dtype) for _ in range(2)] for name in ("ref", "fused", "steps")}
+    y_ref, cache = F.dropout_add_layernorm_forward(x, residual, p, np.random.default_rng(5), gamma, beta)
+    dx_ref, dres_ref = F.dropout_add_layernorm_backward(dy, cache, *grads["ref"])
+    y, cache = K.dropout_add_layernorm_forward(x, residual, p, np.random.default_rng(5), gamma, beta)
+    dx, dres = K.dropout_add_layernorm_backward(dy, cache, *grads["fused"])
+    for actual, expected in ((y, y_ref), (dx, dx_ref), (dres, dres_ref), *zip(grads["fused"], grads["ref"])):
+        assert_close(actual, expected, dtype)
+    assert y.shape == dx.shape == dres.shape == x.shape
+    if p:
+        assert np.count_nonzero(dx == 0) > 0.1 * dx.size            # the dropout did drop
+
+    dropped, d_cache = K.dropout_forward(x, p, np.random.default_rng(5))
+    y_steps, ln_cache = K.layernorm_forward(dropped + residual, gamma, beta)
+    ds = K.layernorm_backward(dy, ln_cache, *grads["steps"])
+    for actual, expected in ((y, y_steps), (dres, ds), (dx, K.dropout_backward(ds, d_cache)),
+                             *zip(grads["fused"], grads["steps"])):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_dropout_add_layernorm_errors():
+    x = np.ones((2, 4), np.float32)
+    gamma, beta = np.ones(4, np.float32), np.zeros(4, np.float32)
+    for impl in (F, K):
+        with pytest.raises(ValueError, match=r"shape"):
+            impl.dropout_add_layernorm_forward(x, np.ones((4, 2), np.float32), 0.1, np.random.default_rng(0),
+                                               gamma, beta)
+    with pytest.raises(ValueError, match=r"residual must have the shape of x \(2, 4\), got \(4, 2\)"):
+        K.dropout_add_layernorm_forward(x, np.ones((4, 2), np.float32), 0.1, np.random.default_rng(0), gamma, beta)
+    with pytest.raises(ValueError, match=r"gamma and beta must have shape \(4,\)"):
+        K.dropout_add_layernorm_forward(x, x, 0.1, np.random.default_rng(0), gamma[:3], beta)
+    _, cache = K.dropout_add_layernorm_forward(x, x, 0.1, np.random.default_rng(0), gamma, beta)
+    with pytest.raises(ValueError, match=r"dy must have the shape of the forward input \(2, 4\), got \(4, 2\)"):
+        K.dropout_add_layernorm_backward(np.ones((4, 2), np.float32), cache, np.zeros(4, np.float32),
+                                         np.zeros(4, np.float32))
 
 
 def attention_inputs(rng, dtype, B=3, A=2, T=9, D=4):

@@ -36,6 +36,7 @@ KERNEL_NAMES = (
     "layernorm_forward", "layernorm_backward",
     "linear_gelu_forward", "linear_gelu_backward",
     "dropout_forward", "dropout_backward",
+    "dropout_add_layernorm_forward", "dropout_add_layernorm_backward",
     "attention_forward", "attention_backward",
     "unpadded_attention_forward", "unpadded_attention_backward",
     "cross_entropy_forward", "cross_entropy_backward",
@@ -107,6 +108,17 @@ def layernorm_forward(x, gamma, beta, eps=1e-12):
 def layernorm_backward(dy, cache, dgamma, dbeta):
     name, cache = cache
     return _impl(name).layernorm_backward(dy, cache, dgamma, dbeta)
+
+
+def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
+    name = backend()
+    y, cache = _impl(name).dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps)
+    return y, (name, cache)
+
+
+def dropout_add_layernorm_backward(dy, cache, dgamma, dbeta):
+    name, cache = cache
+    return _impl(name).dropout_add_layernorm_backward(dy, cache, dgamma, dbeta)
 
 
 def linear_gelu_forward(x, weight, bias, approximate=False):

@@ -464,20 +464,50 @@ def softmax_backward(dp, p):
 
 
 # ----------------------------------------------------------------------------------------------
-# Layer normalisation
+# Layer normalisation, and the sublayer end LayerNorm(dropout(x) + residual)
 # ----------------------------------------------------------------------------------------------
+@njit(inline="always")
+def _layernorm_row(xr, gamma, beta, eps, yr, mean, rstd, r):
+    """yr = gamma (xr - mean) rstd + beta for row r; mean[r], rstd[r] = (var + eps)^-1/2, two-pass."""
+    H = xr.shape[0]
+    mu = _row_sum(xr) / H
+    mean[r] = mu
+    rstd[r] = 1.0 / math.sqrt(_row_centered_sumsq(xr, mu) / H + eps)
+    mu, rs = mean[r], rstd[r]          # as rounded to x's dtype: the backward sees the same xhat
+    for j in range(H):
+        yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j]
+
+
 @_kernel
 def _layernorm_forward_kernel(x, gamma, beta, eps, y, mean, rstd):
-    """x (R, H) -> y = gamma (x - mean) rstd + beta; mean (R,), rstd = (var + eps)^-1/2 (R,), two-pass."""
+    """x (R, H) -> y = gamma (x - mean) rstd + beta; mean (R,), rstd (R,)."""
+    for r in prange(x.shape[0]):
+        _layernorm_row(x[r], gamma, beta, eps, y[r], mean, rstd, r)
+
+
+@_kernel
+def _dropout_add_layernorm_forward_kernel(x, bits, threshold, scale, residual, gamma, beta, eps, s, keep, y,
+                                          mean, rstd):
+    """Per row: keep = bits >= threshold, s = (x scale where kept, x 0 elsewhere) + residual, then layer
+    norm of s into y; the row of s is still in the L1 cache when the norm reads it twice. x, residual,
+    s, y (R, H)."""
     R, H = x.shape
+    zero = x.dtype.type(0.0)
     for r in prange(R):
-        xr = x[r]
-        mu = _row_sum(xr) / H
-        mean[r] = mu
-        rstd[r] = 1.0 / math.sqrt(_row_centered_sumsq(xr, mu) / H + eps)
-        mu, rs = mean[r], rstd[r]          # as rounded to x's dtype: the backward sees the same xhat
+        sr = s[r]
         for j in range(H):
-            y[r, j] = (xr[j] - mu) * rs * gamma[j] + beta[j]
+            kept = bits[r, j] >= threshold
+            keep[r, j] = kept
+            sr[j] = (x[r, j] * scale if kept else x[r, j] * zero) + residual[r, j]
+        _layernorm_row(sr, gamma, beta, eps, y[r], mean, rstd, r)
+
+
+def _layernorm_params(gamma, beta, H, dtype):
+    gamma = _float_array("gamma", gamma, dtype=dtype)
+    beta = _float_array("beta", beta, dtype=dtype)
+    if gamma.shape != (H,) or beta.shape != (H,):
+        raise ValueError(f"gamma and beta must have shape ({H},), got {gamma.shape} and {beta.shape}")
+    return gamma, beta
 
 
 def layernorm_forward(x, gamma, beta, eps=1e-12):
@@ -491,10 +521,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-12):
     """
     x = _float_array("x", x)
     H = x.shape[-1]
-    gamma = _float_array("gamma", gamma, dtype=x.dtype)
-    beta = _float_array("beta", beta, dtype=x.dtype)
-    if gamma.shape != (H,) or beta.shape != (H,):
-        raise ValueError(f"gamma and beta must have shape ({H},), got {gamma.shape} and {beta.shape}")
+    gamma, beta = _layernorm_params(gamma, beta, H, x.dtype)
     x2 = x.reshape(-1, H)
     y = np.empty_like(x2)
     mean = np.empty(x2.shape[0], x2.dtype)
@@ -504,13 +531,43 @@ def layernorm_forward(x, gamma, beta, eps=1e-12):
     return y.reshape(x.shape), (x2, mean, rstd, gamma, x.shape)
 
 
+def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
+    """y = LayerNorm(dropout(x) + residual) in one pass per row; see
+    ``functional.dropout_add_layernorm_forward`` (the same draws; the same bits as this module's dropout,
+    sum and layer norm one after the other). The cache is ((keep, scale) or None for p = 0, layer norm's
+    cache of the sum)."""
+    x = _float_array("x", x)
+    residual = _float_array("residual", residual, dtype=x.dtype)
+    if residual.shape != x.shape:
+        raise ValueError(f"residual must have the shape of x {x.shape}, got {residual.shape}")
+    if p == 0:
+        y, layernorm_cache = layernorm_forward(x + residual, gamma, beta, eps)
+        return y, (None, layernorm_cache)
+    H = x.shape[-1]
+    gamma, beta = _layernorm_params(gamma, beta, H, x.dtype)
+    x2 = x.reshape(-1, H)
+    bits, threshold, scale = F.dropout_bits(x2.shape, p, rng, x.dtype)
+    s, y = np.empty_like(x2), np.empty_like(x2)
+    keep = np.empty(x2.shape, dtype=np.bool_)
+    mean = np.empty(x2.shape[0], x2.dtype)
+    rstd = np.empty(x2.shape[0], x2.dtype)
+    if x2.size:
+        _dropout_add_layernorm_forward_kernel(x2, bits, threshold, scale, residual.reshape(-1, H), gamma, beta,
+                                              float(eps), s, keep, y, mean, rstd)
+    return y.reshape(x.shape), ((keep, scale), (s, mean, rstd, gamma, x.shape))
+
+
 @_kernel
-def _layernorm_backward_kernel(dy, x, mean, rstd, gamma, dx, dgamma_blocks, dbeta_blocks, rows_per_block):
+def _layernorm_backward_kernel(dy, x, mean, rstd, gamma, dx, dgamma_blocks, dbeta_blocks, rows_per_block,
+                               keep, scale, dz):
     """Per row, with xhat = (x - mean) rstd and g = dy gamma (derived in functional.layernorm_backward):
         dx = rstd (g - mean(g) - xhat mean(g xhat))
     Block k of ``rows_per_block`` rows adds its sums of dy xhat and of dy to row k of dgamma_blocks and
-    dbeta_blocks."""
+    dbeta_blocks. If ``keep`` has rows (x was dropout(z) + residual), also dz = dx scale where kept, dx 0
+    elsewhere, from the row of dx while it is in the L1 cache."""
     R, H = x.shape
+    dropout = keep.shape[0] > 0
+    zero = x.dtype.type(0.0)
     for blk in prange(dgamma_blocks.shape[0]):
         dg = dgamma_blocks[blk]
         db = dbeta_blocks[blk]
@@ -528,10 +585,13 @@ def _layernorm_backward_kernel(dy, x, mean, rstd, gamma, dx, dgamma_blocks, dbet
                 dx[r, j] = rs * (gr[j] - mg - xh[j] * mgx)
                 dg[j] += dy[r, j] * xh[j]
                 db[j] += dy[r, j]
+            if dropout:
+                for j in range(H):
+                    dz[r, j] = dx[r, j] * scale if keep[r, j] else dx[r, j] * zero
 
 
-def layernorm_backward(dy, cache, dgamma, dbeta):
-    """dx of layer norm; dgamma += sum dy xhat, dbeta += sum dy. See ``functional.layernorm_backward``."""
+def _layernorm_backward(dy, cache, dgamma, dbeta, keep, scale):
+    """dx (R, H) and, when ``keep`` has rows, dz (R, H) (else an empty array); adds into dgamma, dbeta."""
     x2, mean, rstd, gamma, shape = cache
     dy = _float_array("dy", dy, dtype=x2.dtype)
     if dy.shape != shape:
@@ -540,15 +600,36 @@ def layernorm_backward(dy, cache, dgamma, dbeta):
     _check_buffer("dgamma", dgamma, (H,))
     _check_buffer("dbeta", dbeta, (H,))
     dx = np.empty_like(x2)
+    dz = np.empty(keep.shape, x2.dtype)
     blocks = _n_blocks(x2.shape[0])
     dgamma_blocks = np.zeros((blocks, H))
     dbeta_blocks = np.zeros((blocks, H))
     if x2.size:
         _layernorm_backward_kernel(dy.reshape(-1, H), x2, mean, rstd, gamma, dx, dgamma_blocks, dbeta_blocks,
-                                   _ROWS_PER_BLOCK)
+                                   _ROWS_PER_BLOCK, keep, scale, dz)
     _add_into(dgamma, dgamma_blocks.sum(axis=0))
     _add_into(dbeta, dbeta_blocks.sum(axis=0))
-    return dx.reshape(shape)
+    return dx, dz
+
+
+def layernorm_backward(dy, cache, dgamma, dbeta):
+    """dx of layer norm; dgamma += sum dy xhat, dbeta += sum dy. See ``functional.layernorm_backward``."""
+    x2 = cache[0]
+    dx, _ = _layernorm_backward(dy, cache, dgamma, dbeta, np.empty((0, x2.shape[1]), np.bool_),
+                                x2.dtype.type(1))
+    return dx.reshape(cache[4])
+
+
+def dropout_add_layernorm_backward(dy, cache, dgamma, dbeta):
+    """(dx, dresidual): layer norm's backward gives ds = dresidual, and the same pass gives dx = ds
+    through the dropout. See ``functional.dropout_add_layernorm_backward``."""
+    dropout, layernorm_cache = cache
+    if dropout is None:
+        ds = layernorm_backward(dy, layernorm_cache, dgamma, dbeta)
+        return ds, ds
+    ds, dx = _layernorm_backward(dy, layernorm_cache, dgamma, dbeta, *dropout)
+    shape = layernorm_cache[4]
+    return dx.reshape(shape), ds.reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -196,12 +196,20 @@ class BertOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
     def forward(self, x, residual):
-        return self.LayerNorm.forward(self.dropout.forward(self.dense.forward(x)) + residual)
+        # LayerNorm(dropout(dense(x)) + residual): the dropout, the sum and the norm are one kernel
+        # (functional.dropout_add_layernorm_forward composes the three), so this module calls it with
+        # its Dropout's p and rng and its LayerNorm's parameters instead of calling those two modules.
+        ln = self.LayerNorm
+        y, self.cache = kernels.dropout_add_layernorm_forward(
+            self.dense.forward(x), residual, self.dropout.p if self.training else 0.0, self.dropout.rng,
+            ln.weight.data, ln.bias.data, ln.eps)
+        return y
 
     def backward(self, dy):
         """Returns (dx, d residual): the residual sum passes the LayerNorm's input gradient to both."""
-        dsum = self.LayerNorm.backward(dy)
-        return self.dense.backward(self.dropout.backward(dsum)), dsum
+        ln = self.LayerNorm
+        ddense, dsum = kernels.dropout_add_layernorm_backward(dy, self.take_cache(), ln.weight.grad, ln.bias.grad)
+        return self.dense.backward(ddense), dsum
 
 
 class BertAttention(Module):
