@@ -23,7 +23,7 @@ training step into its operations (time, and the memory kept for the backward; s
 with dropout off, and plots the two loss curves.
 
 Adding a benchmark is one function ``bench_NAME(args) -> int`` and one entry in ``BENCHMARKS``;
-``median_ms`` and ``print_table`` are meant to be shared by all of them.
+``median_ms``, ``timed_call`` and ``print_table`` are meant to be shared by all of them.
 """
 from __future__ import annotations
 
@@ -62,6 +62,25 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
+
+
+def timed_call(fn: Callable[[], object]) -> tuple[float, int | None]:
+    """(seconds, minor page faults) of one ``fn()``; faults are None where ``resource`` is missing
+    (Windows). A minor fault is a page the kernel had to map and zero because the allocator had given
+    the memory back to the system: memory allocated afresh instead of reused, which costs time."""
+    try:
+        import resource
+    except ImportError:
+        resource = None
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults if resource else None)
+
+
+def median_faults(faults: list[int | None]) -> str:
+    return "-" if None in faults else f"{statistics.median(faults):,.0f}"
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
@@ -444,6 +463,11 @@ def _have_torch() -> bool:
     return True
 
 
+FAULTS_NOTE = ("faults/step: minor page faults per step (median), pages the allocator had handed back to the "
+               "system and took again, each mapped and zeroed by the kernel; a step's time moves with them "
+               "from run to run.")
+
+
 def bench_train(args) -> int:
     """One pretraining step (forward, backward, clipping, AdamW) of minibert's NumPy path, its Numba path
     and, when installed, Hugging Face ``BertForPreTraining`` in PyTorch, on the same batch, interleaved."""
@@ -476,13 +500,13 @@ def bench_train(args) -> int:
         print("(PyTorch / transformers not installed: `pip install torch==2.13.0 transformers` adds the "
               "Hugging Face row)")
     times = {name: [] for name in steps}
+    faults = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, (backend, step) in steps.items():
-            if backend:
-                with kernels.using(backend):
-                    times[name].append(median_ms(lambda: step(batch), 1, warmup=0))
-            else:
-                times[name].append(median_ms(lambda: step(batch), 1, warmup=0))
+            with kernels.using(backend or kernels.backend()):
+                seconds, step_faults = timed_call(lambda: step(batch))
+            times[name].append(1e3 * seconds)
+            faults[name].append(step_faults)
     peak = matmul_peak_gflops()
     ours_flops = matmul_flops(config, B, T, P)
     hf_flops = matmul_flops(config, B, T, P, mlm_rows=T)
@@ -502,14 +526,15 @@ def bench_train(args) -> int:
             rate = flops / (ms * 1e-3) / 1e9
             rows.append([label, f"{ms:.0f}", f"{ms / reference:.2f}", f"{flops / 1e9:.1f}",
                          f"{rate:.1f}", f"{100 * rate / peak:.0f}%",
-                         "-" if memory is None else f"{memory:.0f}"])
+                         "-" if memory is None else f"{memory:.0f}", median_faults(faults[name])])
     for line in environment_lines():
         print(line)
     print(f"float32 matmul peak (NumPy BLAS, square 1024/2048): {peak:.1f} GFLOP/s\n")
     print_table(["path", "ms/step", "x " + ("HF" if have_torch else "numpy"), "GFLOP", "GFLOP/s", "of peak",
-                 "peak MiB"], rows)
+                 "peak MiB", "faults/step"], rows)
     print("\nGFLOP counts the matrix products (forward + 2x backward). minibert scores the MLM head at the "
           f"{P} masked positions of each sequence (as the original BERT); Hugging Face scores all {T}.")
+    print(FAULTS_NOTE)
     return 0
 
 
@@ -579,14 +604,15 @@ def bench_corpus(args) -> int:
             step(warm)
         names = list(paths)
         seconds = {name: [] for name in names}
+        faults = {name: [] for name in names}
         batches = []
         for k in range(n_steps):
             batch = trainer.next_batch()
             batches.append(batch)
             for name in names[k % len(names):] + names[:k % len(names)]:     # rotate the order
-                start = time.perf_counter()
-                paths[name][2](batch)
-                seconds[name].append(time.perf_counter() - start)
+                step_seconds, step_faults = timed_call(lambda: paths[name][2](batch))
+                seconds[name].append(step_seconds)
+                faults[name].append(step_faults)
         peak = matmul_peak_gflops()
 
         masks = [b["attention_mask"] for b in batches]
@@ -616,7 +642,7 @@ def bench_corpus(args) -> int:
             ms = 1e3 * statistics.median(seconds[name])
             rows.append([name, f"{ms:.0f}", f"{tokens_per_s:,.0f}", ratio,
                          f"{flops / n_steps / 1e9:.2f}", f"{rate:.1f}", f"{100 * rate / peak:.0f}%",
-                         "-" if memory is None else f"{memory:.0f}"])
+                         "-" if memory is None else f"{memory:.0f}", median_faults(faults[name])])
     for line in environment_lines():
         print(line)
     attention = next((s.attention for _, _, s in paths.values() if hasattr(s, "attention")), None)
@@ -627,12 +653,13 @@ def bench_corpus(args) -> int:
           f"after 1 warm-up step: fill {real.sum() / slots.sum():.2f} (real tokens / B x T), "
           f"mean T {np.mean(widths):.1f}, {real.mean():.0f} real tokens per batch\n")
     print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak",
-                 "peak MiB"], rows)
+                 "peak MiB", "faults/step"], rows)
     print("\nGFLOP counts the matrix products each path computes (forward + 2x backward): minibert "
           "on the real tokens, the MLM head at the real masked positions; Hugging Face on all B x T "
           "positions, the MLM head at all of them. Peak MiB: a fresh process, two steps on the "
           f"widest timed batch (T={max(widths)}), above its resident size before the model was "
           "built.")
+    print(FAULTS_NOTE)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""``minibert bench kernels`` runs end to end on tiny shapes and reports every kernel (no timing checks)."""
+"""The benchmarks run end to end on tiny shapes and report every kernel and every column (no timing checks)."""
 import re
 
+import numpy as np
 import pytest
 
 from minibert import kernels
@@ -32,8 +33,8 @@ def test_bench_train_reports_each_path_with_flops_and_memory(capsys):
     out = capsys.readouterr().out
     for label in ("minibert, NumPy kernels", "minibert, Numba kernels"):
         row = next(line for line in out.splitlines() if line.startswith(label))
-        assert re.search(r"\d+%\s+\d+$", row), row                 # share of peak, peak MiB
-    assert "matmul peak" in out
+        assert re.search(r"\d+%\s+\d+\s+[\d,]+$", row), row        # share of peak, peak MiB, faults/step
+    assert "matmul peak" in out and "faults/step: minor page faults" in out
 
 
 def test_matmul_flops_counts_the_mlm_rows():
@@ -55,8 +56,8 @@ def test_bench_corpus_reports_real_tokens_per_second_for_each_path(capsys):
     fill = float(re.search(r"fill (\d\.\d\d) \(real tokens", out).group(1))
     assert 0.2 < fill < 1.0                                     # the corpus batches hold padding
     row = next(line for line in out.splitlines() if line.startswith("minibert tiny"))
-    # ms/step, real tok/s, x HF, GFLOP/step, GFLOP/s, share of peak, peak MiB
-    cells = r"\s\d+\s+[\d,]+\s+(\d+\.\d\d|-)\s+\d+\.\d\d\s+\d+\.\d\s+\d+%\s+\d+$"
+    # ms/step, real tok/s, x HF, GFLOP/step, GFLOP/s, share of peak, peak MiB, faults/step
+    cells = r"\s\d+\s+[\d,]+\s+(\d+\.\d\d|-)\s+\d+\.\d\d\s+\d+\.\d\s+\d+%\s+\d+\s+[\d,]+$"
     assert re.search(cells, row), row
     try:
         import torch  # noqa: F401
@@ -67,6 +68,20 @@ def test_bench_corpus_reports_real_tokens_per_second_for_each_path(capsys):
         hf = next(line for line in out.splitlines() if line.startswith("huggingface tiny"))
         assert re.search(r"\s1\.00\s", hf), hf
     assert "minibert mini" not in out
+
+
+def test_timed_call_counts_the_pages_a_call_maps():
+    """Filling an array already in use maps no page; 64 MiB allocated afresh (above any malloc threshold,
+    so mapped from the system) maps at least one page per 2 MiB (huge pages) and up to one per 4 KiB."""
+    from minibert.bench import timed_call
+
+    pytest.importorskip("resource")
+    reused = np.ones(1 << 24, np.float32)
+    seconds, faults = timed_call(lambda: reused.fill(2))
+    assert seconds > 0 and faults < 16
+    fresh = []
+    _, faults = timed_call(lambda: fresh.append(np.ones(1 << 24, np.float32)))
+    assert faults >= 32
 
 
 def test_bench_corpus_rejects_too_few_lines(capsys):
