@@ -27,6 +27,7 @@ import numpy as np
 
 from minibert import functional as F
 from minibert import checks, gradcheck, kernels, lessons
+from minibert.kernels import numba_kernels
 from minibert.config import BertConfig
 from minibert.models import BertModel
 from minibert.models.bert import BertLayer
@@ -263,10 +264,8 @@ grad_diff = max(np.abs(g - numba_grads[n]).max() / np.abs(g).max() for n, g in m
                 if not n.startswith("pooler") and not n.endswith("key.bias"))
 print(f"numba vs numpy (float32): max |output diff| = {np.abs(outputs['numba'] - outputs['numpy']).max():.1e}, "
       f"worst gradient diff relative to that gradient's largest entry = {grad_diff:.1e}")
-numba.set_num_threads(1)                 # the check's arrays are tiny: extra threads only add overhead
 with kernels.using("numba"):
     numba_results = checks.run_check("BertLayer", seed=0)
-numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 print(f"gradient check of BertLayer on the Numba kernels (float64): "
       f"{sum(r.ok for r in numba_results)} of {len(numba_results)} ok, worst "
       f"{max(r.max_rel_error for r in numba_results):.1e}")
@@ -283,11 +282,14 @@ print(f"first call (includes loading or compiling the kernels): numpy {first_cal
 # Timings on a shared laptop are noisy. We run the configurations in alternation, round after round, so
 # that a burst of activity elsewhere slows all of them alike, keep each one's fastest run (the least
 # disturbed), and report **ratios** between the paths, not seconds to take away. First the operations one
-# at a time, forward + backward, at the model's shapes, with Numba on one thread and on all cores
-# (`numba.set_num_threads`):
+# at a time, forward + backward, at the model's shapes, with Numba on one thread and on all cores. Each
+# kernel is compiled twice, with and without threads, and minibert runs calls of up to
+# `numba_kernels.SERIAL_UP_TO` elements (4 M) on one thread, for reasons the end of this section gives;
+# so here the "all cores" runs set it to -1 (every call on the threads) and `numba.set_num_threads`:
 
 # %%
 all_threads = numba.config.NUMBA_NUM_THREADS
+serial_up_to = numba_kernels.SERIAL_UP_TO
 
 
 def fastest(configs, repeats):
@@ -295,6 +297,7 @@ def fastest(configs, repeats):
     rounds in which every configuration runs once; returns label -> fastest time in seconds."""
     def run(backend, threads, fn):
         numba.set_num_threads(threads or all_threads)
+        numba_kernels.SERIAL_UP_TO = serial_up_to if threads == 1 else -1
         with kernels.using(backend):
             t0 = time.perf_counter()
             fn()
@@ -307,6 +310,7 @@ def fastest(configs, repeats):
         for label, config in configs.items():
             best[label] = min(best[label], run(*config))
     numba.set_num_threads(all_threads)
+    numba_kernels.SERIAL_UP_TO = serial_up_to
     return best
 
 
@@ -380,8 +384,9 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 # **Amdahl's law.** The kernels speed up only the part of the step they replace. Here the exact GELU (its
 # erf series, forward and backward) is most of the NumPy step, so the gain is large; as H grows the
 # matmuls' share grows (H^2 work per token against H), and the gain shrinks toward what BLAS allows. At
-# the other extreme, in quick mode's tiny arrays a kernel's fixed cost per call (argument checks, handing
-# rows to threads: tenths of a millisecond) exceeds the whole NumPy softmax, and Numba loses.
+# the other extreme, in quick mode's tiny arrays, handing a kernel's rows to a second thread (about two
+# tenths of a millisecond) costs more than the whole NumPy softmax: on the threads Numba loses, on one
+# thread it still wins.
 #
 # **Threads are not free.** The matmuls already run on every core through BLAS (OpenBLAS here), and the
 # parallel kernels bring a second pool of threads. With Numba's default OpenMP threading layer, a thread
@@ -390,7 +395,12 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 # without them (we measured 136 ms against NumPy's 105 ms at full size, and 150 ms against 7 ms in quick
 # mode), although every kernel alone was faster. So `minibert.kernels.numba_kernels` selects Numba's
 # `workqueue` layer, whose idle threads sleep (unless you set `NUMBA_THREADING_LAYER` yourself); exercise
-# 3 brings the problem back. The lesson: always time the whole step, not only the kernel.
+# 3 brings the problem back. A sleeping thread has its own cost: waking it took 60-150 microseconds per
+# kernel call on our 2-core machine, and inside a training step, right after a matmul, the second thread
+# hardly shortened a kernel. Whole pretraining steps ran as fast or a little faster with every kernel
+# call on one thread, so minibert keeps calls of up to `SERIAL_UP_TO` elements on one thread, and the
+# "all cores" runs above had to ask for the threads. The lesson: always time the whole step, not only
+# the kernel.
 #
 # `minibert bench` measures this more carefully at several sizes; lesson 08 uses the Numba path (the
 # default, `MINIBERT_KERNELS=numba`) to pretrain.
@@ -415,12 +425,14 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 # - Numba vs NumPy in float32: outputs within about 1e-6, gradients within about 1e-6 of each tensor's
 #   largest entry; the Numba kernels pass the BertLayer check too (17 of 17, the worst below 2e-7:
 #   5.2e-08 on our machine).
-# - Timings (ratios, not seconds; they vary with the machine and with what else it runs). On our idle
-#   2-core laptop, full mode (B=8, T=128): bias+GELU **3.6-3.8x** faster with Numba on one thread and
-#   **4.8x** on two, layernorm 1.2-1.9x, softmax 0.8-1.4x (no gain: NumPy's version is already a few
-#   passes over a small array); the whole step **79 ms -> 39 ms, about 2.0x** on one or two threads, with
-#   the three operations taking **80-86%** of the NumPy step. Quick mode (B=2, T=32): bias+GELU 3-4x, but
-#   softmax and layernorm *slower* with Numba (0.2-0.4x), and the step only about 1.15x.
+# - Timings (ratios, not seconds; they vary with the machine and with what else it runs). On a shared
+#   2-core Intel Xeon (AVX-512), two runs, full mode (B=8, T=128): bias+GELU **12.0-12.5x** faster with
+#   Numba on one thread and 11.7-12.2x on two, layernorm 2.5-2.7x and 1.0-1.4x, softmax 1.3x and 0.7-0.9x
+#   (little to gain: NumPy's version is already a few passes over a small array); the whole step
+#   **77-78 ms -> 24 ms, about 3.2x** on one thread or two, with the three operations taking 75-82% of
+#   the NumPy step. Quick mode (B=2, T=32): on one thread bias+GELU 6-8x, layernorm 2.1x, softmax 1.3x
+#   and the step about 1.8x; on two threads softmax and layernorm *slower* than NumPy (0.2-0.3x) and
+#   the step level with it (0.99x).
 #
 # ## Exercises
 #

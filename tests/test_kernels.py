@@ -45,9 +45,9 @@ def rng():
 
 @pytest.fixture(autouse=True, params=["serial", "parallel"])
 def compilation(request, monkeypatch):
-    """Every test runs on both compilations of each kernel (a call with at most ``_SERIAL_UP_TO``
+    """Every test runs on both compilations of each kernel (a call with at most ``SERIAL_UP_TO``
     elements takes the serial one): here all calls take one, then all the other."""
-    monkeypatch.setattr(K, "_SERIAL_UP_TO", 1 << 62 if request.param == "serial" else -1)
+    monkeypatch.setattr(K, "SERIAL_UP_TO", 1 << 62 if request.param == "serial" else -1)
     return request.param
 
 
@@ -317,7 +317,7 @@ def test_serial_and_parallel_compilations_agree_to_the_bit(dtype):
     import numba
     runs = []
     for up_to, threads in ((1 << 62, 1), (-1, 1), (-1, numba.config.NUMBA_NUM_THREADS)):
-        K._SERIAL_UP_TO = up_to
+        K.SERIAL_UP_TO = up_to
         numba.set_num_threads(threads)
         try:
             runs.append(_every_kernel_once(np.random.default_rng(7), dtype))

@@ -18,8 +18,8 @@ Why it is faster, and what it takes:
   Loops that sum use four independent accumulators (``_row_sum`` ...): a single running sum is one
   long dependency chain, which LLVM may not split without ``fastmath`` (that would reorder additions).
 * Threads: every kernel but the embedding scatter-add can spread its rows over the cores with
-  ``prange``, on Numba's ``workqueue`` threading layer, but only calls above ``_SERIAL_UP_TO`` elements
-  do (see the comments at ``_kernel`` and ``_SERIAL_UP_TO`` for why, with measurements).
+  ``prange``, on Numba's ``workqueue`` threading layer, but only calls above ``SERIAL_UP_TO`` elements
+  do (see the comments at ``_kernel`` and ``SERIAL_UP_TO`` for why, with measurements).
 
 Conventions shared by every kernel:
 
@@ -86,10 +86,11 @@ _serial_kernel = njit(cache=True, fastmath=False, error_model="numpy")
 # parallel back to back). Whole steps, interleaved in one process, with every kernel call serial up to
 # this many elements against every call parallel: tiny corpus 54.4 vs 55.3 ms, mini corpus 241 vs 244
 # ms, synthetic mini (B=32, T=128; its largest call has 4 M elements) 653 vs 672 ms. So every kernel
-# is compiled twice, and a call whose first array holds at most _SERIAL_UP_TO elements runs the serial
+# is compiled twice, and a call whose first array holds at most SERIAL_UP_TO elements runs the serial
 # copy (prange is then range): the same operations in the same order (see _ROWS_PER_BLOCK), so the
-# same bits either way. Larger calls (inference on long batches) still spread over the cores.
-_SERIAL_UP_TO = 1 << 22
+# same bits either way. Larger calls (inference on long batches) still spread over the cores. Set
+# SERIAL_UP_TO = -1 to run every call on the threads (lesson 05 compares the two).
+SERIAL_UP_TO = 1 << 22
 
 
 class _Kernel:
@@ -106,7 +107,7 @@ class _Kernel:
         functools.update_wrapper(self, func)
 
     def __call__(self, *args):
-        return (self.serial if args[0].size <= _SERIAL_UP_TO else self.parallel)(*args)
+        return (self.serial if args[0].size <= SERIAL_UP_TO else self.parallel)(*args)
 
 
 _kernel = _Kernel
