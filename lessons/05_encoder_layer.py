@@ -284,8 +284,9 @@ print(f"first call (includes loading or compiling the kernels): numpy {first_cal
 # disturbed), and report **ratios** between the paths, not seconds to take away. First the operations one
 # at a time, forward + backward, at the model's shapes, with Numba on one thread and on all cores. Each
 # kernel is compiled twice, with and without threads, and minibert runs calls of up to
-# `numba_kernels.SERIAL_UP_TO` elements (4 M) on one thread, for reasons the end of this section gives;
-# so here the "all cores" runs set it to -1 (every call on the threads) and `numba.set_num_threads`:
+# `numba_kernels.SERIAL_UP_TO` elements (262,144) on one thread, for reasons the end of this section
+# gives; here the one-thread runs raise that bound above every call and the "all cores" runs set it
+# to -1 (every call on the threads), beside `numba.set_num_threads`:
 
 # %%
 all_threads = numba.config.NUMBA_NUM_THREADS
@@ -297,7 +298,7 @@ def fastest(configs, repeats):
     rounds in which every configuration runs once; returns label -> fastest time in seconds."""
     def run(backend, threads, fn):
         numba.set_num_threads(threads or all_threads)
-        numba_kernels.SERIAL_UP_TO = serial_up_to if threads == 1 else -1
+        numba_kernels.SERIAL_UP_TO = 1 << 62 if threads == 1 else -1
         with kernels.using(backend):
             t0 = time.perf_counter()
             fn()
@@ -396,10 +397,10 @@ if step["numba", all_threads] > 1.5 * step["numba", 1]:
 # mode), although every kernel alone was faster. So `minibert.kernels.numba_kernels` selects Numba's
 # `workqueue` layer, whose idle threads sleep (unless you set `NUMBA_THREADING_LAYER` yourself); exercise
 # 3 brings the problem back. A sleeping thread has its own cost: waking it took 60-150 microseconds per
-# kernel call on our 2-core machine, and inside a training step, right after a matmul, the second thread
-# hardly shortened a kernel. Whole pretraining steps ran as fast or a little faster with every kernel
-# call on one thread, so minibert keeps calls of up to `SERIAL_UP_TO` elements on one thread, and the
-# "all cores" runs above had to ask for the threads. The lesson: always time the whole step, not only
+# kernel call on our 2-core machine, more than a small kernel's whole work (quick mode shows it), so
+# minibert keeps calls of up to `SERIAL_UP_TO` elements on one thread. Where to put that bound was
+# measured on whole jobs, not on kernels: training steps were a little faster with it higher, probing
+# (mostly inference) slower, and 262,144 suited both. The lesson: always time the whole step, not only
 # the kernel.
 #
 # `minibert bench` measures this more carefully at several sizes; lesson 08 uses the Numba path (the

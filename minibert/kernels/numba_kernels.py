@@ -17,9 +17,9 @@ Why it is faster, and what it takes:
   the exact GELU's Phi on it, so the exp- and erf-heavy kernels (softmax, cross-entropy, GELU) win.
   Loops that sum use four independent accumulators (``_row_sum`` ...): a single running sum is one
   long dependency chain, which LLVM may not split without ``fastmath`` (that would reorder additions).
-* Threads: every kernel but the embedding scatter-add can spread its rows over the cores with
-  ``prange``, on Numba's ``workqueue`` threading layer, but only calls above ``SERIAL_UP_TO`` elements
-  do (see the comments at ``_kernel`` and ``SERIAL_UP_TO`` for why, with measurements).
+* Threads: every kernel but the embedding scatter-add spreads its rows over the cores with ``prange``,
+  on Numba's ``workqueue`` threading layer, for calls above ``SERIAL_UP_TO`` elements (see the comments
+  at ``_kernel`` and ``SERIAL_UP_TO`` for why, with measurements).
 
 Conventions shared by every kernel:
 
@@ -80,17 +80,15 @@ _parallel_kernel = njit(cache=True, parallel=True, fastmath=False, error_model="
 _serial_kernel = njit(cache=True, fastmath=False, error_model="numpy")
 
 # Waking the workqueue's sleeping second thread costs 60-150 us per launch on this 2-core machine,
-# whatever the size (serial, `a[i] += 1` over 210,000 float32 takes 15-25 us), and inside a training
-# step, where each kernel follows a matmul, the second thread hardly shortens a kernel: serial and
-# parallel layer norm, dropout and GELU over 2 M float32 took the same time there (1.4-2x faster in
-# parallel back to back). Whole steps, interleaved in one process, with every kernel call serial up to
-# this many elements against every call parallel: tiny corpus 54.4 vs 55.3 ms, mini corpus 241 vs 244
-# ms, synthetic mini (B=32, T=128; its largest call has 4 M elements) 653 vs 672 ms. So every kernel
-# is compiled twice, and a call whose first array holds at most SERIAL_UP_TO elements runs the serial
-# copy (prange is then range): the same operations in the same order (see _ROWS_PER_BLOCK), so the
-# same bits either way. Larger calls (inference on long batches) still spread over the cores. Set
-# SERIAL_UP_TO = -1 to run every call on the threads (lesson 05 compares the two).
-SERIAL_UP_TO = 1 << 22
+# whatever the size (serial, `a[i] += 1` over 210,000 float32 takes 15-25 us). So every kernel is
+# compiled twice, and a call whose first array holds at most SERIAL_UP_TO elements runs the serial copy
+# (prange is then range): the same operations in the same order (see _ROWS_PER_BLOCK), so the same bits
+# either way. The bound, measured: interleaved training steps (tiny corpus / mini corpus) took 52.0 /
+# 240 ms with every call on the threads, 51.5 / 237 ms with this bound, 51.9 / 233 ms serial up to 4 M
+# elements; but `minibert probe --model mini --limit 200` (mostly inference) took 64-68 s serial up to
+# 4 M against 59-62 s on the threads, and 60-61 s with this bound. Set SERIAL_UP_TO = -1 to run every
+# call on the threads (lesson 05 compares the two).
+SERIAL_UP_TO = 1 << 18
 
 
 class _Kernel:
