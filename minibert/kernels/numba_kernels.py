@@ -61,9 +61,10 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TANH_K = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
 
-# Every kernel: compiled once per dtype and cached on disk; fastmath off; NumPy's error model, so that
-# x / 0 gives inf or nan like NumPy instead of raising, which also lets LLVM vectorise loops that
-# divide (Python's ZeroDivisionError check is a branch in the loop body); parallel over rows.
+# Every kernel: compiled per dtype, with and without threads (see SERIAL_UP_TO), and cached on disk;
+# fastmath off; NumPy's error model, so that x / 0 gives inf or nan like NumPy instead of raising, which
+# also lets LLVM vectorise loops that divide (Python's ZeroDivisionError check is a branch in the loop
+# body); parallel over rows.
 #
 # Threads, measured on 2 cores (mini shapes, float32). Alone, the kernels run 1.4-2.4x faster on two
 # threads than on one with Numba's default OpenMP layer, 1.2-1.8x with its workqueue layer. In a
