@@ -13,6 +13,7 @@ ours is (B, P, V).) Parameter names are the Hugging Face ``BertForPreTraining`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -63,12 +64,26 @@ class BertPreTrainingHeads(Module):
 @dataclasses.dataclass
 class BertForPreTrainingOutput:
     loss: np.ndarray | None                  # () total, when labels were given
-    prediction_logits: np.ndarray            # (B, P, V) at the masked positions
+    scored_logits: np.ndarray                # (R, V) at the R real predictions, in row order of (B, P)
+    scored: np.ndarray                       # (R,) their flat indices into the B P predictions
+    num_predictions: tuple                   # (B, P)
     seq_relationship_logits: np.ndarray      # (B, 2): 0 = B follows A, 1 = B is random
     mlm_loss: np.ndarray | None = None
     nsp_loss: np.ndarray | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+
+    @functools.cached_property
+    def prediction_logits(self) -> np.ndarray:
+        """(B, P, V) at the masked positions, 0 at padding predictions. Built on first read: training
+        reads only the scored rows, and on the bundled corpus the zero-filled (B, P, V) array was ~1 ms
+        of a tiny model's ~60 ms step."""
+        B, P = self.num_predictions
+        if self.scored.size == B * P:
+            return self.scored_logits.reshape(B, P, -1)
+        logits = np.zeros((B * P, self.scored_logits.shape[1]), dtype=self.scored_logits.dtype)
+        logits[self.scored] = self.scored_logits
+        return logits.reshape(B, P, -1)
 
 
 class BertForPreTraining(Module, PreTrainedModel):
@@ -102,15 +117,9 @@ class BertForPreTraining(Module, PreTrainedModel):
         scored = np.flatnonzero(weights.reshape(-1) != 0)                    # (R,) of B P rows
         rows = (scored // P, positions.reshape(-1)[scored])                   # (b, t) of each scored row
         scored_logits = self.cls.predictions.forward(seq[rows])              # (R, H) -> (R, V)
-        if scored.size == B * P:
-            mlm_logits = scored_logits.reshape(B, P, -1)
-        else:
-            mlm_logits = np.zeros((B * P, scored_logits.shape[1]), dtype=scored_logits.dtype)
-            mlm_logits[scored] = scored_logits
-            mlm_logits = mlm_logits.reshape(B, P, -1)                          # (B, P, V)
         nsp_logits = self.cls.seq_relationship.forward(out.pooler_output)      # (B, 2)
 
-        result = BertForPreTrainingOutput(None, mlm_logits, nsp_logits,
+        result = BertForPreTrainingOutput(None, scored_logits, scored, (B, P), nsp_logits,
                                           hidden_states=out.hidden_states, attentions=out.attentions)
         self.cache = None            # (scored rows' (b, t), seq shape, MLM loss cache, NSP loss cache) with labels
         if masked_lm_ids is not None and next_sentence_labels is not None:
