@@ -156,6 +156,35 @@ print(f"measured forward, B={Bt} T=128: MLM head at all T {1e3 * timings['all T'
       f"positions {1e3 * timings['gathered P']:.0f} ms ({timings['all T'] / timings['gathered P']:.1f}x)")
 
 # %% [markdown]
+# **The last layer, too.** The heads read `seq` at the gathered positions and at each [CLS] (the
+# pooler's input), nowhere else. Below the last layer every position feeds the next layer's attention,
+# so every row is needed; in the last layer, attention reads every position's keys and values, which
+# come from the layer's input, but after attention each row is on its own: output projection, residual,
+# layer norm, feed-forward. So the package runs that half of the last layer on the rows the heads read
+# only (`BertModel.forward`'s `output_positions`, which `BertForPreTraining` passes; the backward
+# scatters their gradients back to (N, H) before attention, zeros elsewhere). The skipped rows feed
+# nothing, so the loss and every gradient are unchanged; `output_hidden_states=True` asks for all rows:
+
+# %%
+real_batch = train_data.batch(train_data.order(SEED)[:8], trim_padding=True)
+results = {}
+for every_row in (True, False):                       # model is in eval mode: no dropout
+    model.zero_grad()
+    loss = model.forward(**real_batch, output_hidden_states=every_row).loss
+    model.backward()
+    results[every_row] = float(loss), {n: g.copy() for n, g in model.named_grads()}
+worst = max(np.abs(results[True][1][n] - results[False][1][n]).max() / np.abs(results[True][1][n]).max()
+            for n in results[True][1] if np.abs(results[True][1][n]).max() > 0)
+b_, p_ = np.nonzero(real_batch["masked_lm_weights"])
+kept = len(model.bert._output_rows((b_, real_batch["masked_lm_positions"][b_, p_]), real_batch["attention_mask"]))
+real_rows = int(real_batch["attention_mask"].sum())
+print(f"last layer after attention: {kept} of {real_rows} rows; loss {results[True][0]:.6f} with every row, "
+      f"{results[False][0]:.6f} with these; largest gradient difference {worst:.1e} (relative)")
+share = (H * H + 2 * H * I) / (4 * H * H + 2 * H * I)     # output projection + feed-forward, of all four
+print(f"after attention: {share:.0%} of a layer's linear FLOPs, skipped on {1 - kept / real_rows:.0%} of the last "
+      f"layer's rows: {share * (1 - kept / real_rows) / L:.0%} of the {L} layers' linear FLOPs")
+
+# %% [markdown]
 # The measured gain can exceed the FLOP ratio: at all T the logits are a (B, T, V) array, 64 MB for B = 32,
 # written once here and, in training, read again by the softmax, the loss and the backward. This tiny model
 # spends more on its output layer than on its two encoder layers; in BERT-base (H = 768, L = 12,

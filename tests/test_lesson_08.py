@@ -37,6 +37,12 @@ def test_lesson_08_runs_in_quick_mode(tmp_path):
     assert number(r"<x, add\.at\(g\)>\s+= ([+-][0-9.]+)", out) == gather
     assert abs(number(r"<x, buffered \+= g>\s+= ([+-][0-9.]+)", out) - gather) > 1e-3
 
+    # 1b. the last layer's after-attention half on the rows the heads read: same loss, same gradients
+    kept = re.search(r"last layer after attention: (\d+) of (\d+) rows; loss ([0-9.]+) with every row, ([0-9.]+) with "
+                     r"these; largest gradient difference ([0-9.e+-]+)", out)
+    assert kept and int(kept.group(1)) < int(kept.group(2)) / 3
+    assert abs(float(kept.group(3)) - float(kept.group(4))) < 1e-5 and float(kept.group(5)) < 1e-4
+
     # 2. tied weights: both contributions, computed separately, add up to the one gradient
     assert "decoder weight is the word-embedding Parameter: True" in out
     assert "'cls.predictions.decoder.weight' listed: False" in out

@@ -140,3 +140,55 @@ def test_full_batch_unpadded_is_one_group_and_equals_padded():
         model.unpad = unpad
         outs.append(model.forward(ids).last_hidden_state)
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("unpad", [True, False])
+def test_the_last_layer_runs_its_feed_forward_half_on_the_rows_the_heads_read(backend, unpad, monkeypatch):
+    """Pretraining reads the last layer at the masked positions and the [CLS] only, so that layer's
+    sublayers after attention run on those rows (BertModel.forward's output_positions): the loss,
+    the logits and every gradient are those of the whole last layer (output_hidden_states=True asks
+    for all of it), and the feed-forward really saw only those rows."""
+    rng = np.random.default_rng(0)
+    batch = heavy_padding_batch(rng)
+    model = BertForPreTraining(config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                               np.random.default_rng(1)).astype(np.float64)
+    last = model.bert.encoder.layer[-1].intermediate
+    seen = []
+    forward = type(last).forward
+    monkeypatch.setattr(last, "forward", lambda x: seen.append(x.size // x.shape[-1]) or forward(last, x))
+
+    def run_once(everything):
+        model.bert.unpad = unpad
+        model.zero_grad()
+        out = model.forward(**batch, output_hidden_states=everything)
+        model.backward()
+        return out, {name: g.copy() for name, g in model.named_grads()}
+
+    with kernels.using(backend):
+        whole, grads_whole = run_once(True)
+        part, grads_part = run_once(False)
+    mask = batch["attention_mask"]
+    B, T = mask.shape
+    b, p = np.nonzero(batch["masked_lm_weights"])
+    wanted = set(zip(b, batch["masked_lm_positions"][b, p])) | {(i, 0) for i in range(B)}
+    assert seen == [int(mask.sum()) if unpad else B * T, len(wanted)] and len(wanted) < mask.sum() / 2
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(part.loss, whole.loss, **tol)
+    np.testing.assert_allclose(part.prediction_logits, whole.prediction_logits, **tol)
+    np.testing.assert_allclose(part.seq_relationship_logits, whole.seq_relationship_logits, **tol)
+    for name in grads_whole:
+        np.testing.assert_allclose(grads_part[name], grads_whole[name], err_msg=name, **tol)
+        assert np.abs(grads_whole[name]).max() > 0 or "key.bias" in name, name
+
+
+def test_output_positions_must_name_positions_of_the_batch():
+    model = BertModel(config(), np.random.default_rng(0))
+    ids = np.ones((2, 5), np.int64)
+    with pytest.raises(ValueError, match=r"output_positions must name positions of the \(B, T\) = \(2, 5\)"):
+        model.forward(ids, output_positions=(np.array([0, 1]), np.array([0, 5])))
+    with pytest.raises(ValueError, match="two integer arrays"):
+        model.forward(ids, output_positions=(np.array([0.5]), np.array([1])))
+    out = model.forward(ids, output_positions=(np.array([1]), np.array([3])))
+    computed = np.abs(out.last_hidden_state).sum(-1) != 0
+    assert computed.tolist() == [[True, False, False, False, False], [True, False, False, True, False]]

@@ -217,14 +217,31 @@ class BertAttention(Module):
         self.self = BertSelfAttention(config, rng)
         self.output = BertOutput(config.hidden_size, config, rng)
 
-    def forward(self, x, mask_bias):
+    def forward(self, x, mask_bias, rows=None):
+        """``rows``: None, or the indices of the rows of x (flattened to (-, H)) that go on past attention
+        (the last layer's, see ``BertEncoder.forward``): every row's keys and values are attended to, but
+        the output projection, residual and layer norm, and after them the feed-forward, run on those
+        rows only, (R, H)."""
         context, probs = self.self.forward(x, mask_bias)
-        return self.output.forward(context, x), probs
+        self.cache = None if rows is None else (rows, x.shape)
+        if rows is None:
+            return self.output.forward(context, x), probs
+        H = x.shape[-1]
+        return self.output.forward(context.reshape(-1, H)[rows], x.reshape(-1, H)[rows]), probs
 
     def backward(self, dy):
         dcontext, dx = self.output.backward(dy)
-        dx += self.self.backward(dcontext)     # x reached the output by the residual and by attention
-        return dx
+        selected = self.take_cache()
+        if selected is None:
+            dx += self.self.backward(dcontext)     # x reached the output by the residual and by attention
+            return dx
+        # Rows that stopped at attention fed nothing after it: their context and residual gradients are 0.
+        rows, shape = selected
+        dcontext_all = np.zeros((int(np.prod(shape[:-1])), shape[-1]), dtype=dcontext.dtype)
+        dcontext_all[rows] = dcontext
+        dx_all = self.self.backward(dcontext_all.reshape(shape))
+        dx_all.reshape(-1, shape[-1])[rows] += dx
+        return dx_all
 
 
 class BertIntermediate(Module):
@@ -258,8 +275,9 @@ class BertLayer(Module):
         self.intermediate = BertIntermediate(config, rng)
         self.output = BertOutput(config.intermediate_size, config, rng)
 
-    def forward(self, x, mask_bias):
-        a, probs = self.attention.forward(x, mask_bias)
+    def forward(self, x, mask_bias, rows=None):
+        """``rows``: see ``BertAttention.forward``; the output is then (R, H)."""
+        a, probs = self.attention.forward(x, mask_bias, rows)
         return self.output.forward(self.intermediate.forward(a), a), probs
 
     def backward(self, dy):
@@ -272,10 +290,14 @@ class BertEncoder(Module):
     def __init__(self, config: BertConfig, rng: np.random.Generator):
         self.layer = [BertLayer(config, rng) for _ in range(config.num_hidden_layers)]
 
-    def forward(self, x, mask_bias, output_hidden_states=False, output_attentions=False):
+    def forward(self, x, mask_bias, output_hidden_states=False, output_attentions=False, last_rows=None):
+        """``last_rows``: None, or the rows of x (flattened to (-, H)) whose output is wanted; the last layer
+        then computes only those after its attention (``BertAttention.forward``) and returns (R, H)."""
+        if last_rows is not None and output_hidden_states:
+            raise ValueError("last_rows leaves the last hidden state incomplete; output_hidden_states needs all")
         hidden_states, attentions = [x], []
-        for layer in self.layer:
-            x, probs = layer.forward(x, mask_bias)
+        for i, layer in enumerate(self.layer):
+            x, probs = layer.forward(x, mask_bias, last_rows if i == len(self.layer) - 1 else None)
             hidden_states.append(x)
             attentions.append(probs)
         return x, (tuple(hidden_states) if output_hidden_states else None), \
@@ -352,35 +374,68 @@ class BertModel(Module, PreTrainedModel):
         self.pooler = BertPooler(config, rng)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
-                output_attentions=False, inputs_embeds_delta=None) -> BertModelOutput:
+                output_attentions=False, inputs_embeds_delta=None, output_positions=None) -> BertModelOutput:
         """input_ids (B, T) integers < vocab_size; token_type_ids (B, T) in [0, type_vocab_size), zeros if
-        None; attention_mask (B, T) of 1 (real token) / 0 (padding), all ones if None."""
+        None; attention_mask (B, T) of 1 (real token) / 0 (padding), all ones if None.
+
+        ``output_positions``: None, or (b, t), two integer arrays naming the positions whose
+        last_hidden_state the caller reads (the pooler reads every [CLS], position 0, as well). The last
+        layer then runs its feed-forward half on those positions only (``BertEncoder.forward``): its
+        attention still reads every token's keys and values, so they come out as without it, and
+        last_hidden_state is 0 at every other position. Pretraining passes its masked positions: the
+        MLM loss reads nothing else. Ignored with ``output_hidden_states``."""
         input_ids, token_type_ids, attention_mask = self.check_inputs(input_ids, token_type_ids, attention_mask)
+        wanted = None if output_hidden_states else self._output_rows(output_positions, attention_mask)
         if self.unpad:
             return self._forward_unpadded(input_ids, token_type_ids, attention_mask,
                                           output_hidden_states, output_attentions,
-                                          inputs_embeds_delta)
-        self.cache = None
+                                          inputs_embeds_delta, wanted)
+        self.cache = (None, wanted)
         dtype = self.dtype
         # (B, T): 0 where a key may be attended to, MASK_BIAS where it is padding.
         mask_bias = (1 - attention_mask).astype(dtype) * dtype.type(F.MASK_BIAS)
         x = self.embeddings.forward(input_ids, token_type_ids, inputs_embeds_delta)       # (B, T, H)
         last, hidden_states, attentions = self.encoder.forward(x, mask_bias, output_hidden_states,
-                                                               output_attentions)
+                                                               output_attentions, wanted)
+        if wanted is not None:
+            last = _scatter_rows(last, wanted, x.shape)                                   # (B, T, H)
         pooled = self.pooler.forward(last)                                                # (B, H)
         return BertModelOutput(last, pooled, hidden_states, attentions)
 
+    @staticmethod
+    def _output_rows(output_positions, attention_mask):
+        """The flat positions b T + t (sorted, each once) of ``output_positions`` and of every [CLS]
+        that hold real tokens; None if output_positions is None."""
+        if output_positions is None:
+            return None
+        B, T = attention_mask.shape
+        b, t = (np.asarray(a) for a in output_positions)
+        if not (np.issubdtype(b.dtype, np.integer) and np.issubdtype(t.dtype, np.integer)) or b.shape != t.shape:
+            raise ValueError("output_positions must be two integer arrays (b, t) of one shape")
+        if b.size and (b.min() < 0 or b.max() >= B or t.min() < 0 or t.max() >= T):
+            raise ValueError(f"output_positions must name positions of the (B, T) = ({B}, {T}) batch")
+        flat = np.unique(np.concatenate([b.reshape(-1) * T + t.reshape(-1), np.arange(B) * T]))
+        return flat[attention_mask.reshape(-1)[flat] != 0]
+
     def _forward_unpadded(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
-                          output_attentions, inputs_embeds_delta):
+                          output_attentions, inputs_embeds_delta, wanted):
         layout = Unpadded.from_mask(attention_mask)
-        self.cache = layout
+        self.cache = (layout, wanted)
         index = layout.index
         delta = None if inputs_embeds_delta is None else layout.gather(inputs_embeds_delta)
         x = self.embeddings.forward(layout.gather(input_ids), layout.gather(token_type_ids),
                                     delta, position_ids=index % layout.shape[1])        # (N, H)
+        rows = None
+        if wanted is not None:            # row r of x holds flat position index[r]: invert that map
+            row_of = np.empty(layout.shape[0] * layout.shape[1], dtype=np.int64)
+            row_of[index] = np.arange(index.size)
+            rows = row_of[wanted]
         last, hidden_states, attentions = self.encoder.forward(x, layout, output_hidden_states,
-                                                               output_attentions)
-        last = layout.scatter(last)                                             # (B, T, H)
+                                                               output_attentions, rows)
+        if rows is None:
+            last = layout.scatter(last)                                             # (B, T, H)
+        else:
+            last = _scatter_rows(last, wanted, (*layout.shape, last.shape[-1]))      # (B, T, H)
         if hidden_states is not None:
             hidden_states = tuple(layout.scatter(h) for h in hidden_states)
         if attentions is not None:
@@ -403,15 +458,17 @@ class BertModel(Module, PreTrainedModel):
             d = d_pool if d is None else d + d_pool
         if d is None:
             d = np.zeros_like(next(g for g in d_hidden_states if g is not None))
-        layout = self.take_cache()
+        layout, wanted = self.take_cache()
+        # The last layer computed only the wanted rows (if any): the gradient enters there, as (R, H).
+        d_last = d if wanted is None else d.reshape(-1, d.shape[-1])[wanted]
         if layout is None:
-            return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
+            return self.embeddings.backward(self.encoder.backward(d_last, d_hidden_states))
         # out = scatter(rows) sets out[index] = rows and leaves padding at a constant 0, so
         # d rows = gather(d out): the gradients at padded positions reach no parameter. Dually the
         # gathered delta's gradient (N, H) is scattered back to (B, T, H), zero at padding.
         if d_hidden_states is not None:
             d_hidden_states = [None if g is None else layout.gather(g) for g in d_hidden_states]
-        d_rows = self.encoder.backward(layout.gather(d), d_hidden_states)                  # (N, H)
+        d_rows = self.encoder.backward(layout.gather(d) if wanted is None else d_last, d_hidden_states)  # (N, H)
         return layout.scatter(self.embeddings.backward(d_rows))
 
     def check_inputs(self, input_ids, token_type_ids=None, attention_mask=None):
@@ -438,6 +495,13 @@ class BertModel(Module, PreTrainedModel):
         if not np.isin(attention_mask, (0, 1)).all():
             raise ValueError("attention_mask must contain only 0 (padding) and 1 (token)")
         return input_ids, token_type_ids, attention_mask
+
+
+def _scatter_rows(rows, flat, shape):
+    """(R, H) rows -> (B, T, H), row r at flat position flat[r], zeros elsewhere."""
+    out = np.zeros((shape[0] * shape[1], rows.shape[-1]), dtype=rows.dtype)
+    out[flat] = rows
+    return out.reshape(*shape[:2], rows.shape[-1])
 
 
 def _int_array(name, a):
