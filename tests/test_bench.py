@@ -38,15 +38,20 @@ def test_bench_train_reports_each_path_with_flops_and_memory(capsys):
 
 
 def test_matmul_flops_counts_the_mlm_rows():
-    from minibert.bench import matmul_flops
+    import numpy as np
+
+    from minibert.bench import batch_flops, matmul_flops
     from minibert.config import BertConfig
 
     config = BertConfig.preset("mini", vocab_size=1000)
-    ours, hf = matmul_flops(config, 32, 128, 20), matmul_flops(config, 32, 128, 20, mlm_rows=128)
-    assert hf - ours == 3 * 2 * 32 * (128 - 20) * 256 * (256 + 1000)
+    ours, hf = matmul_flops(config, 32, 128, 20), matmul_flops(config, 32, 128, 20, huggingface=True)
+    # the MLM head at 20 of 128 positions; the last layer's output projection and feed-forward at
+    # 21 (the 20 and the [CLS]) of 128 rows
+    H, I = 256, 1024
+    assert hf - ours == 3 * 2 * 32 * (128 - 20) * H * (H + 1000) + 3 * 2 * 32 * (128 - 21) * (H * H + 2 * H * I)
     # one layer's forward at B=32, T=128, H=256, I=1024: 6.98 GFLOP (QKV, output, feed-forward, attention)
-    assert abs(matmul_flops(BertConfig.preset("mini", num_hidden_layers=1, vocab_size=1), 32, 128, 0) / 3
-               - 2 * 32 * 256 * 2 - 6.98e9) < 0.01e9
+    one_layer = BertConfig.preset("mini", num_hidden_layers=1, vocab_size=1)
+    assert abs(batch_flops(one_layer, np.ones((32, 128)), 0, padded=True) / 3 - 2 * 32 * 256 * 2 - 6.98e9) < 0.01e9
 
 
 def test_bench_corpus_reports_real_tokens_per_second_for_each_path(capsys):
@@ -97,13 +102,15 @@ def test_batch_flops_unpadded_counts_real_tokens_only():
 
     config = BertConfig.preset("tiny", vocab_size=100)
     full = np.ones((2, 8), np.int64)
-    assert batch_flops(config, full, 2 * 3, padded=True) == matmul_flops(config, 2, 8, 3)
+    assert batch_flops(config, full, 2 * 3, padded=True, last_rows=2 * 4) == matmul_flops(config, 2, 8, 3)
     assert batch_flops(config, full, 6, padded=False) == batch_flops(config, full, 6, padded=True)
     half = (np.arange(8) < np.array([[4], [8]])).astype(np.int64)          # 12 real tokens of 16
     H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     saved = 3 * L * ((2 * 3 * H * H + 2 * H * H + 4 * H * I) * 4 + 4 * H * (64 - 16))
     padded, unpadded = (batch_flops(config, half, 6, padded=p) for p in (True, False))
     assert padded - unpadded == saved
+    # the last layer's output projection and feed-forward on 5 of the 12 rows
+    assert unpadded - batch_flops(config, half, 6, padded=False, last_rows=5) == 3 * (12 - 5) * (2 * H * H + 4 * H * I)
 
 
 def test_bench_cost_reports_time_and_memory_beside_hugging_face(capsys):
