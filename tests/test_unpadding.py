@@ -192,3 +192,32 @@ def test_output_positions_must_name_positions_of_the_batch():
     out = model.forward(ids, output_positions=(np.array([1]), np.array([3])))
     computed = np.abs(out.last_hidden_state).sum(-1) != 0
     assert computed.tolist() == [[True, False, False, False, False], [True, False, False, True, False]]
+
+
+@pytest.mark.parametrize("unpad", [True, False])
+def test_a_pooler_classifier_runs_the_last_layers_feed_forward_half_on_the_cls_rows(unpad, monkeypatch):
+    """Classifying from the pooler reads the last layer at each [CLS] only: the logits, the gradient
+    of the embedding output and every parameter gradient are those of the whole last layer."""
+    rng = np.random.default_rng(2)
+    batch = heavy_padding_batch(rng)
+    cfg = config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
+    model = BertForSequenceClassification(cfg, np.random.default_rng(4)).astype(np.float64).eval()
+    model.bert.unpad = unpad
+    last = model.bert.encoder.layer[-1].intermediate
+    seen = []
+    forward = type(last).forward
+    monkeypatch.setattr(last, "forward", lambda x: seen.append(x.size // x.shape[-1]) or forward(last, x))
+    labels = rng.integers(0, 3, len(batch["input_ids"]))
+    results = []
+    for everything in (True, False):
+        model.zero_grad()
+        out = model.forward(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], labels=labels,
+                            output_hidden_states=everything)
+        results.append((out.logits, model.backward(), {n: g.copy() for n, g in model.named_grads()}))
+    B, T = batch["input_ids"].shape
+    assert seen == [int(batch["attention_mask"].sum()) if unpad else B * T, B]
+    (logits0, d0, g0), (logits1, d1, g1) = results
+    np.testing.assert_allclose(logits1, logits0, rtol=1e-10)
+    np.testing.assert_allclose(d1, d0, rtol=1e-9, atol=1e-14)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-9, atol=1e-14, err_msg=name)

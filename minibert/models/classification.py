@@ -29,6 +29,9 @@ from minibert.models.bert import BertModel
 from minibert.nn import Dropout, Linear, Module, ScalarMix
 
 
+_NO_MORE_POSITIONS = (np.zeros(0, np.int64), np.zeros(0, np.int64))     # (b, t): none besides the [CLS]
+
+
 class PooledFeatures:
     """classifier_layers = "last": the pooler's output, as BERT and Hugging Face classify.  -> (B, H)"""
 
@@ -126,9 +129,13 @@ class BertForSequenceClassification(Module, PreTrainedModel):
                 output_attentions=False) -> SequenceClassifierOutput:
         """labels (B,): class ids in [0, num_labels), or real targets when num_labels == 1.
         ``inputs_embeds_delta`` (B, T, H) perturbs the word-embedding output (FreeLB, SMART)."""
+        # Classifying from the pooler reads the last layer at each [CLS] only, so that layer's
+        # feed-forward half runs on those B rows (BertModel.forward's output_positions: the [CLS] are
+        # always among them, so no other position is named).
         out = self.bert.forward(input_ids, token_type_ids, attention_mask,
                                 output_hidden_states=output_hidden_states or self.features.hidden_states,
-                                output_attentions=output_attentions, inputs_embeds_delta=inputs_embeds_delta)
+                                output_attentions=output_attentions, inputs_embeds_delta=inputs_embeds_delta,
+                                output_positions=None if self.features.hidden_states else _NO_MORE_POSITIONS)
         features = self.features.forward(out)                                         # (B, H) or (B, kH)
         logits = self.classifier.forward(self.dropout.forward(features))              # (B, num_labels)
 
