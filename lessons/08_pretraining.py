@@ -158,12 +158,13 @@ print(f"measured forward, B={Bt} T=128: MLM head at all T {1e3 * timings['all T'
 # %% [markdown]
 # **The last layer, too.** The heads read `seq` at the gathered positions and at each [CLS] (the
 # pooler's input), nowhere else. Below the last layer every position feeds the next layer's attention,
-# so every row is needed; in the last layer, attention reads every position's keys and values, which
-# come from the layer's input, but after attention each row is on its own: output projection, residual,
-# layer norm, feed-forward. So the package runs that half of the last layer on the rows the heads read
-# only (`BertModel.forward`'s `output_positions`, which `BertForPreTraining` passes; the backward
-# scatters their gradients back to (N, H) before attention, zeros elsewhere). The skipped rows feed
-# nothing, so the loss and every gradient are unchanged; `output_hidden_states=True` asks for all rows:
+# so every row is needed. In the last layer, the rows the heads read still attend to every token, so
+# every token's key and value is computed; but only those rows need a query, and after attention each
+# row is on its own (output projection, residual, layer norm, feed-forward). So the package computes
+# the last layer's queries, their attention (a sequence of n tokens with m rows read has (A, m, n)
+# scores instead of (A, n, n)) and everything after it on those rows only (`BertModel.forward`'s
+# `output_positions`, which `BertForPreTraining` passes). The skipped rows feed nothing, so the loss
+# and every gradient are unchanged; `output_hidden_states=True` asks for every row:
 
 # %%
 real_batch = train_data.batch(train_data.order(SEED)[:8], trim_padding=True)
@@ -173,16 +174,19 @@ for every_row in (True, False):                       # model is in eval mode: n
     loss = model.forward(**real_batch, output_hidden_states=every_row).loss
     model.backward()
     results[every_row] = float(loss), {n: g.copy() for n, g in model.named_grads()}
+# Relative to each tensor's largest entry; not the key biases: q . b_k is the same for every key of a
+# query and softmax ignores it, so their true gradient is 0 and both runs' are rounding noise.
 worst = max(np.abs(results[True][1][n] - results[False][1][n]).max() / np.abs(results[True][1][n]).max()
-            for n in results[True][1] if np.abs(results[True][1][n]).max() > 0)
+            for n in results[True][1] if not n.endswith("key.bias"))
 b_, p_ = np.nonzero(real_batch["masked_lm_weights"])
 kept = len(model.bert._output_rows((b_, real_batch["masked_lm_positions"][b_, p_]), real_batch["attention_mask"]))
 real_rows = int(real_batch["attention_mask"].sum())
-print(f"last layer after attention: {kept} of {real_rows} rows; loss {results[True][0]:.6f} with every row, "
+print(f"last layer: {kept} of {real_rows} rows; loss {results[True][0]:.6f} with every row, "
       f"{results[False][0]:.6f} with these; largest gradient difference {worst:.1e} (relative)")
-share = (H * H + 2 * H * I) / (4 * H * H + 2 * H * I)     # output projection + feed-forward, of all four
-print(f"after attention: {share:.0%} of a layer's linear FLOPs, skipped on {1 - kept / real_rows:.0%} of the last "
-      f"layer's rows: {share * (1 - kept / real_rows) / L:.0%} of the {L} layers' linear FLOPs")
+share = (2 * H * H + 2 * H * I) / (4 * H * H + 2 * H * I)     # query, output projection, feed-forward
+print(f"query, output projection and feed-forward: {share:.0%} of a layer's linear FLOPs, skipped on "
+      f"{1 - kept / real_rows:.0%} of the last layer's rows: {share * (1 - kept / real_rows) / L:.0%} of the "
+      f"{L} layers' linear FLOPs")
 
 # %% [markdown]
 # The measured gain can exceed the FLOP ratio: at all T the logits are a (B, T, V) array, 64 MB for B = 32,

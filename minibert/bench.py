@@ -296,48 +296,55 @@ def matmul_flops(config: BertConfig, B: int, T: int, P: int, huggingface: bool =
     """Analytic multiply-add FLOPs (2 per multiply-add) of the matrix products in one training step
     on a full-length batch: forward, plus twice that for the backward (the gradients of both
     operands). minibert scores the MLM decoder at the P masked positions of each sequence (gathered)
-    and runs the last layer's feed-forward half at those and the [CLS] (``BertModel.forward``'s
-    ``output_positions``: the P positions are distinct and never 0); Hugging Face computes all T of
+    and computes the last layer at those and the [CLS] only (``BertModel.forward``'s
+    ``output_positions``; the P positions are distinct and never 0); Hugging Face computes all T of
     each for both."""
     if huggingface:
         return _step_flops(config, B * T, B * T * T, B, B * T)
-    return _step_flops(config, B * T, B * T * T, B, B * P, last_rows=B * (P + 1))
+    return _step_flops(config, B * T, B * T * T, B, B * P, last_layer=(B * (P + 1), B * (P + 1) * T))
 
 
 def batch_flops(config: BertConfig, attention_mask: np.ndarray, mlm_rows: int,
-                padded: bool, last_rows: int | None = None) -> float:
+                padded: bool, last_layer: tuple[int, int] | None = None) -> float:
     """``matmul_flops`` of one step on a real batch. ``padded``: the token-wise products run over
     all B T positions and attention over T x T per sequence; otherwise over the N real tokens and
     n_b x n_b per sequence of n_b tokens. ``mlm_rows``: positions the MLM decoder scores in the
-    whole batch; ``last_rows``: rows the last layer's feed-forward half runs on (None: all)."""
+    whole batch; ``last_layer``: (rows, query-key pairs) the last layer computes, if not all
+    (``_last_layer_work``)."""
     B, T = attention_mask.shape
     lengths = attention_mask.sum(axis=1).astype(np.int64)
     if padded:
-        return _step_flops(config, B * T, B * T * T, B, mlm_rows, last_rows)
-    return _step_flops(config, int(lengths.sum()), int((lengths * lengths).sum()), B, mlm_rows, last_rows)
+        return _step_flops(config, B * T, B * T * T, B, mlm_rows, last_layer)
+    return _step_flops(config, int(lengths.sum()), int((lengths * lengths).sum()), B, mlm_rows, last_layer)
 
 
 def _step_flops(config: BertConfig, rows: int, pairs: int, B: int, mlm_rows: int,
-                last_rows: int | None = None) -> float:
-    """Forward + backward FLOPs with ``rows`` token rows through every linear layer (``last_rows``
-    through the last layer's output projection and feed-forward, if given) and ``pairs`` (query,
-    key) pairs through attention's two products (scores and context), summed over sequences."""
+                last_layer: tuple[int, int] | None = None) -> float:
+    """Forward + backward FLOPs with ``rows`` token rows through every linear layer and ``pairs``
+    (query, key) pairs through attention's two products (scores and context), summed over
+    sequences; ``last_layer`` = (rows, pairs): the last layer's queries and everything after its
+    attention at those rows only (its keys and values at all ``rows``)."""
     H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
 
-    def after_attention(r):                   # output projection, both feed-forward products
-        return 2 * r * H * H + 2 * 2 * r * H * I
-    layers = L * (2 * rows * H * 3 * H + 2 * 2 * pairs * H) + (L - 1) * after_attention(rows) \
-        + after_attention(rows if last_rows is None else last_rows)
+    def layer(queries, query_key_pairs):
+        keys_values = 2 * rows * H * 2 * H
+        after_attention = 2 * queries * H * H + 2 * 2 * queries * H * I    # output projection, feed-forward
+        return keys_values + 2 * queries * H * H + 2 * 2 * query_key_pairs * H + after_attention
+    layers = (L - 1) * layer(rows, pairs) + layer(*(last_layer or (rows, pairs)))
     heads = 2 * B * H * H + 2 * mlm_rows * H * H + 2 * mlm_rows * H * V + 2 * B * H * 2
     return 3.0 * (layers + heads)
 
 
-def _last_layer_rows(batch) -> int:
-    """How many rows the last layer's feed-forward half runs on in minibert's step on ``batch``."""
+def _last_layer_work(batch) -> tuple[int, int]:
+    """(rows, query-key pairs) of the last layer in minibert's step on ``batch``: the rows its heads
+    read (``BertModel.forward``'s output_positions), each a query over its sequence's n tokens."""
     from minibert.models.bert import BertModel
 
+    mask = batch["attention_mask"]
     b, p = np.nonzero(batch["masked_lm_weights"])
-    return len(BertModel._output_rows((b, batch["masked_lm_positions"][b, p]), batch["attention_mask"]))
+    flat = BertModel._output_rows((b, batch["masked_lm_positions"][b, p]), mask)
+    lengths = mask.sum(axis=1).astype(np.int64)
+    return len(flat), int(lengths[flat // mask.shape[1]].sum())
 
 
 def matmul_peak_gflops(repeats: int = 5) -> float:
@@ -549,8 +556,8 @@ def bench_train(args) -> int:
     print_table(["path", "ms/step", "x " + ("HF" if have_torch else "numpy"), "GFLOP", "GFLOP/s", "of peak",
                  "peak MiB", "faults/step"], rows)
     print("\nGFLOP counts the matrix products (forward + 2x backward). minibert scores the MLM head at the "
-          f"{P} masked positions of each sequence (as the original BERT) and runs the last layer's "
-          f"feed-forward half at those and the [CLS]; Hugging Face computes all {T} for both.")
+          f"{P} masked positions of each sequence (as the original BERT) and computes the last layer's "
+          f"queries and feed-forward at those and the [CLS]; Hugging Face computes all {T} for both.")
     print(FAULTS_NOTE)
     return 0
 
@@ -645,10 +652,10 @@ def bench_corpus(args) -> int:
             hf = name.startswith("huggingface")
             # Hugging Face computes every position (and the MLM head at all of them); minibert the
             # real tokens (BertModel.unpad), the MLM head at the real (w != 0) masked positions and
-            # the last layer's feed-forward half at those and the [CLS] (output_positions).
+            # the last layer at those and the [CLS] (output_positions).
             flops = sum(batch_flops(config, b["attention_mask"], b["input_ids"].size, padded=True) if hf
                         else batch_flops(config, b["attention_mask"], int(np.count_nonzero(b["masked_lm_weights"])),
-                                         padded=False, last_rows=_last_layer_rows(b))
+                                         padded=False, last_layer=_last_layer_work(b))
                         for b in batches)
             total = sum(seconds[name])
             tokens_per_s = real.sum() / total
@@ -674,8 +681,8 @@ def bench_corpus(args) -> int:
     print_table(["path", "ms/step", "real tok/s", "x HF", "GFLOP/step", "GFLOP/s", "of peak",
                  "peak MiB", "faults/step"], rows)
     print("\nGFLOP counts the matrix products each path computes (forward + 2x backward): minibert "
-          "on the real tokens, the MLM head at the real masked positions, the last layer's feed-forward half "
-          "at those and the [CLS]; Hugging Face on all B x T "
+          "on the real tokens, the MLM head at the real masked positions, the last layer at those and the "
+          "[CLS] (its keys and values at all); Hugging Face on all B x T "
           "positions, the MLM head at all of them. Peak MiB: a fresh process, two steps on the "
           f"widest timed batch (T={max(widths)}), above its resident size before the model was "
           "built.")

@@ -299,33 +299,47 @@ def attention_backward(dcontext, cache):
     return dq, dk, dv
 
 
-def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None):
+def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None, queries=None):
     """Attention over the real tokens only: sequences of different lengths, no padding, no mask.
 
-    q, k, v (N, H) are the rows of a batch's real tokens, ordered so that the c sequences of each
+    k, v (N, H) are the rows of a batch's real tokens, ordered so that the c sequences of each
     length n are consecutive: ``groups`` = ((start row, c, n), ...) (``models.bert.Unpadded``). Each
     group is a view (c, n, H) -> (c, A, n, D) that ``attention_forward`` attends without a mask, since
-    no key in it is padding. Returns context (N, H), probs (one (c, A, n, n) per group) and the cache.
+    no key in it is padding. ``queries``: None if q (N, H) has the rows of k; or, per group,
+    (first row, m): the group's c sequences ask m queries each, at rows first + i m ... of q (R, H),
+    so its scores are (c, A, m, n) (the last layer asks only where the heads read: ``BertModel``).
+    Returns context (like q), probs (one (c, A, m, n) per group) and the cache.
     """
-    context = np.empty_like(q)                                                      # (N, H)
+    context = np.empty_like(q)                                                      # (N or R, H)
     probs, caches = [], []
-    for group in groups:
-        q_g, k_g, v_g = (heads_view(a, group, num_heads) for a in (q, k, v))        # (c, A, n, D)
+    for group, q_group in zip(groups, _query_groups(groups, queries)):
+        q_g = heads_view(q, q_group, num_heads)                                     # (c, A, m, D)
+        k_g, v_g = (heads_view(a, group, num_heads) for a in (k, v))                # (c, A, n, D)
         c, p, cache = attention_forward(q_g, k_g, v_g, None, dropout_p, rng)
-        heads_view(context, group, num_heads)[...] = c
-        probs.append(p)                                                             # (c, A, n, n)
+        heads_view(context, q_group, num_heads)[...] = c
+        probs.append(p)                                                             # (c, A, m, n)
         caches.append(cache)
-    return context, tuple(probs), (groups, num_heads, caches)
+    return context, tuple(probs), (groups, queries, num_heads, k.shape, caches)
 
 
 def unpadded_attention_backward(dcontext, cache):
-    """``attention_backward`` group by group; dcontext (N, H) -> dq, dk, dv, each (N, H)."""
-    groups, num_heads, caches = cache
-    grads = tuple(np.empty_like(dcontext) for _ in range(3))
-    for group, group_cache in zip(groups, caches):
-        for out, d in zip(grads, attention_backward(heads_view(dcontext, group, num_heads), group_cache)):
-            heads_view(out, group, num_heads)[...] = d
-    return grads
+    """``attention_backward`` group by group; dcontext (like q) -> dq (like q), dk, dv (N, H)."""
+    groups, queries, num_heads, kv_shape, caches = cache
+    dq = np.empty_like(dcontext)
+    dk, dv = (np.empty(kv_shape, dtype=dcontext.dtype) for _ in range(2))
+    for group, q_group, group_cache in zip(groups, _query_groups(groups, queries), caches):
+        dq_g, dk_g, dv_g = attention_backward(heads_view(dcontext, q_group, num_heads), group_cache)
+        heads_view(dq, q_group, num_heads)[...] = dq_g
+        heads_view(dk, group, num_heads)[...] = dk_g
+        heads_view(dv, group, num_heads)[...] = dv_g
+    return dq, dk, dv
+
+
+def _query_groups(groups, queries):
+    """Each group's queries as a group of q's rows: (start, c, m)."""
+    if queries is None:
+        return groups
+    return [(first, c, m) for (_, c, _), (first, m) in zip(groups, queries)]
 
 
 def heads_view(a, group, num_heads):

@@ -45,10 +45,11 @@ def test_matmul_flops_counts_the_mlm_rows():
 
     config = BertConfig.preset("mini", vocab_size=1000)
     ours, hf = matmul_flops(config, 32, 128, 20), matmul_flops(config, 32, 128, 20, huggingface=True)
-    # the MLM head at 20 of 128 positions; the last layer's output projection and feed-forward at
-    # 21 (the 20 and the [CLS]) of 128 rows
+    # the MLM head at 20 of 128 positions; the last layer's queries, their attention over all 128
+    # keys, output projection and feed-forward at 21 (the 20 and the [CLS]) of 128 rows
     H, I = 256, 1024
-    assert hf - ours == 3 * 2 * 32 * (128 - 20) * H * (H + 1000) + 3 * 2 * 32 * (128 - 21) * (H * H + 2 * H * I)
+    last = 2 * 32 * (128 - 21) * (2 * H * H + 2 * H * I + 2 * 128 * H)
+    assert hf - ours == 3 * 2 * 32 * (128 - 20) * H * (H + 1000) + 3 * last
     # one layer's forward at B=32, T=128, H=256, I=1024: 6.98 GFLOP (QKV, output, feed-forward, attention)
     one_layer = BertConfig.preset("mini", num_hidden_layers=1, vocab_size=1)
     assert abs(batch_flops(one_layer, np.ones((32, 128)), 0, padded=True) / 3 - 2 * 32 * 256 * 2 - 6.98e9) < 0.01e9
@@ -102,15 +103,17 @@ def test_batch_flops_unpadded_counts_real_tokens_only():
 
     config = BertConfig.preset("tiny", vocab_size=100)
     full = np.ones((2, 8), np.int64)
-    assert batch_flops(config, full, 2 * 3, padded=True, last_rows=2 * 4) == matmul_flops(config, 2, 8, 3)
+    assert batch_flops(config, full, 2 * 3, padded=True, last_layer=(2 * 4, 2 * 4 * 8)) == matmul_flops(config, 2, 8, 3)
     assert batch_flops(config, full, 6, padded=False) == batch_flops(config, full, 6, padded=True)
     half = (np.arange(8) < np.array([[4], [8]])).astype(np.int64)          # 12 real tokens of 16
     H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     saved = 3 * L * ((2 * 3 * H * H + 2 * H * H + 4 * H * I) * 4 + 4 * H * (64 - 16))
     padded, unpadded = (batch_flops(config, half, 6, padded=p) for p in (True, False))
     assert padded - unpadded == saved
-    # the last layer's output projection and feed-forward on 5 of the 12 rows
-    assert unpadded - batch_flops(config, half, 6, padded=False, last_rows=5) == 3 * (12 - 5) * (2 * H * H + 4 * H * I)
+    # the last layer's queries, output projection and feed-forward at 5 of the 12 rows, whose 5 x 8
+    # query-key pairs replace the 4 x 4 + 8 x 8
+    fewer = 3 * ((12 - 5) * (4 * H * H + 4 * H * I) + 4 * H * (16 + 64 - 40))
+    assert unpadded - batch_flops(config, half, 6, padded=False, last_layer=(5, 40)) == fewer
 
 
 def test_bench_cost_reports_time_and_memory_beside_hugging_face(capsys):

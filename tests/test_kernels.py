@@ -468,10 +468,47 @@ def test_unpadded_attention(dtype, dropout_p):
     assert not np.allclose(again[0][12:], alone[0][12:])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_unpadded_attention_with_queries_at_some_rows_only(dtype, dropout_p):
+    """``queries``: sequence i of a group asks m queries at rows first + i m ... of q (R, H). The Numba
+    path against the reference (rounding; the same dropout draws); without dropout, against full
+    attention at those rows: the same context, and the same dk, dv when the other rows' dcontext
+    is 0. A sequence may ask none (its keys then get no gradient)."""
+    rng = np.random.default_rng(3)
+    A, H = 3, 12
+    groups = ((0, 1, 4), (4, 1, 6), (10, 2, 5), (20, 1, 3))          # (start row, count, length): 23 rows
+    wanted = np.array([0, 2, 3, 4, 9, 10, 11, 15, 16])             # rows of k asked as queries
+    queries = ((0, 3), (3, 2), (5, 2), (9, 0))                      # (first row of q, m) per group
+    k, v = (randn(rng, (23, H), dtype) for _ in range(2))
+    q_all = randn(rng, (23, H), dtype)
+    q, dcontext = q_all[wanted], randn(rng, (len(wanted), H), dtype)
+    ref = F.unpadded_attention_forward(q, k, v, groups, A, dropout_p, np.random.default_rng(4), queries)
+    out = K.unpadded_attention_forward(q, k, v, groups, A, dropout_p, np.random.default_rng(4), queries)
+    assert [p.shape for p in out[1]] == [(1, A, 3, 4), (1, A, 2, 6), (2, A, 2, 5), (1, A, 0, 3)]
+    assert_close(out[0], ref[0], dtype)
+    for p, p_ref in zip(out[1], ref[1]):
+        assert_close(p, p_ref, dtype)
+    grads = K.unpadded_attention_backward(dcontext, out[2])
+    for grad, grad_ref in zip(grads, F.unpadded_attention_backward(dcontext, ref[2])):
+        assert_close(grad, grad_ref, dtype)
+    assert not grads[1][20:].any() and not grads[2][20:].any()          # the group that asked nothing
+    if dropout_p == 0:
+        full_groups = ((0, 1, 4), (4, 1, 6), (10, 2, 5), (20, 1, 3))
+        full = K.unpadded_attention_forward(q_all, k, v, full_groups, A)
+        assert_close(out[0], full[0][wanted], dtype)
+        dfull = np.zeros((23, H), dtype)
+        dfull[wanted] = dcontext
+        dq_full, dk_full, dv_full = K.unpadded_attention_backward(dfull, full[2])
+        assert_close(grads[0], dq_full[wanted], dtype)
+        assert_close(grads[1], dk_full, dtype)
+        assert_close(grads[2], dv_full, dtype)
+
+
 def test_unpadded_attention_rejects_a_wrong_gradient_shape():
     q = np.ones((4, 6), np.float32)
     _, _, cache = K.unpadded_attention_forward(q, q, q, ((0, 2, 2),), 2)
-    with pytest.raises(ValueError, match=r"dcontext must have the shape of the attention's input \(4, 6\)"):
+    with pytest.raises(ValueError, match=r"dcontext must have the shape of the attention's queries \(4, 6\)"):
         K.unpadded_attention_backward(np.ones((3, 6), np.float32), cache)
 
 

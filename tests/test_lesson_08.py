@@ -37,8 +37,8 @@ def test_lesson_08_runs_in_quick_mode(tmp_path):
     assert number(r"<x, add\.at\(g\)>\s+= ([+-][0-9.]+)", out) == gather
     assert abs(number(r"<x, buffered \+= g>\s+= ([+-][0-9.]+)", out) - gather) > 1e-3
 
-    # 1b. the last layer's after-attention half on the rows the heads read: same loss, same gradients
-    kept = re.search(r"last layer after attention: (\d+) of (\d+) rows; loss ([0-9.]+) with every row, ([0-9.]+) with "
+    # 1b. the last layer computed at the rows the heads read only: same loss, same gradients
+    kept = re.search(r"last layer: (\d+) of (\d+) rows; loss ([0-9.]+) with every row, ([0-9.]+) with "
                      r"these; largest gradient difference ([0-9.e+-]+)", out)
     assert kept and int(kept.group(1)) < int(kept.group(2)) / 3
     assert abs(float(kept.group(3)) - float(kept.group(4))) < 1e-5 and float(kept.group(5)) < 1e-4

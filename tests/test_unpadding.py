@@ -221,3 +221,23 @@ def test_a_pooler_classifier_runs_the_last_layers_feed_forward_half_on_the_cls_r
     np.testing.assert_allclose(d1, d0, rtol=1e-9, atol=1e-14)
     for name in g0:
         np.testing.assert_allclose(g1[name], g0[name], rtol=1e-9, atol=1e-14, err_msg=name)
+
+
+def test_a_sequence_with_nothing_to_read_in_the_last_layer():
+    """A sequence whose [CLS] is padding and that has no real prediction asks the last layer for no
+    row: its tokens are still keys and values of nothing, and every gradient is the whole layer's."""
+    rng = np.random.default_rng(5)
+    batch = heavy_padding_batch(rng)
+    batch["attention_mask"][1, :2] = 0                      # sequence 1: its first two positions are padding
+    batch["masked_lm_weights"][1] = 0
+    model = BertForPreTraining(config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                               np.random.default_rng(1)).astype(np.float64)
+    results = []
+    for everything in (True, False):
+        model.zero_grad()
+        out = model.forward(**batch, output_hidden_states=everything)
+        model.backward()
+        results.append((float(out.loss), {n: g.copy() for n, g in model.named_grads()}))
+    assert abs(results[0][0] - results[1][0]) < 1e-12
+    for name in results[0][1]:
+        np.testing.assert_allclose(results[1][1][name], results[0][1][name], rtol=1e-10, atol=1e-12, err_msg=name)

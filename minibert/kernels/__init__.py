@@ -154,9 +154,10 @@ def attention_backward(dcontext, cache):
     return _impl(name).attention_backward(dcontext, cache)
 
 
-def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None):
+def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None, queries=None):
     name = backend()
-    context, probs, cache = _impl(name).unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p, rng)
+    context, probs, cache = _impl(name).unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p, rng,
+                                                                    queries)
     return context, probs, (name, cache)
 
 

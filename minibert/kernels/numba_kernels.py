@@ -917,21 +917,23 @@ def _scratch(slot, size, dtype):
     return buffer[:size]
 
 
-def _score_rows(groups, num_heads):
-    """Offsets of each group's (c, A, n, n) block in the flat buffer (one more entry: the total) and
-    (row_start, row_len) of its c A n rows of n."""
-    sizes = [c * num_heads * n * n for _, c, n in groups]
+def _score_rows(groups, num_heads, queries):
+    """Offsets of each group's (c, A, m, n) block in the flat buffer (one more entry: the total) and
+    (row_start, row_len) of its c A m rows of n; m = n unless ``queries`` gives it."""
+    ms = [n for _, _, n in groups] if queries is None else [m for _, m in queries]
+    sizes = [c * num_heads * m * n for (_, c, n), m in zip(groups, ms)]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    starts = [o + n * np.arange(c * num_heads * n, dtype=np.int64) for o, (_, c, n) in zip(offsets, groups)]
-    lengths = [np.full(c * num_heads * n, n, dtype=np.int64) for _, c, n in groups]
+    starts = [o + n * np.arange(c * num_heads * m, dtype=np.int64) for o, (_, c, n), m in zip(offsets, groups, ms)]
+    lengths = [np.full(c * num_heads * m, n, dtype=np.int64) for (_, c, n), m in zip(groups, ms)]
     empty = np.zeros(0, dtype=np.int64)
     return offsets, (np.concatenate(starts) if starts else empty, np.concatenate(lengths) if lengths else empty)
 
 
-def _group_blocks(offsets, groups, num_heads, flat):
-    """The (c, A, n, n) view of each group's block of the flat buffer."""
+def _group_blocks(offsets, groups, q_groups, num_heads, flat):
+    """The (c, A, m, n) view of each group's block of the flat buffer."""
     A = num_heads
-    return [flat[o:o + c * A * n * n].reshape(c, A, n, n) for o, (_, c, n) in zip(offsets, groups)]
+    return [flat[o:o + c * A * m * n].reshape(c, A, m, n)
+            for o, (_, c, n), (_, _, m) in zip(offsets, groups, q_groups)]
 
 
 @_kernel
@@ -947,55 +949,57 @@ def _unpadded_softmax_kernel(x, row_start, row_len, scale):
         _softmax_row(xr)
 
 
-def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None):
-    """``functional.unpadded_attention_forward`` with one flat buffer of scores; q, k, v (N, H) ->
-    context (N, H), probs (one (c, A, n, n) view per group), cache."""
+def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None, queries=None):
+    """``functional.unpadded_attention_forward`` with one flat buffer of scores; q (N or R, H), k, v
+    (N, H) -> context (like q), probs (one (c, A, m, n) view per group), cache."""
     q, k, v = (_float_array(name, a) for name, a in (("q", q), ("k", k), ("v", v)))
     A = num_heads
     scale = q.dtype.type(1 / math.sqrt(q.shape[1] // A))
-    offsets, rows = _score_rows(groups, A)
+    q_groups = F._query_groups(groups, queries)
+    offsets, rows = _score_rows(groups, A, queries)
     probs = np.empty(offsets[-1], dtype=q.dtype)                    # scores, then probs in place
-    blocks = functools.partial(_group_blocks, offsets, groups, A)   # flat -> its (c, A, n, n) views
-    for group, block in zip(groups, blocks(probs)):
-        np.matmul(F.heads_view(q, group, A), F.heads_view(k, group, A).swapaxes(-1, -2), out=block)
+    blocks = functools.partial(_group_blocks, offsets, groups, q_groups, A)   # flat -> (c, A, m, n) views
+    for group, q_group, block in zip(groups, q_groups, blocks(probs)):
+        np.matmul(F.heads_view(q, q_group, A), F.heads_view(k, group, A).swapaxes(-1, -2), out=block)
     if probs.size:
         _unpadded_softmax_kernel(probs, *rows, scale)
     dropout = None
     dropped = probs
     if dropout_p > 0 and probs.size:
-        draws = [F.dropout_bits((c, A, n, n), dropout_p, rng, q.dtype) for _, c, n in groups]
+        draws = [F.dropout_bits((c, A, m, n), dropout_p, rng, q.dtype)
+                 for (_, c, n), (_, _, m) in zip(groups, q_groups)]
         _, threshold, dropout_scale = draws[0]
         bits = np.concatenate([b.reshape(-1) for b, _, _ in draws], out=_scratch("bits", probs.size, np.uint16))
         dropped, keep = _scratch("dropped", probs.size, probs.dtype), np.empty(probs.shape, dtype=np.bool_)
         _dropout_draw_kernel(probs, bits, threshold, dropout_scale, dropped, keep)
         dropout = (keep, dropout_scale)
-    context = np.empty_like(q)                                                      # (N, H)
-    for group, block in zip(groups, blocks(dropped)):
-        np.matmul(block, F.heads_view(v, group, A), out=F.heads_view(context, group, A))
-    return context, tuple(blocks(probs)), (q, k, v, groups, A, probs, dropout, scale, offsets, rows)
+    context = np.empty_like(q)                                                      # (N or R, H)
+    for group, q_group, block in zip(groups, q_groups, blocks(dropped)):
+        np.matmul(block, F.heads_view(v, group, A), out=F.heads_view(context, q_group, A))
+    return context, tuple(blocks(probs)), (q, k, v, groups, q_groups, A, probs, dropout, scale, offsets, rows)
 
 
 def unpadded_attention_backward(dcontext, cache):
-    """dcontext (N, H) -> dq, dk, dv (N, H): the per-group matmuls of ``attention_backward`` around one
-    fused dP' -> dS pass over the flat buffer."""
-    q, k, v, groups, A, probs, dropout, scale, offsets, rows = cache
+    """dcontext (like q) -> dq (like q), dk, dv (N, H): the per-group matmuls of ``attention_backward``
+    around one fused dP' -> dS pass over the flat buffer."""
+    q, k, v, groups, q_groups, A, probs, dropout, scale, offsets, rows = cache
     dcontext = _float_array("dcontext", dcontext, dtype=q.dtype)
     if dcontext.shape != q.shape:
-        raise ValueError(f"dcontext must have the shape of the attention's input {q.shape}, got {dcontext.shape}")
-    blocks = functools.partial(_group_blocks, offsets, groups, A)
-    dq, dk, dv = (np.empty_like(q) for _ in range(3))
+        raise ValueError(f"dcontext must have the shape of the attention's queries {q.shape}, got {dcontext.shape}")
+    blocks = functools.partial(_group_blocks, offsets, groups, q_groups, A)
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     dropped = probs if dropout is None else _dropout_apply(probs, *dropout, _scratch("dropped", probs.size,
                                                                                    probs.dtype))
     dscores = _scratch("dscores", probs.size, probs.dtype)         # dP', then dS in place
-    for group, p_block, g_block in zip(groups, blocks(dropped), blocks(dscores)):
-        dc = F.heads_view(dcontext, group, A)
+    for group, q_group, p_block, g_block in zip(groups, q_groups, blocks(dropped), blocks(dscores)):
+        dc = F.heads_view(dcontext, q_group, A)
         np.matmul(p_block.swapaxes(-1, -2), dc, out=F.heads_view(dv, group, A))
         np.matmul(dc, F.heads_view(v, group, A).swapaxes(-1, -2), out=g_block)
     del dropped
     _scores_backward(dscores, probs, rows, dropout, scale)
-    for group, g_block in zip(groups, blocks(dscores)):
-        np.matmul(g_block, F.heads_view(k, group, A), out=F.heads_view(dq, group, A))
-        np.matmul(g_block.swapaxes(-1, -2), F.heads_view(q, group, A), out=F.heads_view(dk, group, A))
+    for group, q_group, g_block in zip(groups, q_groups, blocks(dscores)):
+        np.matmul(g_block, F.heads_view(k, group, A), out=F.heads_view(dq, q_group, A))
+        np.matmul(g_block.swapaxes(-1, -2), F.heads_view(q, q_group, A), out=F.heads_view(dk, group, A))
     return dq, dk, dv
 
 

@@ -54,6 +54,17 @@ class Unpadded:
         groups = tuple((int(s), int(c), int(n)) for s, c, n in zip(starts, counts, values) if n > 0)
         return cls(index, groups, (B, T))
 
+    def query_runs(self, rows: np.ndarray):
+        """Attention with queries at the sorted ``rows`` only: one group (start, 1, n) per sequence, and
+        per sequence (first, m), its m wanted rows being rows[first:first + m] (a sequence's rows are
+        consecutive, so its wanted rows are too). See ``functional.unpadded_attention_forward``."""
+        starts = np.concatenate([start + n * np.arange(c) for start, c, n in self.groups]) if self.groups else []
+        lengths = np.concatenate([np.full(c, n) for _, c, n in self.groups]) if self.groups else []
+        first = np.searchsorted(rows, starts)
+        m = np.searchsorted(rows, np.asarray(starts) + lengths) - first
+        return (tuple((int(s), 1, int(n)) for s, n in zip(starts, lengths)),
+                tuple((int(f), int(k)) for f, k in zip(first, m)))
+
     def gather(self, a: np.ndarray) -> np.ndarray:
         """(B, T, ...) -> (N, ...): the rows of the real tokens."""
         return a.reshape(-1, *a.shape[2:])[self.index]
@@ -151,23 +162,40 @@ class BertSelfAttention(Module):
         B, A, T, D = x.shape
         return x.transpose(0, 2, 1, 3).reshape(B, T, A * D)
 
-    def forward(self, x, mask_bias):
+    def forward(self, x, mask_bias, rows=None):
+        """``rows``: None, or the sorted indices of the rows of x (flattened to (-, H)) whose context is
+        wanted (the last layer's, see ``BertEncoder.forward``); the context is then (R, H). Every row is
+        still a key and a value. Unpadded, only those rows are queries: the scores are (A, m, n) for a
+        sequence of n tokens with m of them wanted, and q is projected for those rows only."""
         p = self.dropout.p if self.training else 0.0
         if isinstance(mask_bias, Unpadded):
-            return self._forward_unpadded(x, mask_bias, p)
+            return self._forward_unpadded(x, mask_bias, p, rows)
         q = self._split(self.query.forward(x))
         k = self._split(self.key.forward(x))
         v = self._split(self.value.forward(x))
-        context, probs, self.cache = kernels.attention_forward(q, k, v, mask_bias, p, self.dropout.rng)
-        return self._merge(context), probs
+        context, probs, cache = kernels.attention_forward(q, k, v, mask_bias, p, self.dropout.rng)
+        self.cache = (False, rows, x.shape, cache)
+        context = self._merge(context)                                               # (B, T, H)
+        return (context if rows is None else context.reshape(-1, x.shape[-1])[rows]), probs
 
     def backward(self, dcontext):
         """Merging heads is a reshape, so its backward is the inverse reshape; x fed all three projections,
-        so its gradient is the sum of the three (hence the additions)."""
-        cache = self.take_cache()
-        if isinstance(cache[0], Unpadded):
-            dq, dk, dv = kernels.unpadded_attention_backward(dcontext, cache[1])
+        so its gradient is the sum of the three (hence the additions). With ``rows``, the padded path
+        scatters dcontext back, zeros at the rows it did not return; the unpadded one projected q from
+        those rows only, so their share of dx goes back to them."""
+        unpadded, rows, shape, cache = self.take_cache()
+        if unpadded:
+            dq, dk, dv = kernels.unpadded_attention_backward(dcontext, cache)
+            if rows is not None:
+                dx = self.key.backward(dk)
+                dx += self.value.backward(dv)
+                dx[rows] += self.query.backward(dq)
+                return dx
         else:
+            if rows is not None:
+                full = np.zeros((int(np.prod(shape[:-1])), shape[-1]), dtype=dcontext.dtype)
+                full[rows] = dcontext
+                dcontext = full.reshape(shape)
             grads = kernels.attention_backward(self._split(dcontext), cache)
             dq, dk, dv = (self._merge(d) for d in grads)
         dx = self.query.backward(dq)
@@ -175,12 +203,17 @@ class BertSelfAttention(Module):
         dx += self.value.backward(dv)
         return dx
 
-    def _forward_unpadded(self, x, layout, p):
-        q, k, v = self.query.forward(x), self.key.forward(x), self.value.forward(x)     # (N, H)
-        context, probs, cache = kernels.unpadded_attention_forward(q, k, v, layout.groups, self.num_heads, p,
-                                                                    self.dropout.rng)
-        self.cache = (layout, cache)
-        return context, probs                              # (N, H), one (c, A, n, n) per length group
+    def _forward_unpadded(self, x, layout, p, rows):
+        k, v = self.key.forward(x), self.value.forward(x)                                 # (N, H)
+        if rows is None:
+            q, groups, queries = self.query.forward(x), layout.groups, None                # (N, H)
+        else:
+            q = self.query.forward(x[rows])                                                # (R, H)
+            groups, queries = layout.query_runs(rows)
+        context, probs, cache = kernels.unpadded_attention_forward(q, k, v, groups, self.num_heads, p,
+                                                                    self.dropout.rng, queries)
+        self.cache = (True, rows, x.shape, cache)
+        return context, probs                    # like q, one (c, A, m, n) per group of sequences
 
 
 class BertOutput(Module):
@@ -218,30 +251,23 @@ class BertAttention(Module):
         self.output = BertOutput(config.hidden_size, config, rng)
 
     def forward(self, x, mask_bias, rows=None):
-        """``rows``: None, or the indices of the rows of x (flattened to (-, H)) that go on past attention
-        (the last layer's, see ``BertEncoder.forward``): every row's keys and values are attended to, but
-        the output projection, residual and layer norm, and after them the feed-forward, run on those
-        rows only, (R, H)."""
-        context, probs = self.self.forward(x, mask_bias)
-        self.cache = None if rows is None else (rows, x.shape)
-        if rows is None:
-            return self.output.forward(context, x), probs
-        H = x.shape[-1]
-        return self.output.forward(context.reshape(-1, H)[rows], x.reshape(-1, H)[rows]), probs
+        """``rows``: None, or the sorted indices of the rows of x (flattened to (-, H)) that go on past
+        attention (the last layer's, see ``BertEncoder.forward``): every row's keys and values are
+        attended to, but the output projection, residual and layer norm, and after them the
+        feed-forward, run on those rows only, (R, H)."""
+        context, probs = self.self.forward(x, mask_bias, rows)
+        self.cache = rows
+        return self.output.forward(context, x if rows is None else x.reshape(-1, x.shape[-1])[rows]), probs
 
     def backward(self, dy):
-        dcontext, dx = self.output.backward(dy)
-        selected = self.take_cache()
-        if selected is None:
-            dx += self.self.backward(dcontext)     # x reached the output by the residual and by attention
-            return dx
-        # Rows that stopped at attention fed nothing after it: their context and residual gradients are 0.
-        rows, shape = selected
-        dcontext_all = np.zeros((int(np.prod(shape[:-1])), shape[-1]), dtype=dcontext.dtype)
-        dcontext_all[rows] = dcontext
-        dx_all = self.self.backward(dcontext_all.reshape(shape))
-        dx_all.reshape(-1, shape[-1])[rows] += dx
-        return dx_all
+        dcontext, dresidual = self.output.backward(dy)
+        rows = self.take_cache()
+        dx = self.self.backward(dcontext)      # x reached the output by attention and by the residual
+        if rows is None:
+            dx += dresidual
+        else:                                  # rows that stopped at attention got no residual gradient
+            dx.reshape(-1, dx.shape[-1])[rows] += dresidual
+        return dx
 
 
 class BertIntermediate(Module):
@@ -291,10 +317,12 @@ class BertEncoder(Module):
         self.layer = [BertLayer(config, rng) for _ in range(config.num_hidden_layers)]
 
     def forward(self, x, mask_bias, output_hidden_states=False, output_attentions=False, last_rows=None):
-        """``last_rows``: None, or the rows of x (flattened to (-, H)) whose output is wanted; the last layer
-        then computes only those after its attention (``BertAttention.forward``) and returns (R, H)."""
-        if last_rows is not None and output_hidden_states:
-            raise ValueError("last_rows leaves the last hidden state incomplete; output_hidden_states needs all")
+        """``last_rows``: None, or the sorted rows of x (flattened to (-, H)) whose output is wanted; the
+        last layer then computes only those, attending over every row (``BertAttention.forward``), and
+        returns (R, H)."""
+        if last_rows is not None and (output_hidden_states or output_attentions):
+            raise ValueError("last_rows leaves the last layer's hidden state and attention incomplete; "
+                             "output_hidden_states and output_attentions need every row")
         hidden_states, attentions = [x], []
         for i, layer in enumerate(self.layer):
             x, probs = layer.forward(x, mask_bias, last_rows if i == len(self.layer) - 1 else None)
@@ -380,12 +408,15 @@ class BertModel(Module, PreTrainedModel):
 
         ``output_positions``: None, or (b, t), two integer arrays naming the positions whose
         last_hidden_state the caller reads (the pooler reads every [CLS], position 0, as well). The last
-        layer then runs its feed-forward half on those positions only (``BertEncoder.forward``): its
-        attention still reads every token's keys and values, so they come out as without it, and
-        last_hidden_state is 0 at every other position. Pretraining passes its masked positions: the
-        MLM loss reads nothing else. Ignored with ``output_hidden_states``."""
+        layer then computes those positions only (``BertEncoder.forward``): their queries, and after
+        attention, output projection, layer norms and feed-forward; its attention still reads every
+        token's keys and values, so those positions come out as without it, and last_hidden_state is 0 at
+        every other position. Pretraining passes its masked positions: the MLM loss reads nothing else.
+        Ignored with ``output_hidden_states`` or ``output_attentions``, which need every position."""
         input_ids, token_type_ids, attention_mask = self.check_inputs(input_ids, token_type_ids, attention_mask)
-        wanted = None if output_hidden_states else self._output_rows(output_positions, attention_mask)
+        wanted = self._output_rows(output_positions, attention_mask)
+        if output_hidden_states or output_attentions:
+            wanted = None
         if self.unpad:
             return self._forward_unpadded(input_ids, token_type_ids, attention_mask,
                                           output_hidden_states, output_attentions,
@@ -429,13 +460,14 @@ class BertModel(Module, PreTrainedModel):
         if wanted is not None:            # row r of x holds flat position index[r]: invert that map
             row_of = np.empty(layout.shape[0] * layout.shape[1], dtype=np.int64)
             row_of[index] = np.arange(index.size)
-            rows = row_of[wanted]
+            rows = np.sort(row_of[wanted])           # in row order: each sequence's rows stay together
+            self.cache = (layout, index[rows])       # the flat position of each row of the last layer
         last, hidden_states, attentions = self.encoder.forward(x, layout, output_hidden_states,
                                                                output_attentions, rows)
         if rows is None:
             last = layout.scatter(last)                                             # (B, T, H)
         else:
-            last = _scatter_rows(last, wanted, (*layout.shape, last.shape[-1]))      # (B, T, H)
+            last = _scatter_rows(last, index[rows], (*layout.shape, last.shape[-1]))  # (B, T, H)
         if hidden_states is not None:
             hidden_states = tuple(layout.scatter(h) for h in hidden_states)
         if attentions is not None:
