@@ -178,8 +178,9 @@ for every_row in (True, False):                       # model is in eval mode: n
 # query and softmax ignores it, so their true gradient is 0 and both runs' are rounding noise.
 worst = max(np.abs(results[True][1][n] - results[False][1][n]).max() / np.abs(results[True][1][n]).max()
             for n in results[True][1] if not n.endswith("key.bias"))
-b_, p_ = np.nonzero(real_batch["masked_lm_weights"])
-kept = len(model.bert._output_rows((b_, real_batch["masked_lm_positions"][b_, p_]), real_batch["attention_mask"]))
+b_, p_ = np.nonzero(real_batch["masked_lm_weights"])                         # the real predictions
+read = set(zip(b_, real_batch["masked_lm_positions"][b_, p_])) | {(b, 0) for b in range(len(real_batch["input_ids"]))}
+kept = len(read)                                                               # ... and every [CLS]
 real_rows = int(real_batch["attention_mask"].sum())
 print(f"last layer: {kept} of {real_rows} rows; loss {results[True][0]:.6f} with every row, "
       f"{results[False][0]:.6f} with these; largest gradient difference {worst:.1e} (relative)")

@@ -451,17 +451,17 @@ class BertModel(Module, PreTrainedModel):
     def _forward_unpadded(self, input_ids, token_type_ids, attention_mask, output_hidden_states,
                           output_attentions, inputs_embeds_delta, wanted):
         layout = Unpadded.from_mask(attention_mask)
-        self.cache = (layout, wanted)
         index = layout.index
-        delta = None if inputs_embeds_delta is None else layout.gather(inputs_embeds_delta)
-        x = self.embeddings.forward(layout.gather(input_ids), layout.gather(token_type_ids),
-                                    delta, position_ids=index % layout.shape[1])        # (N, H)
         rows = None
         if wanted is not None:            # row r of x holds flat position index[r]: invert that map
             row_of = np.empty(layout.shape[0] * layout.shape[1], dtype=np.int64)
             row_of[index] = np.arange(index.size)
             rows = np.sort(row_of[wanted])           # in row order: each sequence's rows stay together
-            self.cache = (layout, index[rows])       # the flat position of each row of the last layer
+        # with rows, the backward needs the flat position of each row of the last layer's output
+        self.cache = (layout, None if rows is None else index[rows])
+        delta = None if inputs_embeds_delta is None else layout.gather(inputs_embeds_delta)
+        x = self.embeddings.forward(layout.gather(input_ids), layout.gather(token_type_ids),
+                                    delta, position_ids=index % layout.shape[1])        # (N, H)
         last, hidden_states, attentions = self.encoder.forward(x, layout, output_hidden_states,
                                                                output_attentions, rows)
         if rows is None:
@@ -491,16 +491,17 @@ class BertModel(Module, PreTrainedModel):
         if d is None:
             d = np.zeros_like(next(g for g in d_hidden_states if g is not None))
         layout, wanted = self.take_cache()
-        # The last layer computed only the wanted rows (if any): the gradient enters there, as (R, H).
-        d_last = d if wanted is None else d.reshape(-1, d.shape[-1])[wanted]
-        if layout is None:
-            return self.embeddings.backward(self.encoder.backward(d_last, d_hidden_states))
         # out = scatter(rows) sets out[index] = rows and leaves padding at a constant 0, so
         # d rows = gather(d out): the gradients at padded positions reach no parameter. Dually the
-        # gathered delta's gradient (N, H) is scattered back to (B, T, H), zero at padding.
+        # gathered delta's gradient (N, H) is scattered back to (B, T, H), zero at padding. If the last
+        # layer computed only the wanted positions, the gradient enters it there, as (R, H).
+        if wanted is not None:
+            d = d.reshape(-1, d.shape[-1])[wanted]
+        if layout is None:
+            return self.embeddings.backward(self.encoder.backward(d, d_hidden_states))
         if d_hidden_states is not None:
             d_hidden_states = [None if g is None else layout.gather(g) for g in d_hidden_states]
-        d_rows = self.encoder.backward(layout.gather(d) if wanted is None else d_last, d_hidden_states)  # (N, H)
+        d_rows = self.encoder.backward(d if wanted is not None else layout.gather(d), d_hidden_states)   # (N, H)
         return layout.scatter(self.embeddings.backward(d_rows))
 
     def check_inputs(self, input_ids, token_type_ids=None, attention_mask=None):
