@@ -164,7 +164,10 @@ print(f"measured forward, B={Bt} T=128: MLM head at all T {1e3 * timings['all T'
 # the last layer's queries, their attention (a sequence of n tokens with m rows read has (A, m, n)
 # scores instead of (A, n, n)) and everything after it on those rows only (`BertModel.forward`'s
 # `output_positions`, which `BertForPreTraining` passes). The skipped rows feed nothing, so the loss
-# and every gradient are unchanged; `output_hidden_states=True` asks for every row:
+# and every gradient are unchanged. Dropout still draws its random bits for every row, as the whole
+# layer would, and keeps those of the computed rows: the masks, and every draw after them, are the
+# same, so a training run follows the same path as before, to float32 rounding.
+# `output_hidden_states=True` asks for every row:
 
 # %%
 real_batch = train_data.batch(train_data.order(SEED)[:8], trim_padding=True)

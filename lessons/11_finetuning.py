@@ -106,10 +106,7 @@ ids, types, mask, y = batch["input_ids"], batch["token_type_ids"], batch["attent
 B, T = ids.shape
 model.train()
 state = model.rng.bit_generator.state
-# The encoder as the classifier calls it: its last layer computes the [CLS] rows only (the pooler reads
-# nothing else; lesson 08), so it draws the same dropout masks as the package's forward below.
-cls_only = (np.zeros(0, np.int64), np.zeros(0, np.int64))                # no position besides the [CLS]
-pooled = model.bert.forward(ids, types, mask, output_positions=cls_only).pooler_output   # (B, H), dropout on
+pooled = model.bert.forward(ids, types, mask).pooler_output             # (B, H), encoder dropout on
 x, drop_mask = F.dropout_forward(pooled, model.dropout.p, model.rng)    # (B, H), the classifier's mask
 W, b = model.classifier.weight.data, model.classifier.bias.data        # (C, H), (C,)
 logits = x @ W.T + b                                                    # (B, C)

@@ -180,11 +180,12 @@ def linear_gelu_backward(dh, cache, dweight, dbias):
 # ----------------------------------------------------------------------------------------------
 # Dropout (inverted)
 # ----------------------------------------------------------------------------------------------
-def dropout_forward(x, p, rng, mask=None):
+def dropout_forward(x, p, rng, mask=None, drawn_rows=None):
     """Zero each element with probability p and scale the survivors by 1/(1-p), so E[y] = x.
 
     The scaled mask (0 or 1/(1-p)) is the cache; pass it back in as ``mask`` to replay the same
     dropout (gradient checks, FreeLB's repeated passes). p = 0 is the identity (mask None).
+    ``drawn_rows``: see ``dropout_bits``.
 
     The mask is drawn from 16 random bits per element, four times faster than uniform floats (dropout
     masks are ~20 million draws per training step at the mini size). p therefore acts as the nearest
@@ -193,17 +194,26 @@ def dropout_forward(x, p, rng, mask=None):
     if mask is None:
         if p == 0:
             return x, None
-        bits, threshold, scale = dropout_bits(x.shape, p, rng, x.dtype)
+        bits, threshold, scale = dropout_bits(x.shape, p, rng, x.dtype, drawn_rows)
         mask = (bits >= threshold) * scale
     return x * mask, mask
 
 
-def dropout_bits(shape, p, rng, dtype):
+def dropout_bits(shape, p, rng, dtype, drawn_rows=None):
     """The draws of dropout, shared with the Numba kernel (so one seed drops the same elements on both
     backends): 16 random bits per element, the threshold at or above which an element survives, and
-    the survivors' scale 1 / (1 - p') in ``dtype``, p' = threshold / 2^16 the p actually applied."""
+    the survivors' scale 1 / (1 - p') in ``dtype``, p' = threshold / 2^16 the p actually applied.
+
+    ``drawn_rows`` = (rows, n): shape is (len(rows), ...), rows of an (n, ...) array that was not
+    computed whole. The bits are drawn for all n rows and those of ``rows`` kept, so the draws, and every
+    draw after them, are those of the whole computation (the last layer computes the rows the heads
+    read only, and training stays the same to rounding)."""
     threshold = round(p * 65536)
-    bits = rng.integers(0, 65536, shape, dtype=np.uint16)
+    if drawn_rows is None:
+        bits = rng.integers(0, 65536, shape, dtype=np.uint16)
+    else:
+        rows, n = drawn_rows
+        bits = rng.integers(0, 65536, (n, *shape[1:]), dtype=np.uint16)[rows]
     return bits, threshold, np.dtype(dtype).type(65536 / (65536 - threshold))
 
 
@@ -215,14 +225,15 @@ def dropout_backward(dy, mask):
 # ----------------------------------------------------------------------------------------------
 # The end of every sublayer: y = LayerNorm(dropout(x) + residual)
 # ----------------------------------------------------------------------------------------------
-def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
-    """y = LayerNorm(dropout(x) + residual), BERT's post-LN sublayer output. x, residual (..., H).
+def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12, drawn_rows=None):
+    """y = LayerNorm(dropout(x) + residual), BERT's post-LN sublayer output. x, residual (..., H);
+    ``drawn_rows``: see ``dropout_bits`` (x is then (R, H)).
 
     Here the composition of the three reference operations; the Numba backend does all three in one
     pass over each row (the dropped x and the sum never make a round trip through memory), with the
     same draws and the same arithmetic. The cache is (dropout's, layer norm's).
     """
-    dropped, dropout_cache = dropout_forward(x, p, rng)
+    dropped, dropout_cache = dropout_forward(x, p, rng, drawn_rows=drawn_rows)
     y, layernorm_cache = layernorm_forward(dropped + residual, gamma, beta, eps)
     return y, (dropout_cache, layernorm_cache)
 
@@ -305,41 +316,65 @@ def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=No
     k, v (N, H) are the rows of a batch's real tokens, ordered so that the c sequences of each
     length n are consecutive: ``groups`` = ((start row, c, n), ...) (``models.bert.Unpadded``). Each
     group is a view (c, n, H) -> (c, A, n, D) that ``attention_forward`` attends without a mask, since
-    no key in it is padding. ``queries``: None if q (N, H) has the rows of k; or, per group,
-    (first row, m): the group's c sequences ask m queries each, at rows first + i m ... of q (R, H),
-    so its scores are (c, A, m, n) (the last layer asks only where the heads read: ``BertModel``).
-    Returns context (like q), probs (one (c, A, m, n) per group) and the cache.
+    no key in it is padding. ``queries``: None if q (N, H) has the rows of k; or, per group, c sorted
+    arrays of positions in 0 .. n-1: the queries each sequence asks, the rows of q (R, H) in that
+    order (the last layer asks only where the heads read: ``BertModel``). A sequence then attends as a
+    block of (1, A, m, n) scores, and its dropout keeps the bits of its m rows from a draw for the
+    group's whole (c, A, n, n), so the random stream is that of every query asked.
+    Returns context (like q), probs (one (c, A, m, n) per block: per group, or per sequence with
+    ``queries``) and the cache.
     """
     context = np.empty_like(q)                                                      # (N or R, H)
     probs, caches = [], []
-    for group, q_group in zip(groups, _query_groups(groups, queries)):
+    blocks = attention_blocks(groups, queries)
+    for (k_group, q_group), mask in zip(blocks, _replayed_masks(groups, queries, num_heads, dropout_p, rng,
+                                                                 q.dtype)):
         q_g = heads_view(q, q_group, num_heads)                                     # (c, A, m, D)
-        k_g, v_g = (heads_view(a, group, num_heads) for a in (k, v))                # (c, A, n, D)
-        c, p, cache = attention_forward(q_g, k_g, v_g, None, dropout_p, rng)
+        k_g, v_g = (heads_view(a, k_group, num_heads) for a in (k, v))              # (c, A, n, D)
+        c, p, cache = attention_forward(q_g, k_g, v_g, None, dropout_p, rng, mask)
         heads_view(context, q_group, num_heads)[...] = c
         probs.append(p)                                                             # (c, A, m, n)
         caches.append(cache)
-    return context, tuple(probs), (groups, queries, num_heads, k.shape, caches)
+    return context, tuple(probs), (blocks, num_heads, k.shape, caches)
 
 
 def unpadded_attention_backward(dcontext, cache):
-    """``attention_backward`` group by group; dcontext (like q) -> dq (like q), dk, dv (N, H)."""
-    groups, queries, num_heads, kv_shape, caches = cache
+    """``attention_backward`` block by block; dcontext (like q) -> dq (like q), dk, dv (N, H)."""
+    blocks, num_heads, kv_shape, caches = cache
     dq = np.empty_like(dcontext)
     dk, dv = (np.empty(kv_shape, dtype=dcontext.dtype) for _ in range(2))
-    for group, q_group, group_cache in zip(groups, _query_groups(groups, queries), caches):
-        dq_g, dk_g, dv_g = attention_backward(heads_view(dcontext, q_group, num_heads), group_cache)
+    for (k_group, q_group), block_cache in zip(blocks, caches):
+        dq_g, dk_g, dv_g = attention_backward(heads_view(dcontext, q_group, num_heads), block_cache)
         heads_view(dq, q_group, num_heads)[...] = dq_g
-        heads_view(dk, group, num_heads)[...] = dk_g
-        heads_view(dv, group, num_heads)[...] = dv_g
+        heads_view(dk, k_group, num_heads)[...] = dk_g
+        heads_view(dv, k_group, num_heads)[...] = dv_g
     return dq, dk, dv
 
 
-def _query_groups(groups, queries):
-    """Each group's queries as a group of q's rows: (start, c, m)."""
+def attention_blocks(groups, queries):
+    """The blocks attention runs as, each a pair (keys' rows, queries' rows) = ((start, c, n), (first,
+    c, m)): the groups themselves without ``queries``, else one block per sequence."""
     if queries is None:
-        return groups
-    return [(first, c, m) for (_, c, _), (first, m) in zip(groups, queries)]
+        return [(group, group) for group in groups]
+    blocks, first = [], 0
+    for (start, c, n), positions in zip(groups, queries):
+        for i, local in enumerate(positions):
+            blocks.append(((start + i * n, 1, n), (first, 1, len(local))))
+            first += len(local)
+    return blocks
+
+
+def _replayed_masks(groups, queries, num_heads, dropout_p, rng, dtype):
+    """Each block's dropout mask to replay, or None where the block draws its own as it attends (no
+    ``queries``: the groups draw in order, as the whole computation does) or there is no dropout. With
+    ``queries`` each group draws for its whole (c, A, n, n) and sequence i keeps its query rows' bits."""
+    if queries is None or dropout_p == 0:
+        return [None] * len(attention_blocks(groups, queries))
+    masks = []
+    for (_, c, n), positions in zip(groups, queries):
+        bits, threshold, scale = dropout_bits((c, num_heads, n, n), dropout_p, rng, dtype)
+        masks += [(bits[i:i + 1][:, :, local] >= threshold) * scale for i, local in enumerate(positions)]
+    return masks
 
 
 def heads_view(a, group, num_heads):

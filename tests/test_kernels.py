@@ -471,38 +471,43 @@ def test_unpadded_attention(dtype, dropout_p):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dropout_p", [0.0, 0.3])
 def test_unpadded_attention_with_queries_at_some_rows_only(dtype, dropout_p):
-    """``queries``: sequence i of a group asks m queries at rows first + i m ... of q (R, H). The Numba
-    path against the reference (rounding; the same dropout draws); without dropout, against full
-    attention at those rows: the same context, and the same dk, dv when the other rows' dcontext
-    is 0. A sequence may ask none (its keys then get no gradient)."""
+    """``queries``: per group, the positions each of its sequences asks; their rows make q (R, H). The
+    Numba path against the reference (rounding; the same dropout draws); against full attention at
+    those rows, with the same seed: the same context, the same probabilities and dropout (the draws
+    are those of the whole groups), and the same dk, dv when the other rows' dcontext is 0. A
+    sequence may ask none (its keys then get no gradient)."""
     rng = np.random.default_rng(3)
     A, H = 3, 12
     groups = ((0, 1, 4), (4, 1, 6), (10, 2, 5), (20, 1, 3))          # (start row, count, length): 23 rows
-    wanted = np.array([0, 2, 3, 4, 9, 10, 11, 15, 16])             # rows of k asked as queries
-    queries = ((0, 3), (3, 2), (5, 2), (9, 0))                      # (first row of q, m) per group
+    queries = ((np.array([0, 2, 3]),), (np.array([0, 5]),), (np.array([0, 1]), np.array([0, 1])),
+               (np.array([], np.int64),))
+    wanted = np.array([0, 2, 3, 4, 9, 10, 11, 15, 16])             # the same rows, as rows of k
     k, v = (randn(rng, (23, H), dtype) for _ in range(2))
     q_all = randn(rng, (23, H), dtype)
     q, dcontext = q_all[wanted], randn(rng, (len(wanted), H), dtype)
     ref = F.unpadded_attention_forward(q, k, v, groups, A, dropout_p, np.random.default_rng(4), queries)
     out = K.unpadded_attention_forward(q, k, v, groups, A, dropout_p, np.random.default_rng(4), queries)
-    assert [p.shape for p in out[1]] == [(1, A, 3, 4), (1, A, 2, 6), (2, A, 2, 5), (1, A, 0, 3)]
+    assert [p.shape for p in out[1]] == [(1, A, 3, 4), (1, A, 2, 6), (1, A, 2, 5), (1, A, 2, 5), (1, A, 0, 3)]
     assert_close(out[0], ref[0], dtype)
     for p, p_ref in zip(out[1], ref[1]):
         assert_close(p, p_ref, dtype)
     grads = K.unpadded_attention_backward(dcontext, out[2])
     for grad, grad_ref in zip(grads, F.unpadded_attention_backward(dcontext, ref[2])):
         assert_close(grad, grad_ref, dtype)
-    assert not grads[1][20:].any() and not grads[2][20:].any()          # the group that asked nothing
-    if dropout_p == 0:
-        full_groups = ((0, 1, 4), (4, 1, 6), (10, 2, 5), (20, 1, 3))
-        full = K.unpadded_attention_forward(q_all, k, v, full_groups, A)
-        assert_close(out[0], full[0][wanted], dtype)
-        dfull = np.zeros((23, H), dtype)
-        dfull[wanted] = dcontext
-        dq_full, dk_full, dv_full = K.unpadded_attention_backward(dfull, full[2])
-        assert_close(grads[0], dq_full[wanted], dtype)
-        assert_close(grads[1], dk_full, dtype)
-        assert_close(grads[2], dv_full, dtype)
+    assert not grads[1][20:].any() and not grads[2][20:].any()          # the sequence that asked nothing
+    full = K.unpadded_attention_forward(q_all, k, v, groups, A, dropout_p, np.random.default_rng(4))
+    assert_close(out[0], full[0][wanted], dtype)
+    dfull = np.zeros((23, H), dtype)
+    dfull[wanted] = dcontext
+    dq_full, dk_full, dv_full = K.unpadded_attention_backward(dfull, full[2])
+    assert_close(grads[0], dq_full[wanted], dtype)
+    assert_close(grads[1], dk_full, dtype)
+    assert_close(grads[2], dv_full, dtype)
+    # the generator is left where the whole computation leaves it
+    after_subset, after_full = np.random.default_rng(4), np.random.default_rng(4)
+    K.unpadded_attention_forward(q, k, v, groups, A, dropout_p, after_subset, queries)
+    K.unpadded_attention_forward(q_all, k, v, groups, A, dropout_p, after_full)
+    assert after_subset.integers(1 << 30) == after_full.integers(1 << 30)
 
 
 def test_unpadded_attention_rejects_a_wrong_gradient_shape():

@@ -144,15 +144,16 @@ def test_full_batch_unpadded_is_one_group_and_equals_padded():
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("unpad", [True, False])
-def test_the_last_layer_runs_its_feed_forward_half_on_the_rows_the_heads_read(backend, unpad, monkeypatch):
-    """Pretraining reads the last layer at the masked positions and the [CLS] only, so that layer's
-    sublayers after attention run on those rows (BertModel.forward's output_positions): the loss,
-    the logits and every gradient are those of the whole last layer (output_hidden_states=True asks
-    for all of it), and the feed-forward really saw only those rows."""
+def test_the_last_layer_computes_only_the_rows_the_heads_read(backend, unpad, monkeypatch):
+    """Pretraining reads the last layer at the masked positions and the [CLS] only, so that layer
+    computes those rows (BertModel.forward's output_positions): with dropout on and the same seed,
+    the loss, the logits and every gradient are those of the whole last layer (output_hidden_states=True
+    asks for all of it; the dropout draws for every row and keeps those rows' bits), the generator
+    ends where it would, and the feed-forward really saw only those rows."""
     rng = np.random.default_rng(0)
     batch = heavy_padding_batch(rng)
-    model = BertForPreTraining(config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-                               np.random.default_rng(1)).astype(np.float64)
+    model = BertForPreTraining(config(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2),
+                               np.random.default_rng(1)).astype(np.float64).train()
     last = model.bert.encoder.layer[-1].intermediate
     seen = []
     forward = type(last).forward
@@ -160,19 +161,21 @@ def test_the_last_layer_runs_its_feed_forward_half_on_the_rows_the_heads_read(ba
 
     def run_once(everything):
         model.bert.unpad = unpad
+        model.bert.rng.bit_generator.state = np.random.default_rng(3).bit_generator.state
         model.zero_grad()
         out = model.forward(**batch, output_hidden_states=everything)
         model.backward()
-        return out, {name: g.copy() for name, g in model.named_grads()}
+        return out, {name: g.copy() for name, g in model.named_grads()}, model.bert.rng.integers(1 << 40)
 
     with kernels.using(backend):
-        whole, grads_whole = run_once(True)
-        part, grads_part = run_once(False)
+        whole, grads_whole, next_whole = run_once(True)
+        part, grads_part, next_part = run_once(False)
     mask = batch["attention_mask"]
     B, T = mask.shape
     b, p = np.nonzero(batch["masked_lm_weights"])
     wanted = set(zip(b, batch["masked_lm_positions"][b, p])) | {(i, 0) for i in range(B)}
     assert seen == [int(mask.sum()) if unpad else B * T, len(wanted)] and len(wanted) < mask.sum() / 2
+    assert next_part == next_whole
     tol = dict(rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(part.loss, whole.loss, **tol)
     np.testing.assert_allclose(part.prediction_logits, whole.prediction_logits, **tol)

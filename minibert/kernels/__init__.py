@@ -110,9 +110,9 @@ def layernorm_backward(dy, cache, dgamma, dbeta):
     return _impl(name).layernorm_backward(dy, cache, dgamma, dbeta)
 
 
-def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
+def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12, drawn_rows=None):
     name = backend()
-    y, cache = _impl(name).dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps)
+    y, cache = _impl(name).dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps, drawn_rows)
     return y, (name, cache)
 
 

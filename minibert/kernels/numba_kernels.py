@@ -531,7 +531,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-12):
     return y.reshape(x.shape), (x2, mean, rstd, gamma, x.shape)
 
 
-def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
+def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12, drawn_rows=None):
     """y = LayerNorm(dropout(x) + residual) in one pass per row; see
     ``functional.dropout_add_layernorm_forward`` (the same draws; the same bits as this module's dropout,
     sum and layer norm one after the other). The cache is ((keep, scale) or None for p = 0, layer norm's
@@ -546,7 +546,7 @@ def dropout_add_layernorm_forward(x, residual, p, rng, gamma, beta, eps=1e-12):
     H = x.shape[-1]
     gamma, beta = _layernorm_params(gamma, beta, H, x.dtype)
     x2 = x.reshape(-1, H)
-    bits, threshold, scale = F.dropout_bits(x2.shape, p, rng, x.dtype)
+    bits, threshold, scale = F.dropout_bits(x2.shape, p, rng, x.dtype, drawn_rows)
     s, y = np.empty_like(x2), np.empty_like(x2)
     keep = np.empty(x2.shape, dtype=np.bool_)
     mean = np.empty(x2.shape[0], x2.dtype)
@@ -917,23 +917,32 @@ def _scratch(slot, size, dtype):
     return buffer[:size]
 
 
-def _score_rows(groups, num_heads, queries):
-    """Offsets of each group's (c, A, m, n) block in the flat buffer (one more entry: the total) and
-    (row_start, row_len) of its c A m rows of n; m = n unless ``queries`` gives it."""
-    ms = [n for _, _, n in groups] if queries is None else [m for _, m in queries]
-    sizes = [c * num_heads * m * n for (_, c, n), m in zip(groups, ms)]
+def _score_rows(blocks, num_heads):
+    """Offsets of each block's (c, A, m, n) scores in the flat buffer (one more entry: the total) and
+    (row_start, row_len) of its c A m rows of n; blocks as ``functional.attention_blocks``."""
+    sizes = [c * num_heads * m * n for (_, c, n), (_, _, m) in blocks]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    starts = [o + n * np.arange(c * num_heads * m, dtype=np.int64) for o, (_, c, n), m in zip(offsets, groups, ms)]
-    lengths = [np.full(c * num_heads * m, n, dtype=np.int64) for (_, c, n), m in zip(groups, ms)]
+    starts = [o + n * np.arange(c * num_heads * m, dtype=np.int64)
+              for o, ((_, c, n), (_, _, m)) in zip(offsets, blocks)]
+    lengths = [np.full(c * num_heads * m, n, dtype=np.int64) for (_, c, n), (_, _, m) in blocks]
     empty = np.zeros(0, dtype=np.int64)
     return offsets, (np.concatenate(starts) if starts else empty, np.concatenate(lengths) if lengths else empty)
 
 
-def _group_blocks(offsets, groups, q_groups, num_heads, flat):
-    """The (c, A, m, n) view of each group's block of the flat buffer."""
-    A = num_heads
-    return [flat[o:o + c * A * m * n].reshape(c, A, m, n)
-            for o, (_, c, n), (_, _, m) in zip(offsets, groups, q_groups)]
+def _block_views(offsets, blocks, num_heads, flat):
+    """The (c, A, m, n) view of each block's scores in the flat buffer."""
+    return [flat[o:o + c * num_heads * m * n].reshape(c, num_heads, m, n)
+            for o, ((_, c, n), (_, _, m)) in zip(offsets, blocks)]
+
+
+def _attention_bits(groups, queries, num_heads, p, rng, dtype, out):
+    """Every block's dropout bits, flat in block order (the reference's draws: per group, and with
+    ``queries`` each sequence's query rows of its group's draw); returns (bits, threshold, scale)."""
+    draws = []
+    for (_, c, n), positions in zip(groups, [None] * len(groups) if queries is None else queries):
+        bits, threshold, scale = F.dropout_bits((c, num_heads, n, n), p, rng, dtype)
+        draws += [bits] if positions is None else [bits[i][:, local] for i, local in enumerate(positions)]
+    return np.concatenate([b.reshape(-1) for b in draws], out=out), threshold, scale
 
 
 @_kernel
@@ -951,55 +960,53 @@ def _unpadded_softmax_kernel(x, row_start, row_len, scale):
 
 def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=None, queries=None):
     """``functional.unpadded_attention_forward`` with one flat buffer of scores; q (N or R, H), k, v
-    (N, H) -> context (like q), probs (one (c, A, m, n) view per group), cache."""
+    (N, H) -> context (like q), probs (one (c, A, m, n) view per block), cache."""
     q, k, v = (_float_array(name, a) for name, a in (("q", q), ("k", k), ("v", v)))
     A = num_heads
     scale = q.dtype.type(1 / math.sqrt(q.shape[1] // A))
-    q_groups = F._query_groups(groups, queries)
-    offsets, rows = _score_rows(groups, A, queries)
+    blocks = F.attention_blocks(groups, queries)
+    offsets, rows = _score_rows(blocks, A)
     probs = np.empty(offsets[-1], dtype=q.dtype)                    # scores, then probs in place
-    blocks = functools.partial(_group_blocks, offsets, groups, q_groups, A)   # flat -> (c, A, m, n) views
-    for group, q_group, block in zip(groups, q_groups, blocks(probs)):
-        np.matmul(F.heads_view(q, q_group, A), F.heads_view(k, group, A).swapaxes(-1, -2), out=block)
+    views = functools.partial(_block_views, offsets, blocks, A)     # flat -> its (c, A, m, n) views
+    for (k_group, q_group), block in zip(blocks, views(probs)):
+        np.matmul(F.heads_view(q, q_group, A), F.heads_view(k, k_group, A).swapaxes(-1, -2), out=block)
     if probs.size:
         _unpadded_softmax_kernel(probs, *rows, scale)
     dropout = None
     dropped = probs
     if dropout_p > 0 and probs.size:
-        draws = [F.dropout_bits((c, A, m, n), dropout_p, rng, q.dtype)
-                 for (_, c, n), (_, _, m) in zip(groups, q_groups)]
-        _, threshold, dropout_scale = draws[0]
-        bits = np.concatenate([b.reshape(-1) for b, _, _ in draws], out=_scratch("bits", probs.size, np.uint16))
+        bits, threshold, dropout_scale = _attention_bits(groups, queries, A, dropout_p, rng, q.dtype,
+                                                         _scratch("bits", probs.size, np.uint16))
         dropped, keep = _scratch("dropped", probs.size, probs.dtype), np.empty(probs.shape, dtype=np.bool_)
         _dropout_draw_kernel(probs, bits, threshold, dropout_scale, dropped, keep)
         dropout = (keep, dropout_scale)
     context = np.empty_like(q)                                                      # (N or R, H)
-    for group, q_group, block in zip(groups, q_groups, blocks(dropped)):
-        np.matmul(block, F.heads_view(v, group, A), out=F.heads_view(context, q_group, A))
-    return context, tuple(blocks(probs)), (q, k, v, groups, q_groups, A, probs, dropout, scale, offsets, rows)
+    for (k_group, q_group), block in zip(blocks, views(dropped)):
+        np.matmul(block, F.heads_view(v, k_group, A), out=F.heads_view(context, q_group, A))
+    return context, tuple(views(probs)), (q, k, v, blocks, A, probs, dropout, scale, offsets, rows)
 
 
 def unpadded_attention_backward(dcontext, cache):
-    """dcontext (like q) -> dq (like q), dk, dv (N, H): the per-group matmuls of ``attention_backward``
+    """dcontext (like q) -> dq (like q), dk, dv (N, H): the per-block matmuls of ``attention_backward``
     around one fused dP' -> dS pass over the flat buffer."""
-    q, k, v, groups, q_groups, A, probs, dropout, scale, offsets, rows = cache
+    q, k, v, blocks, A, probs, dropout, scale, offsets, rows = cache
     dcontext = _float_array("dcontext", dcontext, dtype=q.dtype)
     if dcontext.shape != q.shape:
         raise ValueError(f"dcontext must have the shape of the attention's queries {q.shape}, got {dcontext.shape}")
-    blocks = functools.partial(_group_blocks, offsets, groups, q_groups, A)
+    views = functools.partial(_block_views, offsets, blocks, A)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     dropped = probs if dropout is None else _dropout_apply(probs, *dropout, _scratch("dropped", probs.size,
                                                                                    probs.dtype))
     dscores = _scratch("dscores", probs.size, probs.dtype)         # dP', then dS in place
-    for group, q_group, p_block, g_block in zip(groups, q_groups, blocks(dropped), blocks(dscores)):
+    for (k_group, q_group), p_block, g_block in zip(blocks, views(dropped), views(dscores)):
         dc = F.heads_view(dcontext, q_group, A)
-        np.matmul(p_block.swapaxes(-1, -2), dc, out=F.heads_view(dv, group, A))
-        np.matmul(dc, F.heads_view(v, group, A).swapaxes(-1, -2), out=g_block)
+        np.matmul(p_block.swapaxes(-1, -2), dc, out=F.heads_view(dv, k_group, A))
+        np.matmul(dc, F.heads_view(v, k_group, A).swapaxes(-1, -2), out=g_block)
     del dropped
     _scores_backward(dscores, probs, rows, dropout, scale)
-    for group, q_group, g_block in zip(groups, q_groups, blocks(dscores)):
-        np.matmul(g_block, F.heads_view(k, group, A), out=F.heads_view(dq, q_group, A))
-        np.matmul(g_block.swapaxes(-1, -2), F.heads_view(q, q_group, A), out=F.heads_view(dk, group, A))
+    for (k_group, q_group), g_block in zip(blocks, views(dscores)):
+        np.matmul(g_block, F.heads_view(k, k_group, A), out=F.heads_view(dq, q_group, A))
+        np.matmul(g_block.swapaxes(-1, -2), F.heads_view(q, q_group, A), out=F.heads_view(dk, k_group, A))
     return dq, dk, dv
 
 

@@ -54,16 +54,16 @@ class Unpadded:
         groups = tuple((int(s), int(c), int(n)) for s, c, n in zip(starts, counts, values) if n > 0)
         return cls(index, groups, (B, T))
 
-    def query_runs(self, rows: np.ndarray):
-        """Attention with queries at the sorted ``rows`` only: one group (start, 1, n) per sequence, and
-        per sequence (first, m), its m wanted rows being rows[first:first + m] (a sequence's rows are
-        consecutive, so its wanted rows are too). See ``functional.unpadded_attention_forward``."""
-        starts = np.concatenate([start + n * np.arange(c) for start, c, n in self.groups]) if self.groups else []
-        lengths = np.concatenate([np.full(c, n) for _, c, n in self.groups]) if self.groups else []
-        first = np.searchsorted(rows, starts)
-        m = np.searchsorted(rows, np.asarray(starts) + lengths) - first
-        return (tuple((int(s), 1, int(n)) for s, n in zip(starts, lengths)),
-                tuple((int(f), int(k)) for f, k in zip(first, m)))
+    def query_positions(self, rows: np.ndarray) -> tuple:
+        """For attention with queries at the sorted ``rows`` only: per group, for each of its c
+        sequences, the positions 0 .. n-1 of its rows among ``rows`` (``queries`` of
+        ``functional.unpadded_attention_forward``; the rows are consecutive per sequence, so the
+        queries come out in the order of ``rows``)."""
+        out = []
+        for start, c, n in self.groups:
+            bounds = np.searchsorted(rows, start + n * np.arange(c + 1))
+            out.append(tuple(rows[bounds[i]:bounds[i + 1]] - (start + i * n) for i in range(c)))
+        return tuple(out)
 
     def gather(self, a: np.ndarray) -> np.ndarray:
         """(B, T, ...) -> (N, ...): the rows of the real tokens."""
@@ -209,11 +209,11 @@ class BertSelfAttention(Module):
             q, groups, queries = self.query.forward(x), layout.groups, None                # (N, H)
         else:
             q = self.query.forward(x[rows])                                                # (R, H)
-            groups, queries = layout.query_runs(rows)
+            groups, queries = layout.groups, layout.query_positions(rows)
         context, probs, cache = kernels.unpadded_attention_forward(q, k, v, groups, self.num_heads, p,
                                                                     self.dropout.rng, queries)
         self.cache = (True, rows, x.shape, cache)
-        return context, probs                    # like q, one (c, A, m, n) per group of sequences
+        return context, probs                    # like q, one (c, A, m, n) per block (F.attention_blocks)
 
 
 class BertOutput(Module):
@@ -228,14 +228,15 @@ class BertOutput(Module):
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob, rng)
 
-    def forward(self, x, residual):
+    def forward(self, x, residual, drawn_rows=None):
         # LayerNorm(dropout(dense(x)) + residual): the dropout, the sum and the norm are one kernel
         # (functional.dropout_add_layernorm_forward composes the three), so this module calls it with
         # its Dropout's p and rng and its LayerNorm's parameters instead of calling those two modules.
+        # drawn_rows: x holds some rows of a larger batch of rows (functional.dropout_bits).
         ln = self.LayerNorm
         y, self.cache = kernels.dropout_add_layernorm_forward(
             self.dense.forward(x), residual, self.dropout.p if self.training else 0.0, self.dropout.rng,
-            ln.weight.data, ln.bias.data, ln.eps)
+            ln.weight.data, ln.bias.data, ln.eps, drawn_rows)
         return y
 
     def backward(self, dy):
@@ -257,7 +258,11 @@ class BertAttention(Module):
         feed-forward, run on those rows only, (R, H)."""
         context, probs = self.self.forward(x, mask_bias, rows)
         self.cache = rows
-        return self.output.forward(context, x if rows is None else x.reshape(-1, x.shape[-1])[rows]), probs
+        if rows is None:
+            return self.output.forward(context, x), probs
+        # The dropout draws for every row, as the whole computation would, and keeps those of rows.
+        x2 = x.reshape(-1, x.shape[-1])
+        return self.output.forward(context, x2[rows], (rows, len(x2))), probs
 
     def backward(self, dy):
         dcontext, dresidual = self.output.backward(dy)
@@ -304,7 +309,8 @@ class BertLayer(Module):
     def forward(self, x, mask_bias, rows=None):
         """``rows``: see ``BertAttention.forward``; the output is then (R, H)."""
         a, probs = self.attention.forward(x, mask_bias, rows)
-        return self.output.forward(self.intermediate.forward(a), a), probs
+        drawn_rows = None if rows is None else (rows, x.size // x.shape[-1])
+        return self.output.forward(self.intermediate.forward(a), a, drawn_rows), probs
 
     def backward(self, dy):
         dh, da = self.output.backward(dy)
