@@ -129,9 +129,9 @@ class BertForSequenceClassification(Module, PreTrainedModel):
                 output_attentions=False) -> SequenceClassifierOutput:
         """labels (B,): class ids in [0, num_labels), or real targets when num_labels == 1.
         ``inputs_embeds_delta`` (B, T, H) perturbs the word-embedding output (FreeLB, SMART)."""
-        # Classifying from the pooler reads the last layer at each [CLS] only, so that layer's
-        # feed-forward half runs on those B rows (BertModel.forward's output_positions: the [CLS] are
-        # always among them, so no other position is named).
+        # Classifying from the pooler reads the last layer at each [CLS] only, so that layer computes
+        # those B rows only (BertModel.forward's output_positions: the [CLS] are always among them, so
+        # no other position is named).
         out = self.bert.forward(input_ids, token_type_ids, attention_mask,
                                 output_hidden_states=output_hidden_states or self.features.hidden_states,
                                 output_attentions=output_attentions, inputs_embeds_delta=inputs_embeds_delta,
