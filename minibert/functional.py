@@ -327,8 +327,8 @@ def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=No
     context = np.empty_like(q)                                                      # (N or R, H)
     probs, caches = [], []
     blocks = attention_blocks(groups, queries)
-    for (k_group, q_group), mask in zip(blocks, _replayed_masks(groups, queries, num_heads, dropout_p, rng,
-                                                                 q.dtype)):
+    masks = _replayed_masks(groups, queries, num_heads, dropout_p, rng, q.dtype) or [None] * len(blocks)
+    for (k_group, q_group), mask in zip(blocks, masks):
         q_g = heads_view(q, q_group, num_heads)                                     # (c, A, m, D)
         k_g, v_g = (heads_view(a, k_group, num_heads) for a in (k, v))              # (c, A, n, D)
         c, p, cache = attention_forward(q_g, k_g, v_g, None, dropout_p, rng, mask)
@@ -365,11 +365,11 @@ def attention_blocks(groups, queries):
 
 
 def _replayed_masks(groups, queries, num_heads, dropout_p, rng, dtype):
-    """Each block's dropout mask to replay, or None where the block draws its own as it attends (no
+    """Each block's dropout mask to replay; None if the blocks draw their own as they attend (no
     ``queries``: the groups draw in order, as the whole computation does) or there is no dropout. With
     ``queries`` each group draws for its whole (c, A, n, n) and sequence i keeps its query rows' bits."""
     if queries is None or dropout_p == 0:
-        return [None] * len(attention_blocks(groups, queries))
+        return None
     masks = []
     for (_, c, n), positions in zip(groups, queries):
         bits, threshold, scale = dropout_bits((c, num_heads, n, n), dropout_p, rng, dtype)

@@ -71,9 +71,7 @@ class Unpadded:
 
     def scatter(self, rows: np.ndarray) -> np.ndarray:
         """(N, ...) -> (B, T, ...), zeros at padding: ``gather`` inverted on real positions."""
-        out = np.zeros((self.shape[0] * self.shape[1], *rows.shape[1:]), dtype=rows.dtype)
-        out[self.index] = rows
-        return out.reshape(*self.shape, *rows.shape[1:])
+        return _scatter_rows(rows, self.index, self.shape)
 
     def scatter_probs(self, probs: tuple) -> np.ndarray:
         """Per-group attention probabilities (c, A, n, n) -> (B, A, T, T), zeros at padded queries
@@ -473,7 +471,7 @@ class BertModel(Module, PreTrainedModel):
         if rows is None:
             last = layout.scatter(last)                                             # (B, T, H)
         else:
-            last = _scatter_rows(last, index[rows], (*layout.shape, last.shape[-1]))  # (B, T, H)
+            last = _scatter_rows(last, index[rows], layout.shape)                     # (B, T, H)
         if hidden_states is not None:
             hidden_states = tuple(layout.scatter(h) for h in hidden_states)
         if attentions is not None:
@@ -537,10 +535,10 @@ class BertModel(Module, PreTrainedModel):
 
 
 def _scatter_rows(rows, flat, shape):
-    """(R, H) rows -> (B, T, H), row r at flat position flat[r], zeros elsewhere."""
-    out = np.zeros((shape[0] * shape[1], rows.shape[-1]), dtype=rows.dtype)
+    """(R, ...) rows -> (B, T, ...), row r at flat position flat[r] = b T + t, zeros elsewhere."""
+    out = np.zeros((shape[0] * shape[1], *rows.shape[1:]), dtype=rows.dtype)
     out[flat] = rows
-    return out.reshape(*shape[:2], rows.shape[-1])
+    return out.reshape(*shape[:2], *rows.shape[1:])
 
 
 def _int_array(name, a):
