@@ -9,6 +9,10 @@ of the expected array, with rtol 1e-10 in float64 and 1e-5 in float32. An elemen
 would demand accuracy that neither side has for entries that are tiny next to the rest of the array
 (a probability of 1e-30 next to 0.9, a gradient that cancels to ~0).
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -183,6 +187,21 @@ def test_exact_gelu_matches_math_erfc():
     assert np.all(y[~nonzero, 0] == 0) or np.max(np.abs(y[~nonzero, 0])) < 1e-300
     rel = np.abs(y[nonzero, 0] - expected[nonzero]) / np.abs(expected[nonzero])
     assert rel.max() < 1e-12        # ~1e-15 near 0, ~3e-13 at x = -37 (the rounding of x^2 / 2 in exp)
+
+
+def test_compiling_the_exact_gelu_warns_nothing(tmp_path):
+    """A first compilation (an empty on-disk cache, as on a fresh install) of the kernel that inlines
+    ``_exp`` into ``_normal_cdf`` into a loop: Numba's SSA check used to warn there, asking the user to
+    report a Numba bug. In a fresh process, on this test's compilation (serial or parallel)."""
+    code = ("import numpy as np; from minibert.kernels import numba_kernels as K\n"
+            f"K.SERIAL_UP_TO = {K.SERIAL_UP_TO}\n"
+            "for dt in (np.float32, np.float64):\n"
+            "    y, _ = K.bias_gelu_forward(np.linspace(-9, 9, 64, dtype=dt).reshape(4, 16), np.zeros(16, dt))\n"
+            "    assert np.isfinite(y).all()\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-W", "error::numba.core.errors.NumbaWarning", "-c", code],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr[-2000:]
 
 
 def test_bias_gelu_non_contiguous(rng):

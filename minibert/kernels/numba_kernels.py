@@ -128,6 +128,23 @@ def _bits_as_float64(typingctx, bits):
 
 
 @intrinsic
+def _select(typingctx, condition, if_true, if_false):
+    """``if_true if condition else if_false`` for two floats of one type, as one LLVM ``select``. The
+    helpers inlined into the kernels end with it instead of Python's conditional expression: Numba's
+    inliner renames the variable that such an expression assigns on two paths, and when ``_exp`` is
+    inlined into ``_normal_cdf``, itself inlined into a kernel, its SSA check then warns (at every
+    compilation, a NumbaIRAssumptionWarning asking for a bug report). A select also keeps the loop
+    free of branches, which is what LLVM vectorises."""
+    if condition != types.boolean or if_true != if_false or if_true not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return if_true(types.boolean, if_true, if_true), codegen
+
+
+@intrinsic
 def _times_pow2_float32(typingctx, p, kf):
     """(p 2^h) 2^(k - h) for the integer-valued float32 kf = k, h = k >> 1, each power of two built from
     its exponent bits. Written in LLVM IR because Numba does integer arithmetic in int64, and int64
@@ -186,7 +203,7 @@ def _exp_float64(x):
     k = np.int64(kf)
     h = k >> 1
     y = p * _bits_as_float64((h + 1023) << 52) * _bits_as_float64((k - h + 1023) << 52)
-    return y if x == x else x
+    return _select(x == x, y, x)
 
 
 def _exp_float32(x):
@@ -203,7 +220,7 @@ def _exp_float32(x):
     p = p * r + c[1]
     p = p * r + c[0]
     y = _times_pow2_float32(p, kf)
-    return y if x == x else x
+    return _select(x == x, y, x)
 
 
 def _exp(x):
@@ -246,7 +263,7 @@ def _normal_cdf_float64(x, coeffs):
     for k in range(_CDF_TERMS_F64 - 1, 0, -1):      # Clenshaw: sum_k c_k T_k(u)
         b1, b2 = two_u * b1 - b2 + coeffs[k], b1
     tail = 0.5 * t * _exp(-z * z + (0.5 * two_u * b1 - b2 + coeffs[0]))    # P(N > |x|)
-    return tail if x < 0.0 else 1.0 - tail
+    return _select(x < 0.0, tail, 1.0 - tail)
 
 
 def _normal_cdf_float32(x, coeffs):
@@ -259,7 +276,7 @@ def _normal_cdf_float32(x, coeffs):
     for k in range(_CDF_TERMS_F32 - 1, 0, -1):
         b1, b2 = two_u * b1 - b2 + coeffs[k], b1
     tail = half * t * _exp(-z * z + (half * two_u * b1 - b2 + coeffs[0]))
-    return tail if x < _F32(0.0) else one - tail
+    return _select(x < _F32(0.0), tail, one - tail)
 
 
 def _normal_cdf(x, coeffs):
