@@ -133,8 +133,8 @@ def _select(typingctx, condition, if_true, if_false):
     helpers inlined into the kernels end with it instead of Python's conditional expression: Numba's
     inliner renames the variable that such an expression assigns on two paths, and when ``_exp`` is
     inlined into ``_normal_cdf``, itself inlined into a kernel, its SSA check then warns (at every
-    compilation, a NumbaIRAssumptionWarning asking for a bug report). A select also keeps the loop
-    free of branches, which is what LLVM vectorises."""
+    compilation, a NumbaIRAssumptionWarning asking for a bug report). LLVM made the same select of the
+    conditional expression, so the compiled loops, and every result bit, are as before."""
     if condition != types.boolean or if_true != if_false or if_true not in (types.float32, types.float64):
         return None
 
