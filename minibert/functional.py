@@ -366,15 +366,23 @@ def attention_blocks(groups, queries):
 
 def _replayed_masks(groups, queries, num_heads, dropout_p, rng, dtype):
     """Each block's dropout mask to replay; None if the blocks draw their own as they attend (no
-    ``queries``: the groups draw in order, as the whole computation does) or there is no dropout. With
-    ``queries`` each group draws for its whole (c, A, n, n) and sequence i keeps its query rows' bits."""
+    ``queries``: the groups draw in order, as the whole computation does) or there is no dropout."""
     if queries is None or dropout_p == 0:
         return None
-    masks = []
-    for (_, c, n), positions in zip(groups, queries):
-        bits, threshold, scale = dropout_bits((c, num_heads, n, n), dropout_p, rng, dtype)
-        masks += [(bits[i:i + 1][:, :, local] >= threshold) * scale for i, local in enumerate(positions)]
-    return masks
+    draws, threshold, scale = attention_bits(groups, queries, num_heads, dropout_p, rng, dtype)
+    return [(bits >= threshold) * scale for bits in draws]
+
+
+def attention_bits(groups, queries, num_heads, p, rng, dtype):
+    """Attention dropout's draws, shared with the Numba kernel: each group draws for its whole
+    (c, A, n, n), in order, and with ``queries`` sequence i keeps its query rows, (1, A, m, n), so the
+    random stream is that of every query asked. Returns (each block's bits, in the order of
+    ``attention_blocks``, threshold, scale) as ``dropout_bits``."""
+    draws, threshold, scale = [], None, None
+    for (_, c, n), positions in zip(groups, [None] * len(groups) if queries is None else queries):
+        bits, threshold, scale = dropout_bits((c, num_heads, n, n), p, rng, dtype)
+        draws += [bits] if positions is None else [bits[i:i + 1][:, :, local] for i, local in enumerate(positions)]
+    return draws, threshold, scale
 
 
 def heads_view(a, group, num_heads):

@@ -916,8 +916,8 @@ def attention_backward(dcontext, cache):
 # cost more than the work (softmax: 2.9 ms per layer for 0.47 M probabilities). Here the matmuls still
 # run per group (BLAS on each (c, A, n, D) view, writing straight into the strided (N, H) rows), but
 # they read and write one flat buffer that holds every group's (c, A, n, n) block, and softmax,
-# dropout and the backward each run once over all its rows. Dropout draws its bits group by group
-# and in the same order as the reference, so the masks, and every result, are the same to the bit.
+# dropout and the backward each run once over all its rows. Dropout's bits are the reference's
+# (``functional.attention_bits``), so the masks, and every result, are the same to the bit.
 _SCRATCH = {}
 
 
@@ -952,16 +952,6 @@ def _block_views(offsets, blocks, num_heads, flat):
             for o, ((_, c, n), (_, _, m)) in zip(offsets, blocks)]
 
 
-def _attention_bits(groups, queries, num_heads, p, rng, dtype, out):
-    """Every block's dropout bits, flat in block order (the reference's draws: per group, and with
-    ``queries`` each sequence's query rows of its group's draw); returns (bits, threshold, scale)."""
-    draws = []
-    for (_, c, n), positions in zip(groups, [None] * len(groups) if queries is None else queries):
-        bits, threshold, scale = F.dropout_bits((c, num_heads, n, n), p, rng, dtype)
-        draws += [bits] if positions is None else [bits[i][:, local] for i, local in enumerate(positions)]
-    return np.concatenate([b.reshape(-1) for b in draws], out=out), threshold, scale
-
-
 @_kernel
 def _unpadded_softmax_kernel(x, row_start, row_len, scale):
     """In place, per ragged row of the flat x: softmax(x scale), as ``_softmax_forward_kernel`` with
@@ -992,8 +982,8 @@ def unpadded_attention_forward(q, k, v, groups, num_heads, dropout_p=0.0, rng=No
     dropout = None
     dropped = probs
     if dropout_p > 0 and probs.size:
-        bits, threshold, dropout_scale = _attention_bits(groups, queries, A, dropout_p, rng, q.dtype,
-                                                         _scratch("bits", probs.size, np.uint16))
+        draws, threshold, dropout_scale = F.attention_bits(groups, queries, A, dropout_p, rng, q.dtype)
+        bits = np.concatenate([b.reshape(-1) for b in draws], out=_scratch("bits", probs.size, np.uint16))
         dropped, keep = _scratch("dropped", probs.size, probs.dtype), np.empty(probs.shape, dtype=np.bool_)
         _dropout_draw_kernel(probs, bits, threshold, dropout_scale, dropped, keep)
         dropout = (keep, dropout_scale)
