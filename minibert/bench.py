@@ -342,7 +342,7 @@ def _last_layer_work(batch) -> tuple[int, int]:
 
     mask = batch["attention_mask"]
     b, p = np.nonzero(batch["masked_lm_weights"])
-    flat = BertModel._output_rows((b, batch["masked_lm_positions"][b, p]), mask)
+    flat = BertModel.output_rows((b, batch["masked_lm_positions"][b, p]), mask)
     lengths = mask.sum(axis=1).astype(np.int64)
     return len(flat), int(lengths[flat // mask.shape[1]].sum())
 

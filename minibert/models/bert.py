@@ -418,7 +418,7 @@ class BertModel(Module, PreTrainedModel):
         every other position. Pretraining passes its masked positions: the MLM loss reads nothing else.
         Ignored with ``output_hidden_states`` or ``output_attentions``, which need every position."""
         input_ids, token_type_ids, attention_mask = self.check_inputs(input_ids, token_type_ids, attention_mask)
-        wanted = self._output_rows(output_positions, attention_mask)
+        wanted = self.output_rows(output_positions, attention_mask)
         if output_hidden_states or output_attentions:
             wanted = None
         if self.unpad:
@@ -438,7 +438,7 @@ class BertModel(Module, PreTrainedModel):
         return BertModelOutput(last, pooled, hidden_states, attentions)
 
     @staticmethod
-    def _output_rows(output_positions, attention_mask):
+    def output_rows(output_positions, attention_mask):
         """The flat positions b T + t (sorted, each once) of ``output_positions`` and of every [CLS]
         that hold real tokens; None if output_positions is None."""
         if output_positions is None:
