@@ -41,9 +41,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from minibert import kernels
 
 # Set by the launchers: MPICH's and Intel MPI's Hydra (and Slurm's PMI) set PMI_SIZE, Open MPI sets
 # OMPI_COMM_WORLD_SIZE. Looking at them first means a plain run never initialises MPI.
@@ -196,9 +199,13 @@ def rank_generator(seed: int, comm) -> np.random.Generator:
 
     Ranks must not share a stream: equal dropout masks on every shard would correlate the shards.
     One process keeps ``default_rng(seed)``, so a run without MPI is unchanged."""
-    if comm.size == 1:
+    return _rank_stream(seed, comm.rank, comm.size)
+
+
+def _rank_stream(seed: int, rank: int, size: int) -> np.random.Generator:
+    if size == 1:
         return np.random.default_rng(seed)
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(comm.size, comm.rank)))
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(size, rank)))
 
 
 def shard(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
@@ -275,16 +282,15 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
     which would otherwise be counted as communication) and "allreduce"; training passes None and
     pays no Barrier."""
     t0 = time.perf_counter()
-    model.zero_grad()
-    out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
     if comm.size == 1:
+        model.zero_grad()
+        out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
         model.backward()
         if timings is not None:
             timings.update(compute=time.perf_counter() - t0, wait=0.0, allreduce=0.0)
         return {"loss": float(out.loss), "mlm_loss": float(out.mlm_loss),
                 "nsp_loss": float(out.nsp_loss), "stop": stop}
-    share = renormalise(batch["masked_lm_weights"], totals, out)
-    model.backward(dmlm_loss=share.dmlm_loss, dnsp_loss=share.dnsp_loss)
+    share = shard_forward_backward(model, batch, totals)
     grads = [g for _, g in model.named_grads()]
     # The loss parts and the flag travel in the gradients' buffer: still one message per step.
     extra = np.array([share.mlm_part, share.nsp_part, float(stop)], dtype=grads[0].dtype)
@@ -298,6 +304,93 @@ def forward_backward(model, batch: dict, totals: BatchTotals, comm, stop: bool =
         timings["allreduce"] = time.perf_counter() - t2
     mlm, nsp = float(extra[0]), float(extra[1])
     return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp, "stop": bool(extra[2] > 0)}
+
+
+def shard_forward_backward(model, batch: dict, totals: BatchTotals) -> ShardLoss:
+    """zero_grad, forward and backward on one shard of a global batch, its loss normalised by the
+    global batch's counts (``renormalise``): the shard's part of the global gradient, in its grads."""
+    model.zero_grad()
+    out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
+    share = renormalise(batch["masked_lm_weights"], totals, out)
+    model.backward(dmlm_loss=share.dmlm_loss, dnsp_loss=share.dnsp_loss)
+    return share
+
+
+class Workers:
+    """N data-parallel workers in one process: Python threads, each with a replica of the model.
+
+    The step of N MPI ranks (above), with threads for processes: worker r runs shard r of the global
+    batch (``shard``) with its own dropout stream (``rank_generator`` of rank r of N) and its loss
+    normalised by the global counts, then the gradients are summed, in worker order, into the model's
+    own. The replicas compute with the model's weight arrays (``Module.replica``), so the one AdamW
+    step that follows updates every worker at once. A run with N workers is therefore the run of
+    ``mpiexec -n N`` with the same seed, and its checkpoints record the same N.
+
+    Why threads in one process are faster than one process on every core: the workers run inside
+    ``kernels.single_threaded()``, so each has a core to itself, with its own caches and no hand-offs.
+    On every core, each matmul, Numba kernel and attention block is split across the cores and joined
+    again, hundreds of times a step, and attention's small per-head products cannot use more than one.
+    The matmuls and kernels release the GIL; the Python between them does not, which is the part
+    left on one core. (Measured: README, "Performance".)
+    """
+
+    def __init__(self, model, n: int, seed: int):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of workers must be a positive integer, got {n!r}")
+        self.size = n
+        self.models = [model] + [model.replica() for _ in range(n - 1)]
+        for r, m in enumerate(self.models):
+            m.rng.bit_generator.state = _rank_stream(seed, r, n).bit_generator.state
+        self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minibert-worker") if n > 1 else None
+
+    def forward_backward(self, batch: dict) -> dict:
+        """Every worker's shard of the global ``batch`` at once; afterwards the model's grads hold the
+        global batch's gradient. Returns the global losses, summed in the gradients' dtype as the
+        Allreduce sums them."""
+        shards, totals = split_batch(batch, self.size)
+        with kernels.single_threaded():
+            futures = [self._pool.submit(shard_forward_backward, m, b, totals)
+                       for m, b in zip(self.models[1:], shards[1:])]
+            try:
+                shares = [shard_forward_backward(self.models[0], shards[0], totals)]
+            finally:
+                wait(futures)                   # every worker done, even after an error in this one
+            shares += [f.result() for f in futures]
+        grads = [[g for _, g in m.named_grads()] for m in self.models]
+        for own, *others in zip(*grads):
+            for g in others:
+                own += g
+        total = np.zeros(2, dtype=grads[0][0].dtype)
+        for share in shares:
+            total += np.array([share.mlm_part, share.nsp_part], dtype=total.dtype)
+        mlm, nsp = float(total[0]), float(total[1])
+        return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp}
+
+    def rng_states(self) -> list:
+        return [m.rng.bit_generator.state for m in self.models]
+
+    def set_rng_states(self, states: Sequence) -> None:
+        for m, state in zip(self.models, states, strict=True):
+            m.rng.bit_generator.state = state
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def split_batch(batch: dict, n: int) -> tuple[list[dict], BatchTotals]:
+    """A global batch's n shards, each trimmed to its own longest sequence (the batch rank r takes
+    from the data set: the rows ``shard(r)``), and the global batch's totals."""
+    totals = BatchTotals.of(batch["masked_lm_weights"], attention_mask=batch["attention_mask"])
+    rows = np.arange(len(batch["input_ids"]))
+    shards = []
+    for r in range(n):
+        part = {k: v[shard(rows, r, n)] for k, v in batch.items()}
+        t = int(part["attention_mask"].sum(axis=1).max())
+        for name in ("input_ids", "token_type_ids", "attention_mask"):
+            part[name] = np.ascontiguousarray(part[name][:, :t])
+        shards.append(part)
+    return shards, totals
 
 
 def on_root(comm, fn):

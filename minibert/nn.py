@@ -22,6 +22,7 @@ Parameter names are the attribute paths, which are chosen to be the Hugging Face
 """
 from __future__ import annotations
 
+import copy
 from typing import Iterator
 
 import numpy as np
@@ -125,6 +126,18 @@ class Module:
             p.data = p.data.astype(dtype)
             p.grad = np.zeros_like(p.data)
         return self
+
+    def replica(self):
+        """A copy that computes with this module's weights, the same ``Parameter.data`` arrays (an update
+        of either is an update of both), but has gradients, caches and a random generator of its own (the
+        generator a copy of this one's, in the same state): a data-parallel worker's model
+        (``minibert.distributed.Workers``), whose forward and backward run beside this module's."""
+        memo = {id(p.data): p.data for _, p in self.named_parameter_objects()}      # shared, not copied
+        memo.update((id(vars(m)["cache"]), None) for m in self.modules() if "cache" in vars(m))
+        twin = copy.deepcopy(self, memo)
+        for _, p in twin.named_parameter_objects():
+            p.grad = np.zeros_like(p.data)
+        return twin
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Name -> array (the live arrays, not copies, as in PyTorch)."""

@@ -431,3 +431,168 @@ def test_bench_scaling_measures_one_and_two_ranks(capsys):
     two = rows[2].split()
     assert float(two[-2].replace(",", "")) > 0 and float(two[8]) > 0     # tokens/s, allreduce ms
     assert "machines  sequences/rank" in out
+
+
+# ------------------------------------------------------------------------------ workers (threads)
+def dropout_config():
+    return BertConfig.preset("tiny", vocab_size=300, max_position_embeddings=64)      # dropout 0.1
+
+
+def test_replica_shares_the_weights_and_nothing_else():
+    model = BertForPreTraining(dropout_config(), np.random.default_rng(1))
+    batch = random_batch(np.random.default_rng(0))
+    model.forward(**{k: batch[k] for k in D.BATCH_KEYS})             # the model holds its caches
+    twin = model.replica()
+    for (name, p), (_, q) in zip(model.named_parameter_objects(), twin.named_parameter_objects()):
+        assert q.data is p.data and q.grad is not p.grad and not q.grad.any(), name
+    assert twin.cls.predictions.decoder.weight is twin.bert.embeddings.word_embeddings.weight   # still tied
+    assert twin.rng is not model.rng and twin.rng.bit_generator.state == model.rng.bit_generator.state
+    assert twin.bert.embeddings.dropout.rng is twin.rng                # one generator for the whole copy
+    assert all(m.cache is None for m in twin.modules())
+    twin.forward(**{k: batch[k] for k in D.BATCH_KEYS})
+    twin.backward()
+    assert not any(g.any() for _, g in model.named_grads())           # its gradients are its own
+    model.backward()                                                  # and the model's caches are intact
+    assert any(g.any() for _, g in model.named_grads())
+
+
+def test_workers_are_the_ranks_run_one_after_another():
+    """Two steps with dropout: the threads' gradients and losses are, to the bit, those of rank 0 and
+    rank 1 run one after the other with their own streams and summed in rank order."""
+    class Comm:
+        def __init__(self, rank, size):
+            self.rank, self.size = rank, size
+    batch = random_batch(np.random.default_rng(0))
+    shards, totals = D.split_batch(batch, 2)
+    assert [s["input_ids"].shape[1] for s in shards] == [22, 13]       # each trimmed to its longest
+    workers = D.Workers(BertForPreTraining(dropout_config(), np.random.default_rng(1)), 2, seed=5)
+    ranks = [BertForPreTraining(dropout_config(), np.random.default_rng(1)) for _ in range(2)]
+    for r, model in enumerate(ranks):
+        model.rng.bit_generator.state = D.rank_generator(5, Comm(r, 2)).bit_generator.state
+    try:
+        for _ in range(2):
+            losses = workers.forward_backward(batch)
+            parts = [D.shard_forward_backward(model, shard, totals) for model, shard in zip(ranks, shards)]
+            expected = dict(ranks[0].named_grads())
+            for name, g in ranks[1].named_grads():
+                expected[name] = expected[name] + g
+            for name, g in workers.models[0].named_grads():
+                np.testing.assert_array_equal(g, expected[name], err_msg=name)
+            mlm = np.float32(parts[0].mlm_part) + np.float32(parts[1].mlm_part)
+            nsp = np.float32(parts[0].nsp_part) + np.float32(parts[1].nsp_part)
+            assert losses == {"loss": float(mlm) + float(nsp), "mlm_loss": float(mlm), "nsp_loss": float(nsp)}
+        assert [s for s in workers.rng_states()] == [m.rng.bit_generator.state for m in ranks]
+    finally:
+        workers.close()
+
+
+def test_workers_without_dropout_give_the_one_process_gradient():
+    batch = random_batch(np.random.default_rng(0))
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
+    model.zero_grad()
+    out = model.forward(**{k: batch[k] for k in D.BATCH_KEYS})
+    model.backward()
+    workers = D.Workers(BertForPreTraining(tiny_config(), np.random.default_rng(1)), 3, seed=0)
+    try:
+        losses = workers.forward_backward(batch)
+    finally:
+        workers.close()
+    assert losses["loss"] == pytest.approx(float(out.loss), rel=2e-6)
+    assert max_error(grads_of(workers.models[0]), grads_of(model)) < 2e-6
+
+
+def test_workers_refuse_bad_arguments_and_survive_a_failing_shard():
+    model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
+    for n in (0, 1.5, True):
+        with pytest.raises(ValueError, match="number of workers must be a positive integer"):
+            D.Workers(model, n, seed=0)
+    batch = random_batch(np.random.default_rng(0))
+    workers = D.Workers(model, 2, seed=0)
+    try:
+        with pytest.raises(ValueError, match="batch of 1 sequences cannot be shared by 2 ranks"):
+            workers.forward_backward({k: v[:1] for k, v in batch.items()})
+        bad = dict(batch, input_ids=batch["input_ids"].copy())
+        bad["input_ids"][6] = 1000                              # in worker 1's shard: beyond the vocabulary
+        with pytest.raises(ValueError, match="input_ids"):
+            workers.forward_backward(bad)
+        losses = workers.forward_backward(batch)               # the workers carry on
+        assert np.isfinite(losses["loss"])
+    finally:
+        workers.close()
+
+
+def test_single_threaded_sets_one_thread_and_restores_the_settings():
+    from minibert import kernels
+    from minibert.kernels import numba_kernels
+
+    blas = kernels._openblas_threads()
+    before = (numba_kernels.SERIAL_UP_TO, blas[0]() if blas else None)
+    with pytest.raises(RuntimeError, match="inside"):
+        with kernels.single_threaded():
+            assert numba_kernels.SERIAL_UP_TO == sys.maxsize                 # every kernel serial
+            assert blas is None or blas[0]() == 1
+            raise RuntimeError("an error inside")
+    assert (numba_kernels.SERIAL_UP_TO, blas[0]() if blas else None) == before
+
+
+def test_pretraining_with_workers_records_its_ranks_and_resumes_exactly(small_data, tmp_path):
+    from minibert.pretraining.data import PretrainingDataset
+    from minibert.pretraining.trainer import Trainer, TrainConfig
+
+    data = PretrainingDataset(small_data)
+
+    def trainer(folder, workers):
+        config = BertConfig.preset("tiny", vocab_size=data.vocab_size, max_position_embeddings=64)
+        train = TrainConfig(steps=4, batch_size=8, lr=2e-3, seed=3, save_every=2, log_every=100)
+        return Trainer(BertForPreTraining(config, np.random.default_rng(3)), data, train, tmp_path / folder,
+                       log=lambda *a: None, workers=workers)
+
+    def losses(folder):
+        return [json.loads(line)["loss"] for line in open(tmp_path / folder / "metrics.jsonl")]
+
+    full = trainer("full", 2)
+    full.train()
+    state = json.loads((tmp_path / "full" / "checkpoint-000002" / "training_state.json").read_text())
+    assert state["world_size"] == 2 and len(state["rank_rng_states"]) == 2
+    resumed = trainer("resumed", 2)
+    resumed.resume(tmp_path / "full" / "checkpoint-000002")
+    resumed.train()
+    assert losses("resumed") == losses("full")[2:]
+    for (name, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    with pytest.raises(ValueError, match=r"2 rank\(s\) and this run has 1.*--workers 2"):
+        trainer("one", 1).resume(tmp_path / "full" / "checkpoint-000002")
+    with pytest.raises(ValueError, match="cannot be shared by 9 ranks"):
+        trainer("nine", 9)
+
+
+@needs_mpi
+def test_workers_run_is_the_mpiexec_run(tmp_path):
+    """`minibert pretrain --workers 2` and `mpiexec -n 2 minibert pretrain`, dropout on: the same
+    losses and weights to the bit, and each resumes the other's checkpoint."""
+    from minibert.cli import main
+    from minibert.paths import data_path
+
+    lines = data_path("corpus", "train.txt").read_text(encoding="utf-8").splitlines()[:1500]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    common = ["pretrain", "--corpus", str(corpus), "--max-seq-length", "64", "--dupe-factor", "1",
+              "--batch-size", "8", "--eval-every", "100", "--save-every", "2"]
+    mpi = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "minibert.cli", *common, "--steps", "3",
+                          "--out", str(tmp_path / "mpi")], env=mpi_env(), timeout=300, capture_output=True,
+                         text=True)
+    assert mpi.returncode == 0, mpi.stderr[-3000:]
+    assert main(common + ["--steps", "3", "--workers", "2", "--out", str(tmp_path / "threads")]) == 0
+    # the threads' run continues the MPI run's checkpoint, without being told its number of ranks
+    assert main(common + ["--steps", "4", "--resume", str(tmp_path / "mpi" / "checkpoint-000002"),
+                          "--out", str(tmp_path / "continued")]) == 0
+
+    def losses(folder):
+        return [json.loads(line)["loss"] for line in open(tmp_path / folder / "metrics.jsonl")]
+    assert losses("threads") == losses("mpi")
+    assert losses("continued")[0] == losses("mpi")[2]
+    from minibert import checkpoint
+    a = checkpoint.load_weights(tmp_path / "mpi" / "checkpoint-000003")
+    b = checkpoint.load_weights(tmp_path / "threads" / "checkpoint-000003")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

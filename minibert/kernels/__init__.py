@@ -25,8 +25,11 @@ update) has no cache and no backward; it is switched the same way.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import importlib
 import os
+import sys
 
 BACKENDS = {"numpy": "minibert.functional", "numba": "minibert.kernels.numba_kernels"}
 
@@ -83,6 +86,63 @@ def using(name: str):
         yield
     finally:
         _active = previous
+
+
+# ----------------------------------------------------------------------------------------------
+# One thread per computation, for Python threads that each run their own (data-parallel workers)
+# ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def single_threaded():
+    """Run a block with every kernel on its calling thread and the BLAS on one thread, then restore both.
+
+    For Python threads that each run a computation of their own at the same time, one per core
+    (``minibert.distributed.Workers``): each then has a core to itself. Without it, two threads' matmuls
+    would each ask the BLAS for every core, and the Numba kernels' thread pool (the workqueue layer)
+    cannot serve two threads at once. Sets the process-wide settings, so one block at a time: use it
+    around the threads, not inside them. The BLAS is NumPy's OpenBLAS; with another BLAS (Accelerate,
+    MKL) its thread count stays as it is, which is slower but gives the same results."""
+    numba_module = _impl("numba") if backend() == "numba" else None
+    serial_up_to = numba_module.SERIAL_UP_TO if numba_module else None
+    blas = _openblas_threads()
+    blas_threads = blas[0]() if blas else None
+    if numba_module:
+        numba_module.SERIAL_UP_TO = sys.maxsize
+    if blas:
+        blas[1](1)
+    try:
+        yield
+    finally:
+        if numba_module:
+            numba_module.SERIAL_UP_TO = serial_up_to
+        if blas:
+            blas[1](blas_threads)
+
+
+@functools.cache
+def _openblas_threads():
+    """(get_num_threads, set_num_threads) of the OpenBLAS that NumPy loaded, or None (another BLAS, or
+    a system without /proc/self/maps). NumPy's wheels bundle OpenBLAS under a prefixed name."""
+    import numpy as np
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:
+        return None
+    numpy_root = os.path.dirname(os.path.dirname(np.__file__))
+    for path in sorted(paths, key=lambda p: (not p.startswith(numpy_root), "numpy" not in p, p)):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                               ("openblas", "")):
+            get = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
+            set_ = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                get.restype, get.argtypes, set_.restype, set_.argtypes = ctypes.c_int, [], None, [ctypes.c_int]
+                return get, set_
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ Why it is faster, and what it takes:
   long dependency chain, which LLVM may not split without ``fastmath`` (that would reorder additions).
 * Threads: every kernel but the embedding scatter-add spreads its rows over the cores with ``prange``,
   on Numba's ``workqueue`` threading layer, for calls above ``SERIAL_UP_TO`` elements (see the comments
-  at ``_kernel`` and ``SERIAL_UP_TO`` for why, with measurements).
+  at ``_kernel`` and ``SERIAL_UP_TO`` for why, with measurements). Every kernel releases the GIL
+  (``nogil``), so Python threads that each run their own computation (``minibert.distributed.Workers``,
+  inside ``kernels.single_threaded()``, where every call runs the serial copy) run at once.
 
 Conventions shared by every kernel:
 
@@ -43,6 +45,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 
 import numba
 import numpy as np
@@ -77,8 +80,8 @@ _TANH_C = 0.044715
 # The results do not depend on the number of threads (see _ROWS_PER_BLOCK).
 if "NUMBA_THREADING_LAYER" not in os.environ:   # takes effect only if no Numba threads were started yet
     numba.config.THREADING_LAYER = "workqueue"
-_parallel_kernel = njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
-_serial_kernel = njit(cache=True, fastmath=False, error_model="numpy")
+_parallel_kernel = njit(cache=True, parallel=True, nogil=True, fastmath=False, error_model="numpy")
+_serial_kernel = njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
 # Waking the workqueue's sleeping second thread costs 60-150 us per launch on this 2-core machine,
 # whatever the size (serial, `a[i] += 1` over 210,000 float32 takes 15-25 us). So every kernel is
@@ -918,7 +921,7 @@ def attention_backward(dcontext, cache):
 # they read and write one flat buffer that holds every group's (c, A, n, n) block, and softmax,
 # dropout and the backward each run once over all its rows. Dropout's bits are the reference's
 # (``functional.attention_bits``), so the masks, and every result, are the same to the bit.
-_SCRATCH = {}
+_SCRATCH = threading.local()    # each thread its own buffers: data-parallel workers attend at once
 
 
 def _scratch(slot, size, dtype):
@@ -928,9 +931,10 @@ def _scratch(slot, size, dtype):
     forward's 8 ms of dropout. Kept, it is paid for once. Only the two attention functions below use
     it, and never hold one slot twice (the dropout bits, the dropped probabilities and the score
     gradients each have their own). (The same for da in the GELU layer's backward measured no gain.)"""
-    buffer = _SCRATCH.get((slot, np.dtype(dtype)))
+    buffers = _SCRATCH.__dict__
+    buffer = buffers.get((slot, np.dtype(dtype)))
     if buffer is None or buffer.size < size:
-        buffer = _SCRATCH[slot, np.dtype(dtype)] = np.empty(size, dtype=dtype)
+        buffer = buffers[slot, np.dtype(dtype)] = np.empty(size, dtype=dtype)
     return buffer[:size]
 
 

@@ -30,6 +30,7 @@ from minibert.pretraining.evaluate import EVAL_SEED, eval_data_config
 from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
 from minibert.tokenization import BertTokenizer
 from minibert.tokenization.vocab import vocab_sha256
+from minibert.validation import positive_int
 
 KIND = "pretrain"
 # The training options a checkpoint remembers: on --resume, one not given on the command line keeps
@@ -66,7 +67,10 @@ On N processes or machines (the mpi extra: pip install "minibert[mpi]"), data-pa
     mpiexec -n N minibert pretrain ...
 --batch-size is the global batch, shared by the ranks; one Allreduce of the gradients per step;
 rank 0 writes the output folder; a run resumes with the same N. See minibert/distributed.py and
-lesson 17."""
+lesson 17. On one machine of N cores, --workers N is the same run in one process, without MPI,
+and faster than one process that spreads each operation over every core:
+    minibert pretrain --workers 2 ...
+(its checkpoints resume with --workers N or mpiexec -n N, either way the same run)."""
     parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
                         help="model size (default tiny); see below. Not with --resume: the "
                              "checkpoint has its size")
@@ -87,6 +91,10 @@ lesson 17."""
     parser.add_argument("--seed", type=int, default=None,
                         help="one seed for initialisation, data order, masking and dropout "
                              f"(default {d.seed})")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="share each batch among N threads, one per core, each with its own "
+                             "share and dropout stream, like `mpiexec -n N` in one process (default "
+                             "1; with --resume, the checkpoint's number)")
     parser.add_argument("--max-seq-length", type=int, default=128,
                         help="tokens per training instance (default 128)")
     parser.add_argument("--dupe-factor", type=int, default=5,
@@ -266,9 +274,12 @@ def _main(args) -> int:
     else:
         out = Path(f"runs/pretrain-{preset}")
     stored = None
+    workers = 1 if args.workers is None else positive_int("--workers", args.workers)
     if resume is not None:
         _, state = checkpoint.load_training_state(resume)
         stored = state["train_config"]
+        if args.workers is None and comm.size == 1:     # continue the run on its number of ranks
+            workers = state.get("world_size", 1)
         tokenizer = BertTokenizer.from_pretrained(vocab_file)
         tokens = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
         if vocab_sha256(tokens) != state["data"]["vocab_sha256"]:
@@ -298,7 +309,7 @@ def _main(args) -> int:
     else:
         model = build_model(preset, tokenizer.vocab_size, config.seed, args.max_seq_length)
         size = preset
-    trainer = Trainer(model, train_data, config, out, eval_data, vocab, comm=comm)
+    trainer = Trainer(model, train_data, config, out, eval_data, vocab, comm=comm, workers=workers)
     if resume is not None:
         trainer.resume(resume)
         changed = [f"--{o.replace('_', '-')}" for o in RESUMABLE if getattr(args, o) is not None
@@ -309,7 +320,8 @@ def _main(args) -> int:
     print(f"pretraining BertForPreTraining ({size}: {c.num_hidden_layers} layers, hidden "
           f"{c.hidden_size}, {model.num_parameters():,} parameters) on {len(train_data):,} "
           f"instances for {config.steps} steps of "
-          f"{config.batch_size}{f' shared by {comm.size} ranks' if comm.size > 1 else ''}; output "
+          f"{config.batch_size}{f' shared by {comm.size} ranks' if comm.size > 1 else ''}"
+          f"{f' shared by {workers} workers' if workers > 1 else ''}; output "
           f"in {out}")
     t0 = time.perf_counter()
     result = trainer.train()
