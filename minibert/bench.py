@@ -2,11 +2,13 @@
 
     minibert bench kernels [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini]
     minibert bench train [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--predictions 20]
-    minibert bench corpus [--steps 20] [--batch-size 32] [--seq-len 128] [--preset tiny|mini]
-    [--lines 20000] minibert bench profile [--repeats N] [--batch-size 32] [--seq-len 128] [--preset
-    mini] [--corpus] minibert bench cost [--repeats N] [--batch-size 8] [--preset tiny|mini|small]
-    minibert bench parity [--steps 200] [--batch-size 16] [--seq-len 128] [--preset tiny] [--lines
-    4000] [--out DIR]
+                         [--workers N]
+    minibert bench corpus [--steps 20] [--batch-size 32] [--seq-len 128] [--preset tiny|mini] [--lines 20000]
+                          [--workers N]
+    minibert bench profile [--repeats N] [--batch-size 32] [--seq-len 128] [--preset mini] [--corpus]
+    minibert bench cost [--repeats N] [--batch-size 8] [--preset tiny|mini|small]
+    minibert bench parity [--steps 200] [--batch-size 16] [--seq-len 128] [--preset tiny] [--lines 4000]
+                          [--out DIR]
 
 ``kernels`` times every kernel pair of ``minibert.kernels`` (NumPy reference vs Numba), forward and
 backward separately, at the shapes one training step of the chosen preset meets, then one whole encoder
@@ -16,7 +18,9 @@ reports each one's share of the machine's matmul peak and its peak memory. Each 
 over ``--repeats`` calls in this one process, after one warm-up call (which also pays Numba's
 compilation, or loads it from the disk cache). ``corpus`` is the real work: pretraining steps on the
 bundled corpus, whose batches are about half padding, minibert's Trainer step against Hugging Face
-with dynamic padding, counted in real (non-padding) tokens per second. ``profile`` splits one
+with dynamic padding, counted in real (non-padding) tokens per second. ``train`` and ``corpus`` also
+time minibert's step with the batch shared by N data-parallel threads (``--workers``, by default one
+per core), as ``minibert pretrain --workers N`` takes it. ``profile`` splits one
 training step into its operations (time, and the memory kept for the backward; see
 ``minibert.profiling``). ``parity`` is not a timing: it trains minibert and Hugging Face's
 ``BertForPreTraining`` (PyTorch) from the same weights on the same batches of the bundled corpus,
@@ -28,6 +32,7 @@ Adding a benchmark is one function ``bench_NAME(args) -> int`` and one entry in 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -368,20 +373,26 @@ def _pretraining_batch(config: BertConfig, B: int, T: int, P: int, rng: np.rando
             "next_sentence_labels": rng.integers(0, 2, B)}
 
 
-def _minibert_trainer(config: BertConfig, seed: int):
+def _minibert_trainer(config: BertConfig, seed: int, workers: int = 1):
     """step(batch): one minibert pretraining step (zero_grad, forward, backward, clip at 1, AdamW),
-    as the Trainer takes it."""
+    as the Trainer takes it; with ``workers`` > 1, the batch shared by that many data-parallel
+    threads (``distributed.Workers``, as ``minibert pretrain --workers``)."""
+    from minibert.distributed import Workers
     from minibert.models import BertForPreTraining
     from minibert.optim import AdamW, clip_grad_norm, triples_from_model
 
     model = BertForPreTraining(config, np.random.default_rng(seed)).train()
     optimizer = AdamW(triples_from_model(model), lr=1e-4)
     grads = [g for _, g in model.named_grads()]
+    threads = Workers(model, workers, seed) if workers > 1 else None
 
     def step(batch):
-        model.zero_grad()
-        model.forward(**batch)
-        model.backward()
+        if threads is None:
+            model.zero_grad()
+            model.forward(**batch)
+            model.backward()
+        else:
+            threads.forward_backward(batch)
         clip_grad_norm(grads, 1.0)
         optimizer.step()
     return step
@@ -430,7 +441,8 @@ def _threads() -> int:
 def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
     """Run in a fresh process: print the peak resident memory (MiB) of building one path's model and
     taking two steps on the batch in ``batch_file``, above the resident size just before the model
-    was built. ``path`` is "numpy", "numba" (minibert with those kernels) or "huggingface".
+    was built. ``path`` is "numpy", "numba" (minibert with those kernels), "numba:N" (N workers) or
+    "huggingface".
 
     A small warm-up model runs first, so Numba's compilation (or PyTorch's lazy set-up) is not counted,
     and the kernel's high-water mark (VmHWM) is reset after it (``/proc/self/clear_refs``)."""
@@ -442,9 +454,11 @@ def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
 
+    path, _, workers = path.partition(":")
     make = _huggingface_trainer if path == "huggingface" else _minibert_trainer
     if path != "huggingface":
         kernels.use(path)
+        make = functools.partial(_minibert_trainer, workers=int(workers or 1))
     with np.load(batch_file) as stored:
         batch = {name: stored[name] for name in stored.files}
     config = BertConfig(**json.loads(config_json))
@@ -516,6 +530,10 @@ def bench_train(args) -> int:
             step = _minibert_trainer(config, args.seed)
             step(batch)                                  # warm-up (and Numba compilation)
         steps[label] = (label, step)
+    if args.workers > 1:
+        step = _minibert_trainer(config, args.seed, args.workers)
+        step(batch)
+        steps[f"numba:{args.workers}"] = ("numba", step)
     if have_torch:
         steps["huggingface"] = (None, _huggingface_trainer(config, args.seed))
         steps["huggingface"][1](batch)
@@ -543,7 +561,8 @@ def bench_train(args) -> int:
             flops = hf_flops if name == "huggingface" else ours_flops
             memory = _peak_memory_mb(name, config, batch_file)
             label = {"numpy": "minibert, NumPy kernels", "numba": "minibert, Numba kernels",
-                     "huggingface": "Hugging Face BertForPreTraining (eager)"}[name]
+                     "huggingface": "Hugging Face BertForPreTraining (eager)",
+                     f"numba:{args.workers}": f"minibert, Numba, {args.workers} workers"}[name]
             if name == "huggingface":
                 label = f"Hugging Face BertForPreTraining ({steps[name][1].attention})"
             rate = flops / (ms * 1e-3) / 1e9
@@ -617,6 +636,11 @@ def bench_corpus(args) -> int:
                                      log=lambda message: None)
             trainer = trainer or preset_trainer                # one batch stream for every path
             paths[f"minibert {preset}"] = (preset, model.config, preset_trainer.train_step)
+            if args.workers > 1:
+                model = build_model(preset, dataset.vocab_size, args.seed, T).train()
+                paths[f"minibert {preset} x{args.workers}"] = (preset, model.config, Trainer(
+                    model, dataset, train_config, tmp / f"out-{preset}-workers", log=lambda message: None,
+                    workers=args.workers).train_step)
             if have_torch:
                 paths[f"huggingface {preset}"] = (preset, model.config,
                                                   _huggingface_trainer(model.config, args.seed))
@@ -663,7 +687,8 @@ def bench_corpus(args) -> int:
             ratio = "-"
             if reference in seconds:
                 ratio = f"{tokens_per_s / (real.sum() / sum(seconds[reference])):.2f}"
-            memory = _peak_memory_mb("huggingface" if hf else kernels.backend(), config, batch_file)
+            workers = f":{args.workers}" if name.endswith(f" x{args.workers}") else ""
+            memory = _peak_memory_mb("huggingface" if hf else kernels.backend() + workers, config, batch_file)
             rate = flops / total / 1e9
             ms = 1e3 * statistics.median(seconds[name])
             rows.append([name, f"{ms:.0f}", f"{tokens_per_s:,.0f}", ratio,
@@ -686,6 +711,10 @@ def bench_corpus(args) -> int:
           "positions, the MLM head at all of them. Peak MiB: a fresh process, two steps on the "
           f"widest timed batch (T={max(widths)}), above its resident size before the model was "
           "built.")
+    if args.workers > 1:
+        print(f"minibert P x{args.workers}: the same step with the batch shared by {args.workers} "
+              "data-parallel threads, one per core (`minibert pretrain --workers "
+              f"{args.workers}`); its dropout streams are those of {args.workers} ranks.")
     print(FAULTS_NOTE)
     return 0
 
@@ -1005,6 +1034,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{PARITY_DEFAULTS['dupe_factor']}; corpus "
                              f"{CORPUS_DEFAULTS['dupe_factor']}, as `minibert pretrain`)")
     parser.add_argument("--lr", type=float, default=1e-3, help="parity: peak learning rate (default 1e-3)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="train, corpus: also time the step with the batch shared by N "
+                             "data-parallel threads, as `minibert pretrain --workers N` (default: "
+                             "the number of cores; 1 leaves those rows out)")
     parser.add_argument("--corpus", action="store_true",
                         help="profile: bundled-corpus batches instead of the synthetic "
                              "full-length batch")
@@ -1024,7 +1057,9 @@ def main(args) -> int:
     for name in ("batch_size", "steps", "lines", "dupe_factor", "repeats"):
         if getattr(args, name) is None:
             setattr(args, name, defaults.get(name, fallback[name]))
-    for name in ("repeats", "batch_size", "seq_len"):
+    if args.workers is None:
+        args.workers = os.cpu_count() or 1
+    for name in ("repeats", "batch_size", "seq_len", "workers"):
         positive_int("--" + name.replace("_", "-"), getattr(args, name))
     run, _ = BENCHMARKS[args.what]
     return run(args)

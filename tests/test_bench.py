@@ -23,15 +23,17 @@ def test_bench_kernels_reports_every_kernel(capsys):
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "kernels", "--repeats", "0"]) == 1
     assert "--repeats must be a positive integer" in capsys.readouterr().err
+    assert main(["bench", "train", "--workers", "0"]) == 1
+    assert "--workers must be a positive integer, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "nothing"])
 
 
 def test_bench_train_reports_each_path_with_flops_and_memory(capsys):
     assert main(["bench", "train", "--repeats", "1", "--batch-size", "2", "--seq-len", "8", "--predictions", "2",
-                 "--preset", "tiny", "--vocab-size", "64"]) == 0
+                 "--preset", "tiny", "--vocab-size", "64", "--workers", "2"]) == 0
     out = capsys.readouterr().out
-    for label in ("minibert, NumPy kernels", "minibert, Numba kernels"):
+    for label in ("minibert, NumPy kernels", "minibert, Numba kernels", "minibert, Numba, 2 workers"):
         row = next(line for line in out.splitlines() if line.startswith(label))
         assert re.search(r"\d+%\s+\d+\s+[\d,]+$", row), row        # share of peak, peak MiB, faults/step
     assert "matmul peak" in out and "faults/step: minor page faults" in out
@@ -57,14 +59,16 @@ def test_matmul_flops_counts_the_mlm_rows():
 
 def test_bench_corpus_reports_real_tokens_per_second_for_each_path(capsys):
     assert main(["bench", "corpus", "--preset", "tiny", "--steps", "2", "--lines", "300",
-                 "--batch-size", "4"]) == 0
+                 "--batch-size", "4", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     fill = float(re.search(r"fill (\d\.\d\d) \(real tokens", out).group(1))
     assert 0.2 < fill < 1.0                                     # the corpus batches hold padding
-    row = next(line for line in out.splitlines() if line.startswith("minibert tiny"))
     # ms/step, real tok/s, x HF, GFLOP/step, GFLOP/s, share of peak, peak MiB, faults/step
     cells = r"\s\d+\s+[\d,]+\s+(\d+\.\d\d|-)\s+\d+\.\d\d\s+\d+\.\d\s+\d+%\s+\d+\s+[\d,]+$"
-    assert re.search(cells, row), row
+    for label in ("minibert tiny ", "minibert tiny x2 "):
+        row = next(line for line in out.splitlines() if line.startswith(label))
+        assert re.search(cells, row), row
+    assert "shared by 2 data-parallel threads" in out
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
