@@ -21,7 +21,8 @@
 # drift apart. In this lesson we derive why the shards' gradients add up to the big batch's gradient
 # (and why a plain average of what each shard computes on its own does not quite), build the
 # all-reduce that adds them up, count what it costs on N machines, see what changes in the
-# optimisation when N grows, and finally run `mpiexec -n 2 minibert pretrain`.
+# optimisation when N grows, run `mpiexec -n 2 minibert pretrain`, and finally take the same two
+# ranks as two threads of one process (`minibert pretrain --workers 2`).
 
 # %%
 import json
@@ -477,6 +478,48 @@ if MPIEXEC is not None:
               f"it would be the rounding above)")
 
 # %% [markdown]
+# ## 6. Two ranks as two threads of one process
+#
+# On one machine the ranks need not be processes. `minibert pretrain --workers 2` takes the 2-rank
+# step in one process (`distributed.Workers`): two Python threads, each with a replica of the model
+# (`Module.replica`: its own gradients, caches and dropout generator, but the same weight arrays),
+# each running its shard with rank r's dropout stream; then the gradients are summed in rank order,
+# as the `Allreduce` sums them, and one AdamW step updates the weights that both replicas read. The
+# same shards, streams and sums: the 2-rank run, to the bit, and its checkpoints resume either way.
+#
+# The threads run at once because NumPy's matmuls and minibert's Numba kernels release Python's
+# global interpreter lock (the kernels are compiled `nogil`); only the Python between them takes
+# turns. Inside the step every matmul and kernel runs on its calling thread
+# (`kernels.single_threaded()`), so each worker has a core, and its caches, to itself. One process
+# on both cores instead splits every matmul, kernel and attention block across the cores and joins
+# them again, hundreds of times a step, and attention's many small per-head products hardly use the
+# second core at all: on 2 cores two workers take about 0.8x the time of one process per step
+# (`minibert bench corpus` and `minibert bench train` print both).
+
+# %%
+WORKERS_STEPS = 6 if QUICK else 60
+folder = work / "pretrain-2-workers"
+command = [sys.executable, "-m", "minibert.cli", "pretrain", "--corpus", str(work / "corpus.txt"),
+           "--dupe-factor", "1", "--steps", str(WORKERS_STEPS), "--batch-size", "16", "--seed",
+           str(SEED), "--workers", "2", "--out", str(folder)]
+done = subprocess.run(command, env=ENV, capture_output=True, text=True)
+if done.returncode != 0:
+    raise RuntimeError(done.stderr[-2000:])
+print(f"$ minibert pretrain ... --workers 2 --out {folder.name}")
+print("  " + "\n  ".join(line for line in done.stdout.splitlines()[-3:] if line.strip()))
+threads = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+if MPIEXEC is not None and len(curves["2 ranks"]) == len(threads):
+    gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(curves["2 ranks"], threads))
+    final = f"checkpoint-{WORKERS_STEPS:06d}"
+    w_ranks = load_weights(work / "pretrain-2-ranks" / final)
+    w_threads = load_weights(folder / final)
+    same = all(np.array_equal(w_ranks[n], w_threads[n]) for n in w_ranks)
+    print(f"2 workers against 2 ranks, dropout on, {WORKERS_STEPS} steps: max |loss difference| "
+          f"{gap:.1e}; identical weights: {same}")
+else:
+    print("(with the mpi extra, this compares the run with section 5's `mpiexec -n 2` run)")
+
+# %% [markdown]
 # ## What you should see
 #
 # Seed 0, the tiny preset with dropout off in sections 1-5 except the last run. Float32 numbers move
@@ -505,9 +548,13 @@ if MPIEXEC is not None:
 # - Two ranks against one process, dropout off, 30 steps of 16 [6]: the same losses printed to 5
 #   decimals, the largest difference **1.3e-06** [8.3e-07], weights within **1.2e-07** [2.6e-07].
 #   With dropout on, `mpiexec -n 2 minibert pretrain` and one process end 60 steps within 0.011 of
-#   each other's loss (held-out MLM loss 5.550 and 5.549): two samples of the same training. Only
-#   rank 0 wrote the folder: `.minibert.json`, the checkpoint, `data`, `latest`, `metrics.jsonl`,
-#   `pretraining.png`. (Without the extra, section 5 prints how to install it.)
+#   each other's loss (held-out MLM loss 5.550 and 5.549; on an AVX-512 Xeon 0.016, 5.548 and
+#   5.548): two samples of the same training. Only rank 0 wrote the folder: `.minibert.json`, the
+#   checkpoint, `data`, `latest`, `metrics.jsonl`, `pretraining.png`. (Without the extra, section 5
+#   prints how to install it.)
+# - Two workers in one process against the two ranks, dropout on, 60 steps [6]: max |loss
+#   difference| **0.0e+00** and identical weights: the same run. (Without the extra there is no
+#   2-rank run to compare with, and section 6 says so.)
 #
 # ## Exercises
 #

@@ -64,5 +64,10 @@ def test_lesson_17_runs_in_quick_mode(tmp_path):
         written = re.search(r"files written: (\[.*\])", out).group(1)
         assert all(name in written for name in ("checkpoint-000006", "metrics.jsonl", "latest"))
         assert (tmp_path / "figures" / "17_two_ranks.png").stat().st_size > 0
+        # 6. two workers in one process are the two ranks, to the bit
+        assert re.search(r"2 workers against 2 ranks, dropout on, 6 steps: max \|loss difference\| "
+                         r"0\.0e\+00; identical weights: True", out), out[-3000:]
     else:
         assert "mpi4py or mpiexec is not installed" in out and 'pip install "minibert[mpi]"' in out
+        assert "this compares the run with section 5's `mpiexec -n 2` run" in out
+    assert "$ minibert pretrain ... --workers 2" in out
