@@ -3,11 +3,12 @@
     minibert bench scaling [--preset mini] [--batch-size 32] [--seq-len 128] [--steps 10]
                            [--lines 4000]
 
-Three runs of the same data-parallel pretraining step on bundled-corpus batches (so real,
+Four runs of the same data-parallel pretraining step on bundled-corpus batches (so real,
 non-padding tokens are counted), each in its own process(es):
 
     1 rank, 1 thread       the unit a machine of one core would be
     1 rank, 2 threads      this machine used by one process (NumPy/Numba threads)
+    1 rank, 2 workers      the 2-rank step in one process, its ranks threads (``--workers 2``)
     2 ranks, 1 thread each this machine used by MPI (``mpiexec -n 2``; needs the ``mpi`` extra)
 
 Each reports the median step time split into compute (forward + backward), waiting for the slower
@@ -38,6 +39,9 @@ WARMUP_STEPS = 2
 # common datacentre Ethernet, and an HPC interconnect. Typical figures, not measurements.
 NETWORKS = (("10 Gb/s Ethernet", 30e-6, 10e9 / 8), ("100 Gb/s InfiniBand", 2e-6, 100e9 / 8))
 MACHINES = (1, 2, 4, 8, 16, 32)
+# (label, MPI ranks, threads per rank, workers per rank) of the measured runs, in the table's order.
+RUNS = (("1 rank x 1 thread", 1, 1, 1), ("1 rank x 2 thread", 1, 2, 1), ("1 rank x 2 workers", 1, 1, 2),
+        ("2 rank x 1 thread", 2, 1, 1))
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")
 
@@ -72,6 +76,7 @@ def worker(spec: dict) -> None:
     model.rng.bit_generator.state = D.rank_generator(spec["seed"], comm).bit_generator.state
     D.broadcast_model(model, comm)
     model.train()
+    workers = D.Workers(model, spec["workers"], spec["seed"]) if spec.get("workers", 1) > 1 else None
     optimizer = AdamW(triples_from_model(model), lr=1e-4)
     grads = [g for _, g in model.named_grads()]
     order, B = data.order(spec["seed"]), spec["batch_size"]
@@ -80,10 +85,13 @@ def worker(spec: dict) -> None:
         rows = order[(k * B) % (len(order) - B + 1):][:B]
         totals = D.BatchTotals.of(data.arrays["masked_lm_weights"][rows],
                                   attention_mask=data.arrays["attention_mask"][rows])
-        batch = data.batch(D.shard(rows, comm.rank, comm.size), trim_padding=True)
         timings = {}
         t0 = time.perf_counter()
-        D.forward_backward(model, batch, totals, comm, timings=timings)
+        if workers is None:
+            batch = data.batch(D.shard(rows, comm.rank, comm.size), trim_padding=True)
+            D.forward_backward(model, batch, totals, comm, timings=timings)
+        else:
+            workers.forward_backward(data.batch(rows, trim_padding=True), timings=timings)
         t1 = time.perf_counter()
         clip_grad_norm(grads, 1.0)
         optimizer.step()
@@ -164,10 +172,10 @@ def main(args) -> int:
               f"{WARMUP_STEPS} warm-up; medians; {os.cpu_count()} cores (shared with anything else "
               f"running: repeat to see the spread)")
         runs = []
-        for ranks, threads in ((1, 1), (1, 2), (2, 1)):
-            name = f"{ranks}rank{threads}thread"
-            print(f"  running {ranks} rank(s) x {threads} thread(s) ...", flush=True)
-            runs.append((ranks, threads, _run(spec, ranks, threads, mpiexec, tmp, name)))
+        for label, ranks, threads, workers in RUNS:
+            print(f"  running {label} ...", flush=True)
+            runs.append((label, _run({**spec, "workers": workers}, ranks, threads, mpiexec, tmp,
+                                     label.replace(" ", ""))))
     report(runs, args.batch_size)
     return 0
 
@@ -182,24 +190,27 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 def report(runs: list, batch_size: int) -> None:
-    """The three runs' table, the gradient message, and the cost model for N machines."""
+    """The runs' table ((label, result) in the order of ``RUNS``), the gradient message, and the
+    cost model for N machines."""
     print()
     rows = []
-    base = runs[0][2]["tokens_per_s"]
-    for ranks, threads, r in runs:
-        rows.append([f"{ranks} rank x {threads} thread", f"{1e3 * r['step']:.0f}",
+    base = runs[0][1]["tokens_per_s"]
+    for label, r in runs:
+        rows.append([label, f"{1e3 * r['step']:.0f}",
                      f"{1e3 * r['compute']:.0f}", f"{1e3 * r['wait']:.1f}",
                      f"{1e3 * r['allreduce']:.1f}", f"{1e3 * r['update']:.0f}",
                      f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s'] / base:.2f}"])
     print_table(["run", "step ms", "compute", "wait", "allreduce", "update", "real tok/s",
                  "vs 1x1"], rows)
 
-    one, two = runs[0][2], runs[-1][2]
+    one, threads, two = runs[0][1], runs[2][1], runs[-1][1]
     nbytes = one["gradient_bytes"]
     reduced = nbytes / two["allreduce"] if two["allreduce"] > 0 else float("inf")
     print(f"\ngradient message: {one['parameters']:,} parameters x 4 bytes = {nbytes / 1e6:.1f} MB "
           f"per rank per step, one Allreduce. Here (2 ranks, shared memory) it took "
-          f"{1e3 * two['allreduce']:.1f} ms: {reduced / 1e9:.2f} GB/s of gradient reduced.")
+          f"{1e3 * two['allreduce']:.1f} ms: {reduced / 1e9:.2f} GB/s of gradient reduced. Two "
+          f"workers in one process add their gradients in memory instead ({1e3 * threads['allreduce']:.1f}"
+          f" ms), and wait for each other inside compute.")
     print("\nN machines, each one rank like the 1 x 1 run, global batch fixed: compute shrinks as\n"
           "1/N, the ring all-reduce costs 2(N-1) latencies + 2(N-1)/N x bytes / bandwidth (not\n"
           "overlapped with the backward):")

@@ -343,10 +343,13 @@ class Workers:
             m.rng.bit_generator.state = _rank_stream(seed, r, n).bit_generator.state
         self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minibert-worker") if n > 1 else None
 
-    def forward_backward(self, batch: dict) -> dict:
+    def forward_backward(self, batch: dict, timings: dict | None = None) -> dict:
         """Every worker's shard of the global ``batch`` at once; afterwards the model's grads hold the
         global batch's gradient. Returns the global losses, summed in the gradients' dtype as the
-        Allreduce sums them."""
+        Allreduce sums them. ``timings`` as in ``forward_backward``: "compute" (the threads' forward
+        and backward), "wait" (0: the step waits for the slowest thread inside compute) and
+        "allreduce" (the sum of the gradients)."""
+        t0 = time.perf_counter()
         shards, totals = split_batch(batch, self.size)
         with kernels.single_threaded():
             futures = [self._pool.submit(shard_forward_backward, m, b, totals)
@@ -356,10 +359,13 @@ class Workers:
             finally:
                 wait(futures)                   # every worker done, even after an error in this one
             shares += [f.result() for f in futures]
+        t1 = time.perf_counter()
         grads = [[g for _, g in m.named_grads()] for m in self.models]
         for own, *others in zip(*grads):
             for g in others:
                 own += g
+        if timings is not None:
+            timings.update(compute=t1 - t0, wait=0.0, allreduce=time.perf_counter() - t1)
         total = np.zeros(2, dtype=grads[0][0].dtype)
         for share in shares:
             total += np.array([share.mlm_part, share.nsp_part], dtype=total.dtype)

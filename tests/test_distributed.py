@@ -404,7 +404,7 @@ def test_bench_scaling_report_arithmetic(capsys):
     run = {"step": 0.2, "compute": 0.15, "wait": 0.01, "allreduce": 0.02, "update": 0.02,
            "tokens": 2000, "tokens_per_s": 10_000.0, "gradient_bytes": 4_000_000,
            "parameters": 1_000_000}
-    bench_scaling.report([(1, 1, run), (1, 2, run), (2, 1, run)], batch_size=8)
+    bench_scaling.report([(label, run) for label, *_ in bench_scaling.RUNS], batch_size=8)
     out = capsys.readouterr().out
     assert "1,000,000 parameters x 4 bytes = 4.0 MB" in out
     # 2 machines, 4 sequences each, on 10 Gb/s: 2 x 30 us + 4 MB / 1.25 GB/s = 3.26 ms
@@ -427,8 +427,8 @@ def test_bench_scaling_measures_one_and_two_ranks(capsys):
     assert bench_scaling.main(scaling_args()) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("1 rank x", "2 rank x"))]
-    assert len(rows) == 3
-    two = rows[2].split()
+    assert len(rows) == 4 and rows[2].startswith("1 rank x 2 workers")
+    two = rows[3].split()
     assert float(two[-2].replace(",", "")) > 0 and float(two[8]) > 0     # tokens/s, allreduce ms
     assert "machines  sequences/rank" in out
 
