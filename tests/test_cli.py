@@ -87,3 +87,11 @@ def test_pretrain_help_describes_presets_steps_and_intervals(capsys):
                      "total optimiser steps", "(default 2000)", "default: a tenth of --steps",
                      "(default 500; the last step is always", "--resume", "SIGTERM", "143"):
         assert expected in text, expected
+
+
+def test_pretrain_refuses_bad_workers_before_writing_anything(tmp_path, capsys):
+    assert main(["pretrain", "--workers", "0", "--out", str(tmp_path / "zero")]) == 1
+    assert "--workers must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["pretrain", "--workers", "9", "--batch-size", "8", "--out", str(tmp_path / "nine")]) == 1
+    assert "--batch-size 8 cannot be shared by 9 ranks" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

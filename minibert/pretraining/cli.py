@@ -27,7 +27,7 @@ from minibert.paths import data_path
 from minibert.pretraining import bugs
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.evaluate import EVAL_SEED, eval_data_config
-from minibert.pretraining.trainer import Trainer, TrainConfig, build_model
+from minibert.pretraining.trainer import Trainer, TrainConfig, build_model, world_size
 from minibert.tokenization import BertTokenizer
 from minibert.tokenization.vocab import vocab_sha256
 from minibert.validation import positive_int
@@ -289,6 +289,7 @@ def _main(args) -> int:
             raise ValueError(f"--resume {resume} is at step {state['step']}; --steps counts all "
                              f"steps, so give --steps above {state['step']} (now {args.steps})")
     config = train_config(args, stored)
+    world_size(config.batch_size, comm.size, workers)      # refused before any file is written
     data_config = DataConfig(max_seq_length=args.max_seq_length, dupe_factor=args.dupe_factor)
 
     def claim():

@@ -138,6 +138,19 @@ def evaluate(model: BertForPreTraining, dataset: PretrainingDataset, batch_size:
             "eval_nsp_accuracy": nsp_correct / max(nsp_count, 1), "eval_predictions": int(mlm_count)}
 
 
+def world_size(batch_size: int, ranks: int, workers: int) -> int:
+    """The number of ranks sharing each batch: ``ranks`` MPI processes, or ``workers`` threads of one
+    process; ValueError if both are asked for or the batch cannot be shared by them."""
+    if workers != 1 and ranks > 1:
+        raise ValueError(f"--workers {workers} is for one process; under mpiexec every rank is one "
+                         "worker: leave --workers out, or run without mpiexec")
+    size = ranks if ranks > 1 else workers
+    if size > 1 and batch_size < size:
+        raise ValueError(f"--batch-size {batch_size} cannot be shared by {size} ranks; give at "
+                         f"least {size} (it is the global batch)")
+    return size
+
+
 class Trainer:
     """Pretrains ``model`` on ``train_data``; writes metrics, figures and checkpoints to ``out``."""
 
@@ -173,16 +186,9 @@ class Trainer:
         self.comm = comm if comm is not None else distributed.SingleProcess()
         self._totals: distributed.BatchTotals | None = None    # the global batch's counts (N > 1)
         self._stop_agreed = False               # any rank's signal, agreed on in the Allreduce
-        if workers != 1 and self.comm.size > 1:
-            raise ValueError(f"--workers {workers} is for one process; under mpiexec every rank is "
-                             "one worker: leave --workers out, or run without mpiexec")
         # Ranks: the MPI processes, or the workers of this one (``distributed.Workers``).
-        self.world_size = self.comm.size if self.comm.size > 1 else workers
+        self.world_size = world_size(config.batch_size, self.comm.size, workers)
         self.workers: distributed.Workers | None = None
-        if self.world_size > 1 and config.batch_size < self.world_size:
-            raise ValueError(f"--batch-size {config.batch_size} cannot be shared by "
-                             f"{self.world_size} ranks; give at least {self.world_size} (it is "
-                             f"the global batch)")
         if self.comm.size > 1:
             own = distributed.rank_generator(config.seed, self.comm)
             model.rng.bit_generator.state = own.bit_generator.state
