@@ -455,8 +455,9 @@ def _peak_memory_child(path: str, config_json: str, batch_file: str) -> None:
             return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
 
     path, _, workers = path.partition(":")
-    make = _huggingface_trainer if path == "huggingface" else _minibert_trainer
-    if path != "huggingface":
+    if path == "huggingface":
+        make = _huggingface_trainer
+    else:
         kernels.use(path)
         make = functools.partial(_minibert_trainer, workers=int(workers or 1))
     with np.load(batch_file) as stored:
@@ -637,10 +638,10 @@ def bench_corpus(args) -> int:
             trainer = trainer or preset_trainer                # one batch stream for every path
             paths[f"minibert {preset}"] = (preset, model.config, preset_trainer.train_step)
             if args.workers > 1:
-                model = build_model(preset, dataset.vocab_size, args.seed, T).train()
+                workers_model = build_model(preset, dataset.vocab_size, args.seed, T).train()
                 paths[f"minibert {preset} x{args.workers}"] = (preset, model.config, Trainer(
-                    model, dataset, train_config, tmp / f"out-{preset}-workers", log=lambda message: None,
-                    workers=args.workers).train_step)
+                    workers_model, dataset, train_config, tmp / f"out-{preset}-workers",
+                    log=lambda message: None, workers=args.workers).train_step)
             if have_torch:
                 paths[f"huggingface {preset}"] = (preset, model.config,
                                                   _huggingface_trainer(model.config, args.seed))

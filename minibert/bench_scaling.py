@@ -203,7 +203,9 @@ def report(runs: list, batch_size: int) -> None:
     print_table(["run", "step ms", "compute", "wait", "allreduce", "update", "real tok/s",
                  "vs 1x1"], rows)
 
-    one, threads, two = runs[0][1], runs[2][1], runs[-1][1]
+    by_label = dict(runs)
+    one, threads, two = (by_label[label] for label in ("1 rank x 1 thread", "1 rank x 2 workers",
+                                                         "2 rank x 1 thread"))
     nbytes = one["gradient_bytes"]
     reduced = nbytes / two["allreduce"] if two["allreduce"] > 0 else float("inf")
     print(f"\ngradient message: {one['parameters']:,} parameters x 4 bytes = {nbytes / 1e6:.1f} MB "
