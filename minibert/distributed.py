@@ -33,6 +33,8 @@ process with batch B to float32 summation-order rounding (tests/test_distributed
 
 Without MPI (no launcher in the environment) ``world()`` is ``SingleProcess``: rank 0 of 1, and
 every collective is the identity, so a plain ``minibert pretrain`` runs exactly as before.
+``Workers`` takes the same N-rank step as N threads of one process (``minibert pretrain --workers
+N``), and gives the ``mpiexec -n N`` run to the bit.
 
     pip install "minibert[mpi]"        # mpi4py and MPICH, both as wheels from PyPI
 """
