@@ -324,6 +324,10 @@ def _main(args) -> int:
           f"{config.batch_size}{f' shared by {comm.size} ranks' if comm.size > 1 else ''}"
           f"{f' shared by {workers} workers' if workers > 1 else ''}; output "
           f"in {out}")
+    cores = os.cpu_count() or 1
+    if comm.size == 1 and workers == 1 and cores > 1 and config.batch_size >= cores:
+        print(f"(tip: with --workers {cores}, the {cores} cores each take a share of every batch, which is "
+              "faster; dropout then draws other masks than one process does: README, Performance)")
     t0 = time.perf_counter()
     result = trainer.train()
     numbers = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float))
