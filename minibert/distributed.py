@@ -49,6 +49,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from minibert import kernels
+from minibert.pretraining.data import trim_columns
 
 # Set by the launchers: MPICH's and Intel MPI's Hydra (and Slurm's PMI) set PMI_SIZE, Open MPI sets
 # OMPI_COMM_WORLD_SIZE. Looking at them first means a plain run never initialises MPI.
@@ -391,13 +392,7 @@ def split_batch(batch: dict, n: int) -> tuple[list[dict], BatchTotals]:
     from the data set: the rows ``shard(r)``), and the global batch's totals."""
     totals = BatchTotals.of(batch["masked_lm_weights"], attention_mask=batch["attention_mask"])
     rows = np.arange(len(batch["input_ids"]))
-    shards = []
-    for r in range(n):
-        part = {k: v[shard(rows, r, n)] for k, v in batch.items()}
-        t = int(part["attention_mask"].sum(axis=1).max())
-        for name in ("input_ids", "token_type_ids", "attention_mask"):
-            part[name] = np.ascontiguousarray(part[name][:, :t])
-        shards.append(part)
+    shards = [trim_columns({k: v[shard(rows, r, n)] for k, v in batch.items()}) for r in range(n)]
     return shards, totals
 
 

@@ -586,6 +586,13 @@ def _seed_sequence(rng: int | np.random.Generator) -> np.random.SeedSequence:
     raise ValueError(f"rng must be a np.random.Generator or a non-negative integer seed, got {rng!r}")
 
 
+def trim_columns(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch without the (B, T) columns past its longest sequence: T shrinks to that length."""
+    t = int(batch["attention_mask"].sum(axis=1).max())
+    return {name: np.ascontiguousarray(a[:, :t]) if name in ("input_ids", "token_type_ids", "attention_mask")
+            else a for name, a in batch.items()}
+
+
 class PretrainingDataset:
     """The instances of one split of a folder written by ``prepare``, checked and held in memory.
 
@@ -759,11 +766,7 @@ class PretrainingDataset:
         saves work on short batches; the model's outputs do not change, as those columns are padding.
         """
         out = {name: a[indices] for name, a in self.arrays.items()}
-        if trim_padding and len(indices):
-            t = int(out["attention_mask"].sum(axis=1).max())
-            for name in ("input_ids", "token_type_ids", "attention_mask"):
-                out[name] = np.ascontiguousarray(out[name][:, :t])
-        return out
+        return trim_columns(out) if trim_padding and len(indices) else out
 
     def batches(self, batch_size: int, rng: int | np.random.Generator | None = None, epoch: int = 0,
                 start: int = 0, drop_last: bool = False, trim_padding: bool = False
