@@ -561,11 +561,11 @@ def bench_train(args) -> int:
             ms = statistics.median(times[name])
             flops = hf_flops if name == "huggingface" else ours_flops
             memory = _peak_memory_mb(name, config, batch_file)
-            label = {"numpy": "minibert, NumPy kernels", "numba": "minibert, Numba kernels",
-                     "huggingface": "Hugging Face BertForPreTraining (eager)",
-                     f"numba:{args.workers}": f"minibert, Numba, {args.workers} workers"}[name]
             if name == "huggingface":
                 label = f"Hugging Face BertForPreTraining ({steps[name][1].attention})"
+            else:
+                label = {"numpy": "minibert, NumPy kernels", "numba": "minibert, Numba kernels"}.get(
+                    name, f"minibert, Numba, {args.workers} workers")
             rate = flops / (ms * 1e-3) / 1e9
             rows.append([label, f"{ms:.0f}", f"{ms / reference:.2f}", f"{flops / 1e9:.1f}",
                          f"{rate:.1f}", f"{100 * rate / peak:.0f}%",

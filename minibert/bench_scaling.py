@@ -73,10 +73,13 @@ def worker(spec: dict) -> None:
     comm = D.world()
     data = PretrainingDataset(spec["data"])
     model = build_model(spec["preset"], data.vocab_size, spec["seed"], data.max_seq_length)
-    model.rng.bit_generator.state = D.rank_generator(spec["seed"], comm).bit_generator.state
     D.broadcast_model(model, comm)
     model.train()
-    workers = D.Workers(model, spec["workers"], spec["seed"]) if spec.get("workers", 1) > 1 else None
+    workers = None
+    if spec.get("workers", 1) > 1:
+        workers = D.Workers(model, spec["workers"], spec["seed"])   # sets every worker's stream
+    else:
+        model.rng.bit_generator.state = D.rank_generator(spec["seed"], comm).bit_generator.state
     optimizer = AdamW(triples_from_model(model), lr=1e-4)
     grads = [g for _, g in model.named_grads()]
     order, B = data.order(spec["seed"]), spec["batch_size"]
