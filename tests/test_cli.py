@@ -93,5 +93,5 @@ def test_pretrain_refuses_bad_workers_before_writing_anything(tmp_path, capsys):
     assert main(["pretrain", "--workers", "0", "--out", str(tmp_path / "zero")]) == 1
     assert "--workers must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["pretrain", "--workers", "9", "--batch-size", "8", "--out", str(tmp_path / "nine")]) == 1
-    assert "--batch-size 8 cannot be shared by 9 ranks" in capsys.readouterr().err
+    assert "--batch-size 8 cannot be shared by 9 workers" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

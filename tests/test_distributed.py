@@ -562,7 +562,7 @@ def test_pretraining_with_workers_records_its_ranks_and_resumes_exactly(small_da
         np.testing.assert_array_equal(a, b, err_msg=name)
     with pytest.raises(ValueError, match=r"2 rank\(s\) and this run has 1.*--workers 2"):
         trainer("one", 1).resume(tmp_path / "full" / "checkpoint-000002")
-    with pytest.raises(ValueError, match="cannot be shared by 9 ranks"):
+    with pytest.raises(ValueError, match="cannot be shared by 9 workers"):
         trainer("nine", 9)
 
 

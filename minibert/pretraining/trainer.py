@@ -146,7 +146,8 @@ def world_size(batch_size: int, ranks: int, workers: int) -> int:
                          "worker: leave --workers out, or run without mpiexec")
     size = ranks if ranks > 1 else workers
     if size > 1 and batch_size < size:
-        raise ValueError(f"--batch-size {batch_size} cannot be shared by {size} ranks; give at "
+        sharers = f"{size} ranks" if ranks > 1 else f"{size} workers"
+        raise ValueError(f"--batch-size {batch_size} cannot be shared by {sharers}; give at "
                          f"least {size} (it is the global batch)")
     return size
 
