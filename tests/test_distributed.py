@@ -566,6 +566,18 @@ def test_pretraining_with_workers_records_its_ranks_and_resumes_exactly(small_da
         trainer("nine", 9)
 
 
+def test_world_size_names_who_shares_the_batch():
+    from minibert.pretraining.trainer import world_size
+
+    assert world_size(8, 1, 1) == 1 and world_size(8, 2, 1) == 2 and world_size(8, 1, 4) == 4
+    with pytest.raises(ValueError, match="--batch-size 8 cannot be shared by 9 ranks"):
+        world_size(8, 9, 1)
+    with pytest.raises(ValueError, match="--batch-size 8 cannot be shared by 9 workers"):
+        world_size(8, 1, 9)
+    with pytest.raises(ValueError, match="--workers 2 is for one process"):
+        world_size(8, 2, 2)
+
+
 @needs_mpi
 def test_workers_run_is_the_mpiexec_run(tmp_path):
     """`minibert pretrain --workers 2` and `mpiexec -n 2 minibert pretrain`, dropout on: the same
