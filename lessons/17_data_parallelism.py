@@ -113,7 +113,8 @@ def relative_error(a, b):
 B = 16
 rows = data.order(SEED)[:B]
 big = data.batch(rows, trim_padding=True)
-shards = [data.batch(D.shard(rows, r, 2), trim_padding=True) for r in range(2)]
+lengths = big["attention_mask"].sum(axis=1)        # real tokens per sequence: the shards share them
+shards = [data.batch(D.shard(rows, lengths, r, 2), trim_padding=True) for r in range(2)]
 W = big["masked_lm_weights"].sum()
 print(f"global batch: B = {B}, W = {W:.0f} real predictions; shards: "
       + ", ".join(f"b_{r} = {len(s['next_sentence_labels'])}, "
@@ -546,10 +547,10 @@ else:
 # - The learning-rate table: 4 ranks of 32 give a global batch of 128, 2,000 steps, 200 warmup
 #   steps, 4.0e-03 (linear) or 2.0e-03 (square root).
 # - Two ranks against one process, dropout off, 30 steps of 16 [6]: the same losses printed to 5
-#   decimals, the largest difference **1.3e-06** [8.3e-07], weights within **1.2e-07** [2.6e-07].
-#   With dropout on, `mpiexec -n 2 minibert pretrain` and one process end 60 steps within 0.011 of
-#   each other's loss (held-out MLM loss 5.550 and 5.549; on an AVX-512 Xeon 0.016, 5.548 and
-#   5.548): two samples of the same training. Only rank 0 wrote the folder: `.minibert.json`, the
+#   decimals, the largest difference **1.3e-06** [8.3e-07], weights within **1.2e-07** [2.6e-07]
+#   (1.7e-07 [5.1e-07] on an AVX-512 Xeon). With dropout on, `mpiexec -n 2 minibert pretrain` and
+#   one process end 60 steps within about 0.01 of each other's loss (0.013 and held-out MLM loss
+#   5.548 and 5.550 on an AVX-512 Xeon): two samples of the same training. Only rank 0 wrote the folder: `.minibert.json`, the
 #   checkpoint, `data`, `latest`, `metrics.jsonl`, `pretraining.png`. (Without the extra, section 5
 #   prints how to install it.)
 # - Two workers in one process against the two ranks, dropout on, 60 steps [6]: max |loss
@@ -562,7 +563,8 @@ else:
 #    `renormalise` (each rank then backpropagates its shard's own loss) and divide the summed
 #    gradients by N. Predict, from section 1, how far the 2-rank losses of section 5 drift from one
 #    process's after 30 steps (closer to 1e-6 or to 1e-2?). Run section 5, then undo the change.
-# 2. **Unequal shares.** Take a batch of 15 in section 1 (`D.shard` gives the ranks 8 and 7 rows).
+# 2. **Unequal shares.** Take a batch of 15 in section 1 (`D.shard` cuts it where the two ranks'
+#    real tokens balance, so they cannot hold the same number of rows; print b_0 and b_1).
 #    What weight does the plain average give a next-sentence row of each shard, against 1/15?
 #    Predict which of the two losses' gradients the plain average now gets wrong, and measure both
 #    errors (zero the batch's `masked_lm_weights` to isolate the NSP part).

@@ -86,12 +86,12 @@ def worker(spec: dict) -> None:
     steps = []
     for k in range(WARMUP_STEPS + spec["steps"]):
         rows = order[(k * B) % (len(order) - B + 1):][:B]
-        totals = D.BatchTotals.of(data.arrays["masked_lm_weights"][rows],
-                                  attention_mask=data.arrays["attention_mask"][rows])
+        mask = data.arrays["attention_mask"][rows]
+        totals = D.BatchTotals.of(data.arrays["masked_lm_weights"][rows], attention_mask=mask)
         timings = {}
         t0 = time.perf_counter()
         if workers is None:
-            batch = data.batch(D.shard(rows, comm.rank, comm.size), trim_padding=True)
+            batch = data.batch(D.shard(rows, mask.sum(axis=1), comm.rank, comm.size), trim_padding=True)
             D.forward_backward(model, batch, totals, comm, timings=timings)
         else:
             workers.forward_backward(data.batch(rows, trim_padding=True), timings=timings)

@@ -113,12 +113,21 @@ def test_flat_buffer_round_trip_and_dtype_check():
         flat.pack([a, b.astype(np.float64)])
 
 
-def test_shards_cover_the_batch_in_order():
-    idx = np.arange(10, 21)
-    parts = [D.shard(idx, r, 3) for r in range(3)]
-    assert np.array_equal(np.concatenate(parts), idx) and [len(p) for p in parts] == [4, 4, 3]
+def test_shards_cover_the_batch_in_order_with_equal_shares_of_tokens():
+    idx = np.arange(10, 22)
+    parts = [D.shard(idx, np.full(12, 50), r, 3) for r in range(3)]     # equal lengths: equal counts
+    assert np.array_equal(np.concatenate(parts), idx) and [len(p) for p in parts] == [4, 4, 4]
+    lengths = np.array([120, 110, 100, 90, 20, 20, 20, 20, 20, 20, 20, 20])          # 580 real tokens
+    parts = [D.shard(idx, lengths, r, 2) for r in range(2)]
+    assert np.array_equal(np.concatenate(parts), idx) and [len(p) for p in parts] == [3, 9]   # 330 / 250
+    assert [len(D.shard(idx, lengths, r, 3)) for r in range(3)] == [2, 2, 8]     # 230 / 190 / 160
+    # every rank gets a row, even where the tokens would leave one without
+    for one_long in ([1000, 1, 1], [1, 1, 1000]):
+        assert [len(D.shard(idx[:3], np.array(one_long), r, 3)) for r in range(3)] == [1, 1, 1]
     with pytest.raises(ValueError, match="at least 4"):
-        D.shard(np.arange(3), 0, 4)
+        D.shard(np.arange(3), np.ones(3), 0, 4)
+    with pytest.raises(ValueError, match="one length per row"):
+        D.shard(np.arange(3), np.ones(2), 0, 2)
 
 
 def test_rank_generators_one_process_unchanged_ranks_distinct():
@@ -146,7 +155,7 @@ def test_renormalised_shard_gradients_sum_to_the_big_batch(dtype, tol):
     averaged = {n: np.zeros_like(g) for n, g in full.items()}
     loss, shard_counts = 0.0, []
     for r in range(2):
-        part = {k: v[D.shard(np.arange(8), r, 2)] for k, v in batch.items()}
+        part = {k: v[D.shard(np.arange(8), batch["attention_mask"].sum(axis=1), r, 2)] for k, v in batch.items()}
         shard_counts.append(part["masked_lm_weights"].sum())
         model.zero_grad()
         model.forward(**{k: part[k] for k in D.BATCH_KEYS})
@@ -220,7 +229,8 @@ WORKER = textwrap.dedent("""
     for step in range(3):
         batch = random_batch(data_rng)
         totals = D.BatchTotals.of(batch["masked_lm_weights"])
-        part = {k: v[D.shard(np.arange(len(v)), comm.rank, comm.size)] for k, v in batch.items()}
+        lengths = batch["attention_mask"].sum(axis=1)
+        part = {k: v[D.shard(np.arange(len(v)), lengths, comm.rank, comm.size)] for k, v in batch.items()}
         record = D.forward_backward(model, part, totals, comm)
         clip_grad_norm([g for _, g in model.named_grads()], 1.0)
         opt.step()

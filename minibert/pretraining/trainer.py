@@ -209,9 +209,9 @@ class Trainer:
         self.batch_index += 1
         if self.comm.size > 1:      # every rank knows the global batch: count it, take its rows
             arrays = self.train_data.arrays
-            self._totals = distributed.BatchTotals.of(arrays["masked_lm_weights"][idx],
-                                                      attention_mask=arrays["attention_mask"][idx])
-            idx = distributed.shard(idx, self.comm.rank, self.comm.size)
+            mask = arrays["attention_mask"][idx]
+            self._totals = distributed.BatchTotals.of(arrays["masked_lm_weights"][idx], attention_mask=mask)
+            idx = distributed.shard(idx, mask.sum(axis=1), self.comm.rank, self.comm.size)
         return self.train_data.batch(idx, trim_padding=True)
 
     # ---- one step --------------------------------------------------------------------------
