@@ -300,7 +300,9 @@ print(f"tiny on 8 machines: compute {1e3 * tiny_step / 8:.0f} ms per rank, all-r
 # **Global batch fixed (strong scaling).** Section 1's result: the run is the same run. Same
 # learning rate, same warmup, same number of steps, same losses; only the wall-clock time per step
 # falls (until the all-reduce dominates). This is what `mpiexec -n N minibert pretrain --batch-size
-# B` does: B is the global batch, each rank takes about B/N rows.
+# B` does: B is the global batch, each rank takes about B/N rows (`D.shard`: a contiguous slice,
+# cut where the ranks' real tokens come closest to equal shares, since a rank's time goes with its
+# tokens and every step waits for the slowest rank).
 #
 # **Per-rank batch fixed (weak scaling).** More often one keeps each machine busy with b sequences,
 # so the global batch B = N b grows with N. Then the optimisation changes: an epoch has N times
