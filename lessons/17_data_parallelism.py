@@ -552,9 +552,9 @@ else:
 #   decimals, the largest difference **1.3e-06** [8.3e-07], weights within **1.2e-07** [2.6e-07]
 #   (1.7e-07 [5.1e-07] on an AVX-512 Xeon). With dropout on, `mpiexec -n 2 minibert pretrain` and
 #   one process end 60 steps within about 0.01 of each other's loss (0.013 and held-out MLM loss
-#   5.548 and 5.550 on an AVX-512 Xeon): two samples of the same training. Only rank 0 wrote the folder: `.minibert.json`, the
-#   checkpoint, `data`, `latest`, `metrics.jsonl`, `pretraining.png`. (Without the extra, section 5
-#   prints how to install it.)
+#   5.548 and 5.550 on an AVX-512 Xeon): two samples of the same training. Only rank 0 wrote the
+#   folder: `.minibert.json`, the checkpoint, `data`, `latest`, `metrics.jsonl`, `pretraining.png`.
+#   (Without the extra, section 5 prints how to install it.)
 # - Two workers in one process against the two ranks, dropout on, 60 steps [6]: max |loss
 #   difference| **0.0e+00** and identical weights: the same run. (Without the extra there is no
 #   2-rank run to compare with, and section 6 says so.)
