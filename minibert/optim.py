@@ -246,10 +246,16 @@ def _check_pair(name, p, g) -> None:
 
 
 def _sum_squares(g: np.ndarray, chunk: int = 1 << 16) -> float:
-    """sum(g^2) in float64, converting ``chunk`` elements at a time to bound the temporary memory."""
+    """sum(g^2) in float64, converting ``chunk`` elements at a time to bound the temporary memory.
+
+    NumPy's own loop (``einsum``), not the BLAS dot product (``c @ c``): OpenBLAS splits a dot of 64 K
+    elements over its threads, so each chunk woke its sleeping second thread. The sum over the mini
+    model's 4.4 M gradients took 7.7 ms that way and takes 3.1 ms now (``clip_grad_norm`` after two
+    data-parallel workers' corpus step of 180 ms: 8.2 -> 6.0 ms), and its last bits no longer depend
+    on the number of BLAS threads."""
     flat = g.reshape(-1)
     total = 0.0
     for i in range(0, flat.size, chunk):
         c = flat[i:i + chunk].astype(np.float64)
-        total += float(c @ c)
+        total += float(np.einsum("i,i->", c, c))
     return total
