@@ -8,7 +8,6 @@ Shape legend used throughout the package:
     model = BertForPreTraining.from_pretrained(data_dir() / "pretrained" / "tiny")
 """
 import os as _os
-import sys as _sys
 
 # OpenBLAS's threads spin for 2^28 cycles (about 0.1 s) after each matmul before they sleep. Between
 # two matmuls minibert runs a Numba kernel, whose second thread then waits for the core that a spinning
@@ -16,18 +15,12 @@ import sys as _sys
 # default and 750 ms with 2^16 cycles (about 20 us; 2^12 and 2^18 were in between). OpenBLAS reads the
 # variable once, when NumPy loads it, so this counts only if minibert is imported before NumPy (the
 # ``minibert`` command, ``python -c "import minibert; ..."``); a value set by the user is kept.
-# Too late, it costs data-parallel workers most (``distributed.Workers`` warns then): a thread that
-# spins takes a core that a worker needs.
-_timeout_too_late = "numpy" in _sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in _os.environ
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 from minibert.config import BertConfig  # noqa: E402
 from minibert.models import BertForPreTraining, BertModel  # noqa: E402
 from minibert.paths import data_dir  # noqa: E402
 from minibert.tokenization import BertTokenizer  # noqa: E402
-from minibert import kernels as _kernels  # noqa: E402
-
-_kernels.OPENBLAS_TIMEOUT_TOO_LATE = _timeout_too_late
 
 __version__ = "0.1.0"
 __all__ = ["BertConfig", "BertModel", "BertForPreTraining", "BertTokenizer", "data_dir"]

@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Iterable, Sequence
 
@@ -365,11 +364,6 @@ class Workers:
         for r, m in enumerate(self.models):
             m.rng.bit_generator.state = _rank_stream(seed, r, n).bit_generator.state
         self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minibert-worker") if n > 1 else None
-        if n > 1 and kernels.OPENBLAS_TIMEOUT_TOO_LATE:
-            warnings.warn("NumPy was imported before minibert, so OpenBLAS's idle threads spin for about "
-                          "0.1 s after each multi-threaded BLAS call, on the cores the workers need (a mini "
-                          "step took 15% longer); import minibert before NumPy, or set "
-                          "OPENBLAS_THREAD_TIMEOUT=16 before Python starts", RuntimeWarning, stacklevel=2)
 
     def forward_backward(self, batch: dict, timings: dict | None = None) -> dict:
         """Every worker's shard of the global ``batch`` at once; afterwards the model's grads hold the

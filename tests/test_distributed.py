@@ -576,28 +576,6 @@ def test_pretraining_with_workers_records_its_ranks_and_resumes_exactly(small_da
         trainer("nine", 9)
 
 
-@pytest.mark.parametrize("numpy_first, warns", [(True, True), (False, False)])
-def test_workers_warn_when_numpy_came_first_and_the_blas_threads_spin(numpy_first, warns):
-    script = textwrap.dedent(f"""
-        import os, warnings
-        {"import numpy" if numpy_first else ""}
-        import minibert
-        from minibert.distributed import Workers
-        from minibert.models import BertForPreTraining
-        import numpy as np
-        model = BertForPreTraining(minibert.BertConfig.preset("tiny", vocab_size=64), np.random.default_rng(0))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            Workers(model, 2, 0).close()
-            Workers(model, 1, 0).close()
-        print([str(w.message) for w in caught])
-        """)
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
-    assert ("NumPy was imported before minibert" in out) == warns, out
-    assert out.count("NumPy was imported") <= 1, out          # one worker: nothing to share the cores
-
-
 def test_world_size_names_who_shares_the_batch():
     from minibert.pretraining.trainer import world_size
 

@@ -118,11 +118,6 @@ def single_threaded():
             blas[1](blas_threads)
 
 
-# True when NumPy had loaded OpenBLAS before minibert could set OPENBLAS_THREAD_TIMEOUT (set by
-# minibert/__init__.py; see the comment there): its idle threads then spin for about 0.1 s.
-OPENBLAS_TIMEOUT_TOO_LATE = False
-
-
 @functools.cache
 def _openblas_threads():
     """(get_num_threads, set_num_threads) of the OpenBLAS that NumPy loaded, or None (another BLAS, or
