@@ -229,10 +229,11 @@ def shard(indices: np.ndarray, lengths: np.ndarray, rank: int, size: int) -> np.
     if len(indices) < size:
         raise ValueError(f"a global batch of {len(indices)} sequences cannot be shared by {size} "
                          f"ranks; use a --batch-size of at least {size}")
-    before = np.cumsum(lengths)[:-1]        # real tokens before a cut after 1, 2, ..., B - 1 rows
+    ends = np.cumsum(lengths)               # ends[i]: real tokens in rows 0 .. i
+    before, total = ends[:-1], ends[-1]     # before: the tokens ahead of a cut after 1 .. B - 1 rows
     cuts = [0]
     for r in range(1, size):
-        nearest = 1 + int(np.argmin(np.abs(before - lengths.sum() * r / size)))     # ties: fewer rows
+        nearest = 1 + int(np.argmin(np.abs(before - total * r / size)))     # ties: fewer rows
         cuts.append(min(max(nearest, cuts[-1] + 1), len(indices) - (size - r)))
     cuts.append(len(indices))
     return indices[cuts[rank]:cuts[rank + 1]]
