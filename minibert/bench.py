@@ -379,7 +379,7 @@ def _minibert_trainer(config: BertConfig, seed: int, workers: int = 1):
     threads (``distributed.Workers``, as ``minibert pretrain --workers``)."""
     from minibert.distributed import Workers
     from minibert.models import BertForPreTraining
-    from minibert.optim import AdamW, clip_grad_norm, triples_from_model
+    from minibert.optim import AdamW, clip_grad_norm, clip_scale, triples_from_model
 
     model = BertForPreTraining(config, np.random.default_rng(seed)).train()
     optimizer = AdamW(triples_from_model(model), lr=1e-4)
@@ -391,10 +391,11 @@ def _minibert_trainer(config: BertConfig, seed: int, workers: int = 1):
             model.zero_grad()
             model.forward(**batch)
             model.backward()
+            clip_grad_norm(grads, 1.0)
+            optimizer.step()
         else:
-            threads.forward_backward(batch)
-        clip_grad_norm(grads, 1.0)
-        optimizer.step()
+            norm = threads.forward_backward(batch)["grad_norm"]
+            threads.clip_and_step(optimizer, None, clip_scale(norm, 1.0))
     return step
 
 

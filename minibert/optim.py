@@ -132,19 +132,41 @@ class AdamW:
 
     def step(self, lr: float | None = None) -> None:
         """Take one AdamW step on every parameter, in place; ``lr`` is the scheduled rate (None: base lr)."""
+        self.update(self.advance(lr))
+
+    def advance(self, lr: float | None = None) -> tuple[float, float, float]:
+        """Count one step (t += 1) and return its constants for ``update``: (lr c1, c2, lr)."""
         lr = self.lr if lr is None else lr
         _check_lr(lr)
         self.t += 1
-        b1, b2, eps, t = self.b1, self.b2, self.eps, self.t
+        b1, b2, t = self.b1, self.b2, self.t
         if self.correct_bias:
             # m_hat / (sqrt(v_hat) + eps) = (m * c1) / (sqrt(v) * c2 + eps)
             c1, c2 = 1.0 / (1.0 - b1 ** t), 1.0 / math.sqrt(1.0 - b2 ** t)
         else:
             c1 = c2 = 1.0
+        return lr * c1, c2, lr
+
+    def update(self, constants: tuple[float, float, float], pieces=None, scratch=None) -> None:
+        """The step counted by ``advance``, which returned ``constants``: on every parameter, or on
+        ``pieces`` alone, (i, lo, hi) triples that name the flat elements lo:hi of parameter i.
+
+        The update is elementwise, so pieces that cover every element give the bits of the whole step:
+        ``distributed.Workers`` gives each of its threads a share of the pieces, and each thread its own
+        ``scratch`` (a flat array of the parameters' dtype, as long as its longest piece)."""
+        lr_c1, c2, lr = constants
         wd = self.weight_decay
-        for p, g, m, v, decay in zip(self.params, self.grads, self.m, self.v, self.decay):
-            kernels.adamw_update(p, g, m, v, b1, b2, eps, lr * c1, c2, 1.0 - lr * wd if decay and wd else 1.0,
-                                 self._scratch[p.dtype][:p.size].reshape(p.shape))
+        if pieces is None:
+            pieces = [(i, 0, p.size) for i, p in enumerate(self.params)]
+        for i, lo, hi in pieces:
+            p = self.params[i]
+            try:
+                arrays = [piece(a, lo, hi) for a in (p, self.grads[i], self.m[i], self.v[i])]
+            except ValueError as exc:
+                raise ValueError(f"{self.names[i]}: {exc}") from None
+            buf = (self._scratch[p.dtype] if scratch is None else scratch)[:hi - lo].reshape(arrays[0].shape)
+            kernels.adamw_update(*arrays, self.b1, self.b2, self.eps, lr_c1, c2,
+                                 1.0 - lr * wd if self.decay[i] and wd else 1.0, buf)
 
     def state_dict(self) -> dict:
         """Copies of the optimiser state: ``{"step": t, "m.<name>": m, "v.<name>": v, ...}``.
@@ -182,6 +204,16 @@ class AdamW:
         self.t = int(d["step"])
 
 
+def piece(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The flat elements lo:hi of ``a``, as a view to update in place: ``a`` itself when that is all
+    of it (any layout), else a slice of a C-contiguous array (of another layout, reshape would copy)."""
+    if (lo, hi) == (0, a.size):
+        return a
+    if not a.flags.c_contiguous:
+        raise ValueError("a piece of an array needs a C-contiguous array")
+    return a.reshape(-1)[lo:hi]
+
+
 def clip_grad_norm(grads: Iterable[np.ndarray], max_norm: float) -> float:
     """Scale gradients in place so that their global L2 norm is at most ``max_norm``; return the norm before.
 
@@ -191,15 +223,54 @@ def clip_grad_norm(grads: Iterable[np.ndarray], max_norm: float) -> float:
     A non-finite norm (inf/nan gradients) is returned as is and the gradients are left untouched: the
     training loop decides whether to skip the step.
     """
-    if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"max_norm must be a finite positive number, got {max_norm!r}")
     grads = list(grads)
-    norm = math.sqrt(sum(_sum_squares(g) for g in grads))
-    if math.isfinite(norm) and norm > max_norm:
-        scale = max_norm / (norm + 1e-6)
+    norm = global_norm(square_sums(g.reshape(-1)) for g in grads)
+    scale = clip_scale(norm, max_norm)
+    if scale is not None:
         for g in grads:
             g *= scale
     return norm
+
+
+def clip_scale(norm: float, max_norm: float) -> float | None:
+    """The factor ``clip_grad_norm`` scales the gradients by, max_norm / (norm + 1e-6); None when
+    it leaves them as they are (norm <= max_norm, or not finite)."""
+    if not (max_norm > 0 and math.isfinite(max_norm)):
+        raise ValueError(f"max_norm must be a finite positive number, got {max_norm!r}")
+    if math.isfinite(norm) and norm > max_norm:
+        return max_norm / (norm + 1e-6)
+    return None
+
+
+def global_norm(chunk_sums: Iterable[Iterable[float]]) -> float:
+    """sqrt(sum of squares) from each gradient's ``square_sums``: each gradient's chunks added in
+    order, then the gradients in order. Whoever computed the chunks, the sums and so the bits are
+    those of ``clip_grad_norm``."""
+    return math.sqrt(sum(sum(sums) for sums in chunk_sums))
+
+
+CHUNK = 1 << 16         # elements converted to float64 at a time by square_sums
+
+
+def square_sums(flat: np.ndarray) -> list[float]:
+    """sum(c^2) in float64 of each ``CHUNK``-element chunk c of the 1-D array ``flat``, in order.
+
+    Chunks bound the float64 temporary. A piece of a gradient that starts at a multiple of ``CHUNK``
+    has the chunks of the whole gradient: ``distributed.Workers`` sums a gradient's pieces on
+    several threads and ``global_norm`` adds their chunks in order, so the norm has the same bits.
+
+    NumPy's own loop (``einsum``), not the BLAS dot product (``c @ c``): OpenBLAS splits a dot of 64 K
+    elements over its threads, so each chunk woke its sleeping second thread. The sum over the mini
+    model's 4.4 M gradients took 7.7 ms that way and takes 3.1 ms now (``clip_grad_norm`` after two
+    data-parallel workers' corpus step of 180 ms: 8.2 -> 6.0 ms), and its last bits no longer depend
+    on the number of BLAS threads. In a script that imports NumPy before minibert (so that OpenBLAS's
+    woken thread spins for 0.1 s instead of sleeping: minibert/__init__.py), the dot also took a core
+    from the workers' next step: 215 ms per mini corpus step then, 177 ms now, either import order."""
+    sums = []
+    for i in range(0, flat.size, CHUNK):
+        c = flat[i:i + CHUNK].astype(np.float64)
+        sums.append(float(np.einsum("i,i->", c, c)))
+    return sums
 
 
 def linear_warmup_decay(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -243,21 +314,3 @@ def _check_pair(name, p, g) -> None:
         raise ValueError(f"{name}: param and grad must share one floating dtype, got {p.dtype} and {g.dtype}")
     if not p.flags.writeable:
         raise ValueError(f"{name}: param array is read-only and cannot be updated in place")
-
-
-def _sum_squares(g: np.ndarray, chunk: int = 1 << 16) -> float:
-    """sum(g^2) in float64, converting ``chunk`` elements at a time to bound the temporary memory.
-
-    NumPy's own loop (``einsum``), not the BLAS dot product (``c @ c``): OpenBLAS splits a dot of 64 K
-    elements over its threads, so each chunk woke its sleeping second thread. The sum over the mini
-    model's 4.4 M gradients took 7.7 ms that way and takes 3.1 ms now (``clip_grad_norm`` after two
-    data-parallel workers' corpus step of 180 ms: 8.2 -> 6.0 ms), and its last bits no longer depend
-    on the number of BLAS threads. In a script that imports NumPy before minibert (so that OpenBLAS's
-    woken thread spins for 0.1 s instead of sleeping: minibert/__init__.py), the dot also took a core
-    from the workers' next step: 215 ms per mini corpus step then, 177 ms now, either import order."""
-    flat = g.reshape(-1)
-    total = 0.0
-    for i in range(0, flat.size, chunk):
-        c = flat[i:i + chunk].astype(np.float64)
-        total += float(np.einsum("i,i->", c, c))
-    return total

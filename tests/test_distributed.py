@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from minibert import distributed as D
+from minibert import optim
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
 
@@ -490,10 +491,52 @@ def test_workers_are_the_ranks_run_one_after_another():
                 np.testing.assert_array_equal(g, expected[name], err_msg=name)
             mlm = np.float32(parts[0].mlm_part) + np.float32(parts[1].mlm_part)
             nsp = np.float32(parts[0].nsp_part) + np.float32(parts[1].nsp_part)
-            assert losses == {"loss": float(mlm) + float(nsp), "mlm_loss": float(mlm), "nsp_loss": float(nsp)}
+            norm = optim.global_norm(optim.square_sums(g.reshape(-1)) for g in expected.values())
+            assert losses == {"loss": float(mlm) + float(nsp), "mlm_loss": float(mlm), "nsp_loss": float(nsp),
+                              "grad_norm": norm}
         assert [s for s in workers.rng_states()] == [m.rng.bit_generator.state for m in ranks]
     finally:
         workers.close()
+
+
+def test_element_shares_cover_every_element_once_cut_at_chunk_multiples(monkeypatch):
+    monkeypatch.setattr(optim, "CHUNK", 4)
+    sizes = [10, 0, 3, 25, 2]                                       # 40 elements
+    for n in (1, 2, 3, 7):
+        shares = D.element_shares(sizes, n)
+        assert len(shares) == n
+        flat = [(i, k) for share in shares for i, lo, hi in share for k in range(lo, hi)]
+        assert flat == [(i, k) for i, size in enumerate(sizes) for k in range(size)]    # in order, once
+        assert all(lo % 4 == 0 and (hi % 4 == 0 or hi == sizes[i]) for share in shares for i, lo, hi in share)
+        counts = [sum(hi - lo for _, lo, hi in share) for share in shares]
+        assert max(abs(c - 40 / n) for c in counts) <= 4, counts       # each cut within a chunk of equal
+    assert D.element_shares([3], 2) == [[], [(0, 0, 3)]]             # less than a chunk: one share has it all
+
+
+@pytest.mark.parametrize("n, max_norm", [(2, 1e-3), (2, 1e3), (3, 1e-3)])     # clipped, not clipped
+def test_workers_clip_and_step_is_the_serial_update_to_the_bit(monkeypatch, n, max_norm):
+    """The threads' gradient sum, norm, clipping and AdamW on their shares of the weights give the
+    bits of ``clip_grad_norm`` and ``AdamW.step`` on the summed gradient, over two steps. A chunk of
+    1000 elements puts cuts inside the weight matrices."""
+    monkeypatch.setattr(optim, "CHUNK", 1000)
+    batch = random_batch(np.random.default_rng(0))
+    runs = [D.Workers(BertForPreTraining(dropout_config(), np.random.default_rng(1)), n, seed=5) for _ in range(2)]
+    threaded, serial = runs
+    assert any(lo % 1000 == 0 < lo for share in threaded._grad_shares for _, lo, _ in share)
+    optimizers = [optim.AdamW(optim.triples_from_model(w.models[0]), lr=1e-3) for w in runs]
+    try:
+        for lr in (1e-3, 5e-4):
+            norm = threaded.forward_backward(batch)["grad_norm"]
+            threaded.clip_and_step(optimizers[0], lr, optim.clip_scale(norm, max_norm))
+            serial.forward_backward(batch)
+            assert norm == optim.clip_grad_norm([g for _, g in serial.models[0].named_grads()], max_norm)
+            optimizers[1].step(lr)
+            a, b = optimizers
+            for x, y, name in zip(a.params + a.grads + a.m + a.v, b.params + b.grads + b.m + b.v, a.names * 4):
+                np.testing.assert_array_equal(x, y, err_msg=name)
+    finally:
+        for w in runs:
+            w.close()
 
 
 def test_workers_without_dropout_give_the_one_process_gradient():

@@ -79,6 +79,27 @@ def test_step_uses_given_lr():
     np.testing.assert_allclose(moves[1], 2 * moves[0], rtol=1e-12)
 
 
+def test_update_in_pieces_is_the_step_to_the_bit():
+    rng = np.random.default_rng(2)
+    params = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (7,))]
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    whole = AdamW([(f"w{i}.weight", p.copy(), g) for i, (p, g) in enumerate(zip(params, grads))])
+    pieces = AdamW([(f"w{i}.weight", p.copy(), g) for i, (p, g) in enumerate(zip(params, grads))])
+    for lr in (1e-3, 2e-3):
+        whole.step(lr)
+        constants = pieces.advance(lr)
+        for share in ([(1, 4, 7), (0, 0, 5)], [(0, 5, 12), (1, 0, 4)]):   # any order, own scratch
+            pieces.update(constants, share, np.empty(7, np.float32))
+        for a, b in zip(whole.params + whole.m + whole.v, pieces.params + pieces.m + pieces.v):
+            np.testing.assert_array_equal(a, b)
+    assert pieces.t == whole.t == 2
+    strided = AdamW([("w.weight", np.zeros((4, 4), np.float32)[:, ::2], np.ones((4, 2), np.float32))])
+    with pytest.raises(ValueError, match="w.weight: a piece of an array needs a C-contiguous array"):
+        strided.update(strided.advance(), [(0, 0, 3)])
+    strided.update(strided.advance(), [(0, 0, 8)])                  # the whole of it takes any layout
+    assert strided.params[0].all()
+
+
 def test_no_decay_rule_on_bert_names():
     decayed = ["bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
                "bert.encoder.layer.3.attention.self.query.weight", "bert.encoder.layer.0.output.dense.weight",
