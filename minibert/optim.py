@@ -124,6 +124,7 @@ class AdamW:
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]
         self.t = 0  # number of steps taken
+        self._whole = [(i, 0, p.size) for i, p in enumerate(self.params)]     # update's pieces: all
         # One flat scratch buffer per dtype, as large as the largest parameter: the hot loop allocates nothing.
         sizes: dict[np.dtype, int] = {}
         for p in self.params:
@@ -155,18 +156,18 @@ class AdamW:
         ``distributed.Workers`` gives each of its threads a share of the pieces, and each thread its own
         ``scratch`` (a flat array of the parameters' dtype, as long as its longest piece)."""
         lr_c1, c2, lr = constants
-        wd = self.weight_decay
-        if pieces is None:
-            pieces = [(i, 0, p.size) for i, p in enumerate(self.params)]
-        for i, lo, hi in pieces:
+        decayed = 1.0 - lr * self.weight_decay if self.weight_decay else 1.0
+        for i, lo, hi in self._whole if pieces is None else pieces:
             p = self.params[i]
-            try:
-                arrays = [piece(a, lo, hi) for a in (p, self.grads[i], self.m[i], self.v[i])]
-            except ValueError as exc:
-                raise ValueError(f"{self.names[i]}: {exc}") from None
+            arrays = (p, self.grads[i], self.m[i], self.v[i])
+            if hi - lo != p.size:               # a piece of the parameter: views of the flat arrays
+                try:
+                    arrays = tuple(piece(a, lo, hi) for a in arrays)
+                except ValueError as exc:
+                    raise ValueError(f"{self.names[i]}: {exc}") from None
             buf = (self._scratch[p.dtype] if scratch is None else scratch)[:hi - lo].reshape(arrays[0].shape)
             kernels.adamw_update(*arrays, self.b1, self.b2, self.eps, lr_c1, c2,
-                                 1.0 - lr * wd if self.decay[i] and wd else 1.0, buf)
+                                 decayed if self.decay[i] else 1.0, buf)
 
     def state_dict(self) -> dict:
         """Copies of the optimiser state: ``{"step": t, "m.<name>": m, "v.<name>": v, ...}``.
