@@ -8,7 +8,7 @@ import pytest
 
 from minibert.paths import data_path
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
-from minibert.pretraining.trainer import NonFiniteLoss, Trainer, TrainConfig, build_model
+from minibert.pretraining.trainer import BATCH_KEYS, NonFiniteLoss, Trainer, TrainConfig, build_model, evaluate
 from minibert.tokenization import BertTokenizer
 from minibert.tokenization.trainer import train_wordpiece
 
@@ -82,6 +82,32 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tm
     with pytest.raises(NonFiniteLoss, match="checkpoint-000006"):
         trainer.train()
     assert (tmp_path / "run" / "checkpoint-000006" / "model.safetensors").is_file()
+
+
+def test_evaluate_is_the_float64_formula_over_every_prediction(small_data):
+    """Held-out metrics from the scored rows alone are, to the bit, the float64 log-softmax over the
+    whole (B, P, V) with the padding predictions weighed 0; the batches hold padding predictions."""
+    heldout = PretrainingDataset(small_data[0], "heldout")
+    model = build_model("tiny", heldout.vocab_size, seed=3, max_seq_length=64)
+    result = evaluate(model, heldout, 8, max_batches=3)
+    nll = correct = count = nsp = 0.0
+    order = heldout.order(None)
+    model.eval()
+    for i in range(3):
+        batch = heldout.batch(order[i * 8:(i + 1) * 8], trim_padding=True)
+        out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
+        w = batch["masked_lm_weights"].astype(np.float64)
+        assert (w == 0).any()
+        logits = out.prediction_logits.astype(np.float64)                       # (B, P, V)
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        ids = batch["masked_lm_ids"]
+        nll += float((-np.take_along_axis(log_probs, ids[..., None].astype(np.int64), -1)[..., 0] * w).sum())
+        correct += float(((logits.argmax(-1) == ids) * w).sum())
+        count += float(w.sum())
+        nsp += float((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_labels"]).sum())
+    assert result == {"eval_mlm_loss": nll / count, "eval_mlm_accuracy": correct / count,
+                      "eval_nsp_accuracy": nsp / 24, "eval_predictions": int(count)}
 
 
 def test_trainer_rejects_mismatched_model(small_data, tmp_path):

@@ -122,14 +122,21 @@ def evaluate(model: BertForPreTraining, dataset: PretrainingDataset, batch_size:
     mlm_nll = mlm_correct = mlm_count = nsp_correct = nsp_count = 0.0
     for i in range(n_batches):
         batch = dataset.batch(order[i * batch_size:(i + 1) * batch_size], trim_padding=True)
-        out = model.forward(**{k: batch[k] for k in BATCH_KEYS})
-        w = batch["masked_lm_weights"].astype(np.float64)
-        logits = out.prediction_logits.astype(np.float64)                                    # (B, P, V)
+        out = model.forward(**{k: batch[k] for k in BATCH_KEYS})          # (which checks the labels)
+        # In float64, at the real predictions only (the model's scored rows: on the bundled corpus 4 in
+        # 10 of the B P rows); the sums run over (B, P) arrays with 0 at the padding predictions, as
+        # when every row was scored, so the results keep their bits.
+        w = batch["masked_lm_weights"].astype(np.float64)                                  # (B, P)
+        targets = batch["masked_lm_ids"].reshape(-1)[out.scored]                           # (R,)
+        logits = out.scored_logits.astype(np.float64)                                      # (R, V)
         shifted = logits - logits.max(-1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        nll = -np.take_along_axis(log_probs, batch["masked_lm_ids"][..., None].astype(np.int64), -1)[..., 0]
+        log_normaliser = np.log(np.exp(shifted).sum(-1))
+        nll = np.zeros(w.shape)            # the (B, P) array summed as before, 0 at padding predictions
+        nll.reshape(-1)[out.scored] = -(shifted[np.arange(len(targets)), targets] - log_normaliser)
         mlm_nll += float((nll * w).sum())
-        mlm_correct += float(((logits.argmax(-1) == batch["masked_lm_ids"]) * w).sum())
+        correct = np.zeros(w.shape)
+        correct.reshape(-1)[out.scored] = out.scored_logits.argmax(-1) == targets
+        mlm_correct += float((correct * w).sum())
         mlm_count += float(w.sum())
         nsp_correct += float((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_labels"]).sum())
         nsp_count += len(batch["next_sentence_labels"])
