@@ -85,8 +85,10 @@ def test_masked_lm_log_probs_are_normalised_and_order_independent():
     assert np.allclose(np.exp(lp[None]).sum(1), 1, atol=1e-5)
     assert np.array_equal(lp[None], lp[CONFIG.num_hidden_layers])      # None = the last layer
     assert not np.allclose(lp[0], lp[None], atol=1e-3)
+    # The last layer alone is computed at the masked positions only; padding, batch order and that
+    # change nothing but rounding.
     both = masked_lm_log_probs(model, seqs[::-1], [3, 2])[None]
-    assert np.allclose(both[::-1], lp[None], atol=1e-5)     # padding and batch order change nothing
+    assert np.allclose(both[::-1], lp[None], atol=1e-5)
     with pytest.raises(ValueError, match="layer must be"):
         masked_lm_log_probs(model, seqs, [2, 3], layers=(5,))
 
