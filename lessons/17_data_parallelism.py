@@ -489,9 +489,9 @@ if MPIEXEC is not None:
 # each running its shard with rank r's dropout stream; then the gradients are summed in rank order,
 # as the `Allreduce` sums them, and one AdamW step updates the weights that both replicas read. The
 # same shards, streams and sums: the 2-rank run, to the bit, and its checkpoints resume either way.
-# (The sum, the clipping and AdamW are elementwise, so the threads share them too, each taking a part
-# of every parameter's elements; only the gradient norm's partial sums meet on one thread, and they
-# are added in the order one thread would add them.)
+# (The sum, the clipping and AdamW are elementwise, so the cores share them too, each thread taking a
+# part of every parameter's elements; only the gradient norm's partial sums meet on one thread, and
+# they are added in the order one thread would add them.)
 #
 # The threads run at once because NumPy's matmuls and minibert's Numba kernels release Python's
 # global interpreter lock (the kernels are compiled `nogil`); only the Python between them takes

@@ -379,7 +379,7 @@ def _minibert_trainer(config: BertConfig, seed: int, workers: int = 1):
     threads (``distributed.Workers``, as ``minibert pretrain --workers``)."""
     from minibert.distributed import Workers
     from minibert.models import BertForPreTraining
-    from minibert.optim import AdamW, clip_grad_norm, clip_scale, triples_from_model
+    from minibert.optim import AdamW, clip_grad_norm, triples_from_model
 
     model = BertForPreTraining(config, np.random.default_rng(seed)).train()
     optimizer = AdamW(triples_from_model(model), lr=1e-4)
@@ -392,10 +392,9 @@ def _minibert_trainer(config: BertConfig, seed: int, workers: int = 1):
             model.forward(**batch)
             model.backward()
             clip_grad_norm(grads, 1.0)
-            optimizer.step()
         else:
-            norm = threads.forward_backward(batch)["grad_norm"]
-            threads.clip_and_step(optimizer, None, clip_scale(norm, 1.0))
+            clip_grad_norm(grads, 1.0, norm=threads.forward_backward(batch)["grad_norm"])
+        optimizer.step()
     return step
 
 

@@ -66,7 +66,7 @@ def child_env(threads: int) -> dict:
 # ------------------------------------------------------------------------------------ worker
 def worker(spec: dict) -> None:
     """One measured run, on every rank of it; rank 0 writes the medians to ``spec["result"]``."""
-    from minibert.optim import AdamW, clip_grad_norm, clip_scale, triples_from_model
+    from minibert.optim import AdamW, clip_grad_norm, triples_from_model
     from minibert.pretraining.data import PretrainingDataset
     from minibert.pretraining.trainer import build_model
 
@@ -95,11 +95,11 @@ def worker(spec: dict) -> None:
             D.forward_backward(model, batch, totals, comm, timings=timings)
             t1 = time.perf_counter()
             clip_grad_norm(grads, 1.0)
-            optimizer.step()
         else:
             norm = workers.forward_backward(data.batch(rows, trim_padding=True), timings=timings)["grad_norm"]
             t1 = time.perf_counter()
-            workers.clip_and_step(optimizer, None, clip_scale(norm, 1.0))
+            clip_grad_norm(grads, 1.0, norm=norm)
+        optimizer.step()
         timings["update"] = time.perf_counter() - t1
         timings["step"] = time.perf_counter() - t0
         timings["tokens"] = totals.tokens

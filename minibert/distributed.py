@@ -41,12 +41,10 @@ N``), and gives the ``mpiexec -n N`` run to the bit.
 """
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -368,33 +366,21 @@ class Workers:
             m.rng.bit_generator.state = _rank_stream(seed, r, n).bit_generator.state
         self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minibert-worker") if n > 1 else None
         self._grads = [[g for _, g in m.named_grads()] for m in self.models]      # worker, parameter
-        self._grad_shares = element_shares([g.size for g in self._grads[0]], n)
-        self._optimizer_shares = None       # (optimizer, its shares, each thread's scratch), at the first step
-
-    def _on_every_thread(self, fn, items: Sequence) -> list:
-        """[fn(item) for item in items], item r on worker r's thread (item 0 on the calling thread), all
-        at once, with every kernel and matmul single-threaded: one core each."""
-        with kernels.single_threaded():
-            futures = [self._pool.submit(fn, item) for item in items[1:]]
-            try:
-                first = fn(items[0])
-            finally:
-                wait(futures)                   # every worker done, even after an error in this one
-            return [first] + [f.result() for f in futures]
+        self._grad_shares = optim.element_shares([g.size for g in self._grads[0]], n)
 
     def forward_backward(self, batch: dict, timings: dict | None = None) -> dict:
         """Every worker's shard of the global ``batch`` at once; afterwards the model's grads hold the
         global batch's gradient. Returns the global losses, summed in the gradients' dtype as the
         Allreduce sums them, and "grad_norm", the gradient's global norm as ``clip_grad_norm`` computes
-        it (for ``clip_and_step``). ``timings`` as in ``forward_backward``: "compute" (the threads'
-        forward and backward), "wait" (0: the step waits for the slowest thread inside compute) and
-        "allreduce" (the sum of the gradients, with their squares for the norm)."""
+        it (for ``clip_grad_norm(..., norm=)``). ``timings`` as in ``forward_backward``: "compute" (the
+        threads' forward and backward), "wait" (0: the step waits for the slowest thread inside
+        compute) and "allreduce" (the sum of the gradients, with their squares for the norm)."""
         t0 = time.perf_counter()
         shards, totals = split_batch(batch, self.size)
-        shares = self._on_every_thread(lambda r: shard_forward_backward(self.models[r], shards[r], totals),
-                                       range(self.size))
+        shares = kernels.on_threads(lambda r: shard_forward_backward(self.models[r], shards[r], totals),
+                                    range(self.size), self._pool)
         t1 = time.perf_counter()
-        squares = self._on_every_thread(self._sum_grads, self._grad_shares)
+        squares = kernels.on_threads(self._sum_grads, self._grad_shares, self._pool)
         by_grad = [[] for _ in self._grads[0]]
         for i, sums in (piece for thread in squares for piece in thread):   # each gradient's chunks, in order
             by_grad[i] += sums
@@ -417,28 +403,6 @@ class Workers:
             out.append((i, optim.square_sums(own.reshape(-1))))
         return out
 
-    def clip_and_step(self, optimizer, lr: float | None, scale: float | None) -> None:
-        """``clip_grad_norm`` then ``optimizer.step(lr)`` on the summed gradient, each thread on its
-        share of every parameter's elements: the gradients times ``scale`` (``optim.clip_scale``;
-        None leaves them as they are), then AdamW. Both are elementwise, so the bits are those of the
-        serial step. On one core, with the other idle, the gradient sum, its norm, clipping and AdamW
-        took 16 ms of a 2-worker mini step of 195 ms on corpus batches; on both, 9 ms."""
-        if self._optimizer_shares is None or self._optimizer_shares[0] is not optimizer:
-            shares = element_shares([p.size for p in optimizer.params], self.size)
-            longest = max((hi - lo for share in shares for _, lo, hi in share), default=0)
-            scratch = [np.empty(longest, dtype=optimizer.params[0].dtype) for _ in shares]
-            self._optimizer_shares = (optimizer, shares, scratch)
-        _, shares, scratch = self._optimizer_shares
-        constants = optimizer.advance(lr)
-
-        def update(r):
-            if scale is not None:
-                for i, lo, hi in shares[r]:
-                    g = optim.piece(optimizer.grads[i], lo, hi)
-                    g *= scale
-            optimizer.update(constants, shares[r], scratch[r])
-        self._on_every_thread(update, range(self.size))
-
     def rng_states(self) -> list:
         return [m.rng.bit_generator.state for m in self.models]
 
@@ -458,27 +422,6 @@ def split_batch(batch: dict, n: int) -> tuple[list[dict], BatchTotals]:
     rows, lengths = np.arange(len(batch["input_ids"])), batch["attention_mask"].sum(axis=1)
     shards = [trim_columns({k: v[shard(rows, lengths, r, n)] for k, v in batch.items()}) for r in range(n)]
     return shards, totals
-
-
-def element_shares(sizes: Sequence[int], n: int) -> list[list[tuple[int, int, int]]]:
-    """n shares of the elements of arrays of these sizes, taken flat and in order: share r is a list of
-    pieces (i, lo, hi), the elements lo:hi of array i. The shares are contiguous and about equal; a
-    cut inside an array falls at a multiple of ``optim.CHUNK`` (or at its end), so that each piece's
-    sums of squares are chunks of the whole array's (``optim.square_sums``)."""
-    starts = list(itertools.accumulate(sizes, initial=0))
-    cuts = [0]
-    for r in range(1, n):
-        at = starts[-1] * r // n                            # where an equal share would end
-        i = bisect.bisect_right(starts, at) - 1             # the array that falls in
-        if i < len(sizes):                                  # its nearest chunk boundary, or its end
-            at = starts[i] + min(round((at - starts[i]) / optim.CHUNK) * optim.CHUNK, sizes[i])
-        cuts.append(max(cuts[-1], at))
-    cuts.append(starts[-1])
-    shares = []
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
-        shares.append([(i, max(lo, start) - start, min(hi, start + size) - start)
-                       for i, (start, size) in enumerate(zip(starts, sizes)) if max(lo, start) < min(hi, start + size)])
-    return shares
 
 
 def on_root(comm, fn):

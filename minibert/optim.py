@@ -14,8 +14,10 @@ the formula one elementwise pass at a time) or one Numba pass with the same bits
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -130,10 +132,20 @@ class AdamW:
         for p in self.params:
             sizes[p.dtype] = max(sizes.get(p.dtype, 0), p.size)
         self._scratch = {dtype: np.empty(size, dtype=dtype) for dtype, size in sizes.items()}
+        # The update is elementwise: each core takes a share of every parameter's elements (see PARALLEL_FROM).
+        self._shares = _shares([(p, g, m, v) for p, g, m, v in zip(self.params, self.grads, self.m, self.v)])
+        if len(self._shares) > 1:       # one scratch per thread (the NumPy path's temporary)
+            longest = [max((hi - lo for _, lo, hi in share), default=0) for share in self._shares]
+            self._thread_scratch = [np.empty(n, self.params[0].dtype) for n in longest]
 
     def step(self, lr: float | None = None) -> None:
         """Take one AdamW step on every parameter, in place; ``lr`` is the scheduled rate (None: base lr)."""
-        self.update(self.advance(lr))
+        constants = self.advance(lr)
+        if len(self._shares) == 1:
+            self.update(constants)
+        else:
+            kernels.on_threads(lambda r: self.update(constants, self._shares[r], self._thread_scratch[r]),
+                               range(len(self._shares)))
 
     def advance(self, lr: float | None = None) -> tuple[float, float, float]:
         """Count one step (t += 1) and return its constants for ``update``: (lr c1, c2, lr)."""
@@ -153,8 +165,8 @@ class AdamW:
         ``pieces`` alone, (i, lo, hi) triples that name the flat elements lo:hi of parameter i.
 
         The update is elementwise, so pieces that cover every element give the bits of the whole step:
-        ``distributed.Workers`` gives each of its threads a share of the pieces, and each thread its own
-        ``scratch`` (a flat array of the parameters' dtype, as long as its longest piece)."""
+        ``step`` gives each of its threads a share of the pieces, and each thread its own ``scratch`` (a
+        flat array of the parameters' dtype, as long as its longest piece)."""
         lr_c1, c2, lr = constants
         decayed = 1.0 - lr * self.weight_decay if self.weight_decay else 1.0
         for i, lo, hi in self._whole if pieces is None else pieces:
@@ -215,32 +227,83 @@ def piece(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return a.reshape(-1)[lo:hi]
 
 
-def clip_grad_norm(grads: Iterable[np.ndarray], max_norm: float) -> float:
+def clip_grad_norm(grads: Iterable[np.ndarray], max_norm: float, norm: float | None = None) -> float:
     """Scale gradients in place so that their global L2 norm is at most ``max_norm``; return the norm before.
 
         norm = sqrt(sum over all grads of sum(g^2))          (accumulated in float64)
         if norm > max_norm:  g *= max_norm / (norm + 1e-6)   (the formula of torch/HF clip_grad_norm_)
 
     A non-finite norm (inf/nan gradients) is returned as is and the gradients are left untouched: the
-    training loop decides whether to skip the step.
+    training loop decides whether to skip the step. ``norm``: the norm, when the caller has it already
+    (``distributed.Workers`` sums it with the gradients).
     """
+    if not (max_norm > 0 and math.isfinite(max_norm)):
+        raise ValueError(f"max_norm must be a finite positive number, got {max_norm!r}")
     grads = list(grads)
-    norm = global_norm(square_sums(g.reshape(-1)) for g in grads)
-    scale = clip_scale(norm, max_norm)
-    if scale is not None:
-        for g in grads:
-            g *= scale
+    shares = _shares([(g,) for g in grads])
+    if norm is None:
+        chunks = [[] for _ in grads]
+        for pieces in _on_threads(lambda share: [(i, square_sums(piece(grads[i], lo, hi).reshape(-1)))
+                                                 for i, lo, hi in share], shares):
+            for i, sums in pieces:          # each gradient's chunks, in order
+                chunks[i] += sums
+        norm = global_norm(chunks)
+    if math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+
+        def rescale(share):
+            for i, lo, hi in share:
+                g = piece(grads[i], lo, hi)
+                g *= scale
+        _on_threads(rescale, shares)
     return norm
 
 
-def clip_scale(norm: float, max_norm: float) -> float | None:
-    """The factor ``clip_grad_norm`` scales the gradients by, max_norm / (norm + 1e-6); None when
-    it leaves them as they are (norm <= max_norm, or not finite)."""
-    if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"max_norm must be a finite positive number, got {max_norm!r}")
-    if math.isfinite(norm) and norm > max_norm:
-        return max_norm / (norm + 1e-6)
-    return None
+# Clipping and AdamW are elementwise passes over every parameter (AdamW reads four arrays and writes
+# three, at memory speed), so they split over the cores: each thread takes a share of every
+# parameter's elements (``element_shares``), and the bits are those of one thread. Measured on 2
+# cores: clipping and AdamW over the mini model's 4.4 M parameters took 12.2 ms on one thread, 8.1 on
+# two; over the tiny model's 1.0 M, 2.9 ms either way (the threads' hand-offs eat the gain).
+PARALLEL_FROM = 1 << 21
+
+
+def _shares(arrays: list[tuple[np.ndarray, ...]]) -> list[list[tuple[int, int, int]]]:
+    """``element_shares`` of the parameters whose arrays (each a tuple: a parameter's param, grad and
+    moments, all of its shape) are given: one per core from ``PARALLEL_FROM`` elements, else (or if
+    an array is not C-contiguous, when a piece of it would be a copy, or the dtypes are mixed) one
+    share of everything."""
+    sizes = [group[0].size for group in arrays]
+    flat = [a for group in arrays for a in group]
+    one = sum(sizes) < PARALLEL_FROM or len({a.dtype for a in flat}) > 1 or \
+        not all(a.flags.c_contiguous for a in flat)
+    return element_shares(sizes, 1 if one else kernels.cores())
+
+
+def _on_threads(fn, shares) -> list:
+    """fn on each share: on the calling thread for one share, else one thread each."""
+    return [fn(shares[0])] if len(shares) == 1 else kernels.on_threads(fn, shares)
+
+
+def element_shares(sizes: Sequence[int], n: int) -> list[list[tuple[int, int, int]]]:
+    """n shares of the elements of arrays of these sizes, taken flat and in order: share r is a list of
+    pieces (i, lo, hi), the elements lo:hi of array i. The shares are contiguous and about equal; a
+    cut inside an array falls at a multiple of ``CHUNK`` (or at its end), so that each piece's
+    sums of squares are chunks of the whole array's (``square_sums``)."""
+    starts = list(itertools.accumulate(sizes, initial=0))
+    cuts = [0]
+    for r in range(1, n):
+        at = starts[-1] * r // n                            # where an equal share would end
+        i = bisect.bisect_right(starts, at) - 1             # the array that falls in
+        if i < len(sizes):                                  # its nearest chunk boundary, or its end
+            at = starts[i] + min(round((at - starts[i]) / CHUNK) * CHUNK, sizes[i])
+        cuts.append(max(cuts[-1], at))
+    cuts.append(starts[-1])
+    shares = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        pieces = [(i, max(lo, start) - start, min(hi, start + size) - start)
+                  for i, (start, size) in enumerate(zip(starts, sizes))]
+        shares.append([(i, a, b) for i, a, b in pieces if a < b])
+    return shares
 
 
 def global_norm(chunk_sums: Iterable[Iterable[float]]) -> float:

@@ -499,37 +499,31 @@ def test_workers_are_the_ranks_run_one_after_another():
         workers.close()
 
 
-def test_element_shares_cover_every_element_once_cut_at_chunk_multiples(monkeypatch):
-    monkeypatch.setattr(optim, "CHUNK", 4)
-    sizes = [10, 0, 3, 25, 2]                                       # 40 elements
-    for n in (1, 2, 3, 7):
-        shares = D.element_shares(sizes, n)
-        assert len(shares) == n
-        flat = [(i, k) for share in shares for i, lo, hi in share for k in range(lo, hi)]
-        assert flat == [(i, k) for i, size in enumerate(sizes) for k in range(size)]    # in order, once
-        assert all(lo % 4 == 0 and (hi % 4 == 0 or hi == sizes[i]) for share in shares for i, lo, hi in share)
-        counts = [sum(hi - lo for _, lo, hi in share) for share in shares]
-        assert max(abs(c - 40 / n) for c in counts) <= 4, counts       # each cut within a chunk of equal
-    assert D.element_shares([3], 2) == [[], [(0, 0, 3)]]             # less than a chunk: one share has it all
-
-
 @pytest.mark.parametrize("n, max_norm", [(2, 1e-3), (2, 1e3), (3, 1e-3)])     # clipped, not clipped
-def test_workers_clip_and_step_is_the_serial_update_to_the_bit(monkeypatch, n, max_norm):
-    """The threads' gradient sum, norm, clipping and AdamW on their shares of the weights give the
-    bits of ``clip_grad_norm`` and ``AdamW.step`` on the summed gradient, over two steps. A chunk of
-    1000 elements puts cuts inside the weight matrices."""
+def test_workers_norm_and_update_are_the_serial_ones_to_the_bit(monkeypatch, n, max_norm):
+    """The threads' gradient sum and its norm, then clipping and AdamW with each thread on its share
+    of the weights, give the bits of one thread, over two steps. Small chunks and no size threshold
+    put cuts inside the weight matrices."""
+    from minibert import kernels
     monkeypatch.setattr(optim, "CHUNK", 1000)
+    monkeypatch.setattr(optim, "PARALLEL_FROM", 0)
     batch = random_batch(np.random.default_rng(0))
-    runs = [D.Workers(BertForPreTraining(dropout_config(), np.random.default_rng(1)), n, seed=5) for _ in range(2)]
+    runs, optimizers = [], []
+    for cores in (n, 1):
+        monkeypatch.setattr(kernels, "cores", lambda cores=cores: cores)
+        runs.append(D.Workers(BertForPreTraining(dropout_config(), np.random.default_rng(1)), n, seed=5))
+        optimizers.append(optim.AdamW(optim.triples_from_model(runs[-1].models[0]), lr=1e-3))
     threaded, serial = runs
     assert any(lo % 1000 == 0 < lo for share in threaded._grad_shares for _, lo, _ in share)
-    optimizers = [optim.AdamW(optim.triples_from_model(w.models[0]), lr=1e-3) for w in runs]
     try:
         for lr in (1e-3, 5e-4):
+            monkeypatch.setattr(kernels, "cores", lambda: n)
             norm = threaded.forward_backward(batch)["grad_norm"]
-            threaded.clip_and_step(optimizers[0], lr, optim.clip_scale(norm, max_norm))
+            assert optim.clip_grad_norm(optimizers[0].grads, max_norm, norm=norm) == norm
+            optimizers[0].step(lr)
+            monkeypatch.setattr(kernels, "cores", lambda: 1)
             serial.forward_backward(batch)
-            assert norm == optim.clip_grad_norm([g for _, g in serial.models[0].named_grads()], max_norm)
+            assert norm == optim.clip_grad_norm(optimizers[1].grads, max_norm)
             optimizers[1].step(lr)
             a, b = optimizers
             for x, y, name in zip(a.params + a.grads + a.m + a.v, b.params + b.grads + b.m + b.v, a.names * 4):
@@ -537,6 +531,21 @@ def test_workers_clip_and_step_is_the_serial_update_to_the_bit(monkeypatch, n, m
     finally:
         for w in runs:
             w.close()
+
+
+def test_on_threads_runs_every_item_and_raises_the_first_error():
+    from minibert import kernels
+    assert kernels.on_threads(lambda x: x * x, range(5)) == [0, 1, 4, 9, 16]
+    done = []
+
+    def work(x):
+        done.append(x)
+        if x in (1, 3):
+            raise ValueError(f"item {x}")
+        return x
+    with pytest.raises(ValueError, match="item 1"):
+        kernels.on_threads(work, range(4))
+    assert sorted(done) == [0, 1, 2, 3]                 # the others ran to the end
 
 
 def test_workers_without_dropout_give_the_one_process_gradient():

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from minibert import kernels, optim
 from minibert.optim import AdamW, clip_grad_norm, default_no_decay, linear_warmup_decay, triples_from_model
 
 B1, B2, EPS, WD, LR = 0.9, 0.999, 1e-6, 0.01, 1e-3
@@ -98,6 +99,53 @@ def test_update_in_pieces_is_the_step_to_the_bit():
         strided.update(strided.advance(), [(0, 0, 3)])
     strided.update(strided.advance(), [(0, 0, 8)])                  # the whole of it takes any layout
     assert strided.params[0].all()
+
+
+def test_element_shares_cover_every_element_once_cut_at_chunk_multiples(monkeypatch):
+    monkeypatch.setattr(optim, "CHUNK", 4)
+    sizes = [10, 0, 3, 25, 2]                                       # 40 elements
+    for n in (1, 2, 3, 7):
+        shares = optim.element_shares(sizes, n)
+        assert len(shares) == n
+        flat = [(i, k) for share in shares for i, lo, hi in share for k in range(lo, hi)]
+        assert flat == [(i, k) for i, size in enumerate(sizes) for k in range(size)]    # in order, once
+        assert all(lo % 4 == 0 and (hi % 4 == 0 or hi == sizes[i]) for share in shares for i, lo, hi in share)
+        counts = [sum(hi - lo for _, lo, hi in share) for share in shares]
+        assert max(abs(c - 40 / n) for c in counts) <= 4, counts       # each cut within a chunk of equal
+    assert optim.element_shares([3], 2) == [[], [(0, 0, 3)]]             # less than a chunk: one share has it all
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_clipping_and_adamw_on_threads_give_the_one_thread_bits(monkeypatch, cores):
+    monkeypatch.setattr(optim, "CHUNK", 64)
+    monkeypatch.setattr(optim, "PARALLEL_FROM", 0)
+    calls = []
+    real = kernels.on_threads
+
+    def spy(fn, items, pool=None):
+        items = list(items)
+        calls.append(len(items))
+        return real(fn, items, pool)
+    monkeypatch.setattr(kernels, "on_threads", spy)
+    shapes = [(40, 30), (7,), (0,), (300,), (16, 16)]
+    start = np.random.default_rng(3)
+    params = [start.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [start.standard_normal(s).astype(np.float32) for s in shapes]
+    runs = {}
+    for n in (1, cores):
+        monkeypatch.setattr(kernels, "cores", lambda n=n: n)
+        ps, gs = [p.copy() for p in params], [g.copy() for g in grads]
+        opt = AdamW([(f"w{i}.weight", p, g) for i, (p, g) in enumerate(zip(ps, gs))], lr=1e-2)
+        calls.clear()
+        norms = [clip_grad_norm(gs, 1e-2), opt.step(), clip_grad_norm(gs, 1e3), opt.step()][::2]
+        assert calls == ([] if n == 1 else [n] * 5)          # norm, scale, step; norm, step
+        runs[n] = (norms, ps + gs + opt.m + opt.v)
+    assert runs[1][0] == runs[cores][0] and runs[1][0][0] > 1e-2
+    for x, y in zip(runs[1][1], runs[cores][1]):
+        np.testing.assert_array_equal(x, y)
+    strided = [np.ones((64, 64), np.float32)[:, ::2]]                   # a piece of it would be a copy
+    assert len(optim._shares([(g,) for g in strided])) == 1
+    assert clip_grad_norm(strided, 1.0) == pytest.approx(math.sqrt(64 * 32)) and strided[0].max() < 1
 
 
 def test_no_decay_rule_on_bert_names():

@@ -30,6 +30,7 @@ import functools
 import importlib
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor, wait
 
 BACKENDS = {"numpy": "minibert.functional", "numba": "minibert.kernels.numba_kernels"}
 
@@ -116,6 +117,38 @@ def single_threaded():
             numba_module.SERIAL_UP_TO = serial_up_to
         if blas:
             blas[1](blas_threads)
+
+
+def cores() -> int:
+    """How many threads minibert's own thread pool fills (``on_threads``): ``NUMBA_NUM_THREADS`` when
+    set, as the kernels' threads do (MPI ranks sharing a machine set it to 1), else the cores this
+    process may run on."""
+    if os.environ.get("NUMBA_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def on_threads(fn, items, pool: ThreadPoolExecutor | None = None) -> list:
+    """[fn(item) for item in items], all at once: item 0 on the calling thread, the others on the
+    threads of ``pool`` (default: a pool of ``cores() - 1`` threads, made on first use), inside
+    ``single_threaded()`` so that each has a core to itself. Waits for every item, even after an
+    error in one, then raises the first error in item order."""
+    global _pool
+    items = list(items)
+    if pool is None and len(items) > 1:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, cores() - 1), thread_name_prefix="minibert")
+        pool = _pool
+    with single_threaded():
+        futures = [pool.submit(fn, item) for item in items[1:]]
+        try:
+            first = fn(items[0])
+        finally:
+            wait(futures)
+        return [first] + [f.result() for f in futures]
 
 
 @functools.cache

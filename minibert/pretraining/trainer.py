@@ -45,7 +45,7 @@ import numpy as np
 from minibert import checkpoint, distributed, outputs
 from minibert.config import BertConfig
 from minibert.models import BertForPreTraining
-from minibert.optim import AdamW, clip_grad_norm, clip_scale, linear_warmup_decay, triples_from_model
+from minibert.optim import AdamW, clip_grad_norm, linear_warmup_decay, triples_from_model
 from minibert.pretraining.data import PretrainingDataset
 from minibert.validation import positive_int
 
@@ -225,6 +225,7 @@ class Trainer:
     def train_step(self, batch) -> dict:
         model, cfg = self.model, self.config
         lr = linear_warmup_decay(self.step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        grad_norm = None            # clip_grad_norm computes it, unless the workers summed it
         if self.workers is not None:
             losses = self.workers.forward_backward(batch)       # the workers split the batch
             grad_norm = losses.pop("grad_norm")
@@ -241,14 +242,10 @@ class Trainer:
                                                   stop=self.stop.signum is not None)
             self._stop_agreed = losses.pop("stop")
             self.check_loss(losses["loss"])
-        if self.workers is None:
-            grad_norm = clip_grad_norm([g for _, g in model.named_grads()], cfg.max_grad_norm)
+        grad_norm = clip_grad_norm([g for _, g in model.named_grads()], cfg.max_grad_norm, norm=grad_norm)
         if not math.isfinite(grad_norm):
             raise Diverged(f"the gradient norm became {grad_norm} at step {self.step + 1}")
-        if self.workers is None:
-            self.optimizer.step(lr)
-        else:           # the same clipping and update, each worker's thread on its share of the weights
-            self.workers.clip_and_step(self.optimizer, lr, clip_scale(grad_norm, cfg.max_grad_norm))
+        self.optimizer.step(lr)
         self.step += 1
         return {"step": self.step, **losses, "lr": lr, "grad_norm": grad_norm}
 
