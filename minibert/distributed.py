@@ -366,7 +366,8 @@ class Workers:
             m.rng.bit_generator.state = _rank_stream(seed, r, n).bit_generator.state
         self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minibert-worker") if n > 1 else None
         self._grads = [[g for _, g in m.named_grads()] for m in self.models]      # worker, parameter
-        self._grad_shares = optim.element_shares([g.size for g in self._grads[0]], n)
+        sizes = [g.size for g in self._grads[0]]      # the sum below, on every thread from PARALLEL_FROM on
+        self._grad_shares = optim.element_shares(sizes, n if sum(sizes) >= optim.PARALLEL_FROM else 1)
 
     def forward_backward(self, batch: dict, timings: dict | None = None) -> dict:
         """Every worker's shard of the global ``batch`` at once; afterwards the model's grads hold the
@@ -380,7 +381,8 @@ class Workers:
         shares = kernels.on_threads(lambda r: shard_forward_backward(self.models[r], shards[r], totals),
                                     range(self.size), self._pool)
         t1 = time.perf_counter()
-        squares = kernels.on_threads(self._sum_grads, self._grad_shares, self._pool)
+        squares = (kernels.on_threads(self._sum_grads, self._grad_shares, self._pool)
+                   if len(self._grad_shares) > 1 else [self._sum_grads(self._grad_shares[0])])
         by_grad = [[] for _ in self._grads[0]]
         for i, sums in (piece for thread in squares for piece in thread):   # each gradient's chunks, in order
             by_grad[i] += sums
