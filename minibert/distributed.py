@@ -381,8 +381,7 @@ class Workers:
         shares = kernels.on_threads(lambda r: shard_forward_backward(self.models[r], shards[r], totals),
                                     range(self.size), self._pool)
         t1 = time.perf_counter()
-        squares = (kernels.on_threads(self._sum_grads, self._grad_shares, self._pool)
-                   if len(self._grad_shares) > 1 else [self._sum_grads(self._grad_shares[0])])
+        squares = kernels.on_threads(self._sum_grads, self._grad_shares, self._pool)
         by_grad = [[] for _ in self._grads[0]]
         for i, sums in (piece for thread in squares for piece in thread):   # each gradient's chunks, in order
             by_grad[i] += sums

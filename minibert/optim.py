@@ -134,18 +134,16 @@ class AdamW:
         self._scratch = {dtype: np.empty(size, dtype=dtype) for dtype, size in sizes.items()}
         # The update is elementwise: each core takes a share of every parameter's elements (see PARALLEL_FROM).
         self._shares = _shares([(p, g, m, v) for p, g, m, v in zip(self.params, self.grads, self.m, self.v)])
-        if len(self._shares) > 1:       # one scratch per thread (the NumPy path's temporary)
+        self._thread_scratch = [None]   # each thread's scratch (the NumPy path's temporary); one: the above
+        if len(self._shares) > 1:
             longest = [max((hi - lo for _, lo, hi in share), default=0) for share in self._shares]
             self._thread_scratch = [np.empty(n, self.params[0].dtype) for n in longest]
 
     def step(self, lr: float | None = None) -> None:
         """Take one AdamW step on every parameter, in place; ``lr`` is the scheduled rate (None: base lr)."""
         constants = self.advance(lr)
-        if len(self._shares) == 1:
-            self.update(constants)
-        else:
-            kernels.on_threads(lambda r: self.update(constants, self._shares[r], self._thread_scratch[r]),
-                               range(len(self._shares)))
+        kernels.on_threads(lambda r: self.update(constants, self._shares[r], self._thread_scratch[r]),
+                           range(len(self._shares)))
 
     def advance(self, lr: float | None = None) -> tuple[float, float, float]:
         """Count one step (t += 1) and return its constants for ``update``: (lr c1, c2, lr)."""
@@ -242,9 +240,10 @@ def clip_grad_norm(grads: Iterable[np.ndarray], max_norm: float, norm: float | N
     grads = list(grads)
     shares = _shares([(g,) for g in grads])
     if norm is None:
+        def squares(share):
+            return [(i, square_sums(piece(grads[i], lo, hi).reshape(-1))) for i, lo, hi in share]
         chunks = [[] for _ in grads]
-        for pieces in _on_threads(lambda share: [(i, square_sums(piece(grads[i], lo, hi).reshape(-1)))
-                                                 for i, lo, hi in share], shares):
+        for pieces in kernels.on_threads(squares, shares):
             for i, sums in pieces:          # each gradient's chunks, in order
                 chunks[i] += sums
         norm = global_norm(chunks)
@@ -255,7 +254,7 @@ def clip_grad_norm(grads: Iterable[np.ndarray], max_norm: float, norm: float | N
             for i, lo, hi in share:
                 g = piece(grads[i], lo, hi)
                 g *= scale
-        _on_threads(rescale, shares)
+        kernels.on_threads(rescale, shares)
     return norm
 
 
@@ -277,11 +276,6 @@ def _shares(arrays: list[tuple[np.ndarray, ...]]) -> list[list[tuple[int, int, i
     one = sum(sizes) < PARALLEL_FROM or len({a.dtype for a in flat}) > 1 or \
         not all(a.flags.c_contiguous for a in flat)
     return element_shares(sizes, 1 if one else kernels.cores())
-
-
-def _on_threads(fn, shares) -> list:
-    """fn on each share: on the calling thread for one share, else one thread each."""
-    return [fn(shares[0])] if len(shares) == 1 else kernels.on_threads(fn, shares)
 
 
 def element_shares(sizes: Sequence[int], n: int) -> list[list[tuple[int, int, int]]]:

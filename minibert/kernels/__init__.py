@@ -135,10 +135,12 @@ def on_threads(fn, items, pool: ThreadPoolExecutor | None = None) -> list:
     """[fn(item) for item in items], all at once: item 0 on the calling thread, the others on the
     threads of ``pool`` (default: a pool of ``cores() - 1`` threads, made on first use), inside
     ``single_threaded()`` so that each has a core to itself. Waits for every item, even after an
-    error in one, then raises the first error in item order."""
+    error in one, then raises the first error in item order. A single item runs as a plain call."""
     global _pool
     items = list(items)
-    if pool is None and len(items) > 1:
+    if len(items) == 1:
+        return [fn(items[0])]
+    if pool is None:
         if _pool is None:
             _pool = ThreadPoolExecutor(max(1, cores() - 1), thread_name_prefix="minibert")
         pool = _pool
