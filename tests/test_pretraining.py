@@ -6,6 +6,7 @@ import signal
 import numpy as np
 import pytest
 
+from minibert import kernels
 from minibert.paths import data_path
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import BATCH_KEYS, NonFiniteLoss, Trainer, TrainConfig, build_model, evaluate
@@ -84,9 +85,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tm
     assert (tmp_path / "run" / "checkpoint-000006" / "model.safetensors").is_file()
 
 
-def test_evaluate_is_the_float64_formula_over_every_prediction(small_data):
-    """Held-out metrics from the scored rows alone are, to the bit, the float64 log-softmax over the
-    whole (B, P, V) with the padding predictions weighed 0; the batches hold padding predictions."""
+@pytest.mark.parametrize("cores", [1, 3])
+def test_evaluate_is_the_float64_formula_over_every_prediction(small_data, monkeypatch, cores):
+    """Held-out metrics from the scored rows alone, with the batches shared by the cores, are, to the
+    bit, the float64 log-softmax over the whole (B, P, V) with the padding predictions weighed 0, one
+    batch after the other; the batches hold padding predictions."""
+    monkeypatch.setattr(kernels, "cores", lambda: cores)
     heldout = PretrainingDataset(small_data[0], "heldout")
     model = build_model("tiny", heldout.vocab_size, seed=3, max_seq_length=64)
     result = evaluate(model, heldout, 8, max_batches=3)
