@@ -85,10 +85,14 @@ def test_masked_lm_log_probs_are_normalised_and_order_independent():
     assert np.allclose(np.exp(lp[None]).sum(1), 1, atol=1e-5)
     assert np.array_equal(lp[None], lp[CONFIG.num_hidden_layers])      # None = the last layer
     assert not np.allclose(lp[0], lp[None], atol=1e-3)
-    # The last layer alone is computed at the masked positions only; padding, batch order and that
-    # change nothing but rounding.
+    # Asked for the last layer and the embedding output only, the last layer is computed at the masked
+    # positions alone and the embedding output at them alone; padding, batch order and that change
+    # the last layer's by rounding and the embedding output's not at all.
+    every = masked_lm_log_probs(model, seqs, [2, 3], layers=(None, 1, 0), batch_size=1)      # all positions
+    assert np.array_equal(every[0], lp[0]) and np.allclose(every[None], lp[None], atol=1e-5)
     both = masked_lm_log_probs(model, seqs[::-1], [3, 2])[None]
     assert np.allclose(both[::-1], lp[None], atol=1e-5)
+    assert np.array_equal(masked_lm_log_probs(model, seqs, [2, 3], layers=(0,), batch_size=1)[0], lp[0])
     with pytest.raises(ValueError, match="layer must be"):
         masked_lm_log_probs(model, seqs, [2, 3], layers=(5,))
 

@@ -137,11 +137,14 @@ def masked_lm_log_probs(model, seqs: Sequence[Sequence[int]], positions: Sequenc
             raise ValueError(f"layer must be None or in [0, {L}], got {layer}")
     V = model.config.vocab_size
     out = {layer: np.empty((len(seqs), V), np.float32) for layer in layers}
-    # Asked for the last layer alone (the usual prediction), the encoder's last layer runs only at the
-    # masked positions, as in pretraining: a third of the time at tiny (its last layer is half the
-    # model), half at mini. The log-probabilities agree with those of every position computed to
-    # float32 rounding (about 1e-5).
-    last_only = all(layer in (None, L) for layer in layers)
+    # Asked for the last layer (the usual prediction) and the embedding output at most, the encoder's
+    # last layer runs only at the masked positions, as in pretraining: a third of the time at tiny
+    # (its last layer is half the model), half at mini. Its log-probabilities agree with those of
+    # every position computed to float32 rounding (about 1e-5). The embedding output at the masked
+    # position is that one token's embedding at that position (the layer reads nothing else), with
+    # the same bits as in the whole batch.
+    wanted = {L if layer is None else layer for layer in layers}
+    at_positions = wanted <= {0, L}
     was_training = model.training
     model.eval()
     try:
@@ -151,14 +154,20 @@ def masked_lm_log_probs(model, seqs: Sequence[Sequence[int]], positions: Sequenc
             if pos.min() < 0 or (pos >= mask.sum(1)).any():
                 raise ValueError("a masked position lies outside its sequence")
             rows = np.arange(len(idx))
-            if last_only:       # the last layer computes the masked positions only (output_positions)
-                res = encoder(model).forward(ids, None, mask, output_positions=(rows, pos))
-                states = {L: res.last_hidden_state}
+            if at_positions:    # the last layer computes the masked positions only (output_positions)
+                states = {}                                                                     # (B, H)
+                if L in wanted:
+                    res = encoder(model).forward(ids, None, mask, output_positions=(rows, pos))
+                    states[L] = res.last_hidden_state[rows, pos]
+                else:
+                    encoder(model).check_inputs(ids, None, mask)
+                if 0 in wanted:
+                    states[0] = encoder(model).embeddings.forward(ids[rows, pos], np.zeros_like(pos), position_ids=pos)
             else:
                 res = encoder(model).forward(ids, None, mask, output_hidden_states=True)
-                states = dict(enumerate(res.hidden_states))
+                states = {layer: h[rows, pos] for layer, h in enumerate(res.hidden_states)}    # (B, H)
             for layer in layers:
-                h = states[L if layer is None else layer][rows, pos]                             # (B, H)
+                h = states[L if layer is None else layer]                                        # (B, H)
                 logits = model.cls.predictions.forward(h).astype(np.float64)                     # (B, V)
                 logits -= logits.max(-1, keepdims=True)
                 logits -= np.log(np.exp(logits).sum(-1, keepdims=True))
