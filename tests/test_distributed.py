@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -546,6 +547,26 @@ def test_on_threads_runs_every_item_and_raises_the_first_error():
     with pytest.raises(ValueError, match="item 1"):
         kernels.on_threads(work, range(4))
     assert sorted(done) == [0, 1, 2, 3]                 # the others ran to the end
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_on_threads_in_a_forked_child_makes_its_own_pool():
+    """A child forked after the pool was made has none of its threads: it must not wait on them."""
+    from minibert import kernels
+    kernels.on_threads(abs, [-1, -2])                   # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:                                        # the child: exit 0 if the threads ran
+        os._exit(0 if kernels.on_threads(abs, [-1, -2, -3]) == [1, 2, 3] else 1)
+    for _ in range(200):                                # up to 10 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child waited on its parent's pool threads")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_workers_without_dropout_give_the_one_process_gradient():

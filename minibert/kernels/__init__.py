@@ -131,6 +131,16 @@ def cores() -> int:
 _pool: ThreadPoolExecutor | None = None
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there, so the child makes its own."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def on_threads(fn, items, pool: ThreadPoolExecutor | None = None) -> list:
     """[fn(item) for item in items], all at once: item 0 on the calling thread, the others on the
     threads of ``pool`` (default: a pool of ``cores() - 1`` threads, made on first use), inside
