@@ -126,7 +126,6 @@ class AdamW:
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]
         self.t = 0  # number of steps taken
-        self._whole = [(i, 0, p.size) for i, p in enumerate(self.params)]     # update's pieces: all
         # One flat scratch buffer per dtype, as large as the largest parameter: the hot loop allocates nothing.
         sizes: dict[np.dtype, int] = {}
         for p in self.params:
@@ -158,16 +157,16 @@ class AdamW:
             c1 = c2 = 1.0
         return lr * c1, c2, lr
 
-    def update(self, constants: tuple[float, float, float], pieces=None, scratch=None) -> None:
-        """The step counted by ``advance``, which returned ``constants``: on every parameter, or on
-        ``pieces`` alone, (i, lo, hi) triples that name the flat elements lo:hi of parameter i.
+    def update(self, constants: tuple[float, float, float], pieces, scratch=None) -> None:
+        """The step counted by ``advance``, which returned ``constants``, on ``pieces``: (i, lo, hi)
+        triples that name the flat elements lo:hi of parameter i (a whole parameter takes any layout).
 
         The update is elementwise, so pieces that cover every element give the bits of the whole step:
         ``step`` gives each of its threads a share of the pieces, and each thread its own ``scratch`` (a
         flat array of the parameters' dtype, as long as its longest piece)."""
         lr_c1, c2, lr = constants
         decayed = 1.0 - lr * self.weight_decay if self.weight_decay else 1.0
-        for i, lo, hi in self._whole if pieces is None else pieces:
+        for i, lo, hi in pieces:
             p = self.params[i]
             arrays = (p, self.grads[i], self.m[i], self.v[i])
             if hi - lo != p.size:               # a piece of the parameter: views of the flat arrays
