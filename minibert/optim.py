@@ -266,10 +266,10 @@ PARALLEL_FROM = 1 << 21
 
 
 def _shares(arrays: list[tuple[np.ndarray, ...]]) -> list[list[tuple[int, int, int]]]:
-    """``element_shares`` of the parameters whose arrays (each a tuple: a parameter's param, grad and
-    moments, all of its shape) are given: one per core from ``PARALLEL_FROM`` elements, else (or if
-    an array is not C-contiguous, when a piece of it would be a copy, or the dtypes are mixed) one
-    share of everything."""
+    """The ``element_shares`` of some parameters, given one tuple of same-shaped arrays per parameter
+    (its grad alone, or param, grad and moments): one share per core from ``PARALLEL_FROM`` elements.
+    One share of everything below that, with mixed dtypes, or if an array is not C-contiguous (a piece
+    of it would be a copy)."""
     sizes = [group[0].size for group in arrays]
     flat = [a for group in arrays for a in group]
     one = sum(sizes) < PARALLEL_FROM or len({a.dtype for a in flat}) > 1 or \
