@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -364,7 +363,6 @@ class Workers:
         self.models = [model] + [model.replica() for _ in range(n - 1)]
         for r, m in enumerate(self.models):
             m.rng.bit_generator.state = _rank_stream(seed, r, n).bit_generator.state
-        self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minibert-worker") if n > 1 else None
         self._grads = [[g for _, g in m.named_grads()] for m in self.models]      # worker, parameter
         sizes = [g.size for g in self._grads[0]]      # the sum below, on every thread from PARALLEL_FROM on
         self._grad_shares = optim.element_shares(sizes, n if sum(sizes) >= optim.PARALLEL_FROM else 1)
@@ -379,9 +377,9 @@ class Workers:
         t0 = time.perf_counter()
         shards, totals = split_batch(batch, self.size)
         shares = kernels.on_threads(lambda r: shard_forward_backward(self.models[r], shards[r], totals),
-                                    range(self.size), self._pool)
+                                    range(self.size))
         t1 = time.perf_counter()
-        squares = kernels.on_threads(self._sum_grads, self._grad_shares, self._pool)
+        squares = kernels.on_threads(self._sum_grads, self._grad_shares)
         by_grad = [[] for _ in self._grads[0]]
         for i, sums in (piece for thread in squares for piece in thread):   # each gradient's chunks, in order
             by_grad[i] += sums
@@ -410,10 +408,6 @@ class Workers:
     def set_rng_states(self, states: Sequence) -> None:
         for m, state in zip(self.models, states, strict=True):
             m.rng.bit_generator.state = state
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
 
 
 def split_batch(batch: dict, n: int) -> tuple[list[dict], BatchTotals]:

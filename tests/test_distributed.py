@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -481,23 +482,20 @@ def test_workers_are_the_ranks_run_one_after_another():
     ranks = [BertForPreTraining(dropout_config(), np.random.default_rng(1)) for _ in range(2)]
     for r, model in enumerate(ranks):
         model.rng.bit_generator.state = D.rank_generator(5, Comm(r, 2)).bit_generator.state
-    try:
-        for _ in range(2):
-            losses = workers.forward_backward(batch)
-            parts = [D.shard_forward_backward(model, shard, totals) for model, shard in zip(ranks, shards)]
-            expected = dict(ranks[0].named_grads())
-            for name, g in ranks[1].named_grads():
-                expected[name] = expected[name] + g
-            for name, g in workers.models[0].named_grads():
-                np.testing.assert_array_equal(g, expected[name], err_msg=name)
-            mlm = np.float32(parts[0].mlm_part) + np.float32(parts[1].mlm_part)
-            nsp = np.float32(parts[0].nsp_part) + np.float32(parts[1].nsp_part)
-            norm = optim.global_norm(optim.square_sums(g.reshape(-1)) for g in expected.values())
-            assert losses == {"loss": float(mlm) + float(nsp), "mlm_loss": float(mlm), "nsp_loss": float(nsp),
-                              "grad_norm": norm}
-        assert [s for s in workers.rng_states()] == [m.rng.bit_generator.state for m in ranks]
-    finally:
-        workers.close()
+    for _ in range(2):
+        losses = workers.forward_backward(batch)
+        parts = [D.shard_forward_backward(model, shard, totals) for model, shard in zip(ranks, shards)]
+        expected = dict(ranks[0].named_grads())
+        for name, g in ranks[1].named_grads():
+            expected[name] = expected[name] + g
+        for name, g in workers.models[0].named_grads():
+            np.testing.assert_array_equal(g, expected[name], err_msg=name)
+        mlm = np.float32(parts[0].mlm_part) + np.float32(parts[1].mlm_part)
+        nsp = np.float32(parts[0].nsp_part) + np.float32(parts[1].nsp_part)
+        norm = optim.global_norm(optim.square_sums(g.reshape(-1)) for g in expected.values())
+        assert losses == {"loss": float(mlm) + float(nsp), "mlm_loss": float(mlm), "nsp_loss": float(nsp),
+                          "grad_norm": norm}
+    assert [s for s in workers.rng_states()] == [m.rng.bit_generator.state for m in ranks]
 
 
 @pytest.mark.parametrize("n, max_norm", [(2, 1e-3), (2, 1e3), (3, 1e-3)])     # clipped, not clipped
@@ -516,22 +514,18 @@ def test_workers_norm_and_update_are_the_serial_ones_to_the_bit(monkeypatch, n, 
         optimizers.append(optim.AdamW(optim.triples_from_model(runs[-1].models[0]), lr=1e-3))
     threaded, serial = runs
     assert any(lo % 1000 == 0 < lo for share in threaded._grad_shares for _, lo, _ in share)
-    try:
-        for lr in (1e-3, 5e-4):
-            monkeypatch.setattr(kernels, "cores", lambda: n)
-            norm = threaded.forward_backward(batch)["grad_norm"]
-            assert optim.clip_grad_norm(optimizers[0].grads, max_norm, norm=norm) == norm
-            optimizers[0].step(lr)
-            monkeypatch.setattr(kernels, "cores", lambda: 1)
-            serial.forward_backward(batch)
-            assert norm == optim.clip_grad_norm(optimizers[1].grads, max_norm)
-            optimizers[1].step(lr)
-            a, b = optimizers
-            for x, y, name in zip(a.params + a.grads + a.m + a.v, b.params + b.grads + b.m + b.v, a.names * 4):
-                np.testing.assert_array_equal(x, y, err_msg=name)
-    finally:
-        for w in runs:
-            w.close()
+    for lr in (1e-3, 5e-4):
+        monkeypatch.setattr(kernels, "cores", lambda: n)
+        norm = threaded.forward_backward(batch)["grad_norm"]
+        assert optim.clip_grad_norm(optimizers[0].grads, max_norm, norm=norm) == norm
+        optimizers[0].step(lr)
+        monkeypatch.setattr(kernels, "cores", lambda: 1)
+        serial.forward_backward(batch)
+        assert norm == optim.clip_grad_norm(optimizers[1].grads, max_norm)
+        optimizers[1].step(lr)
+        a, b = optimizers
+        for x, y, name in zip(a.params + a.grads + a.m + a.v, b.params + b.grads + b.m + b.v, a.names * 4):
+            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def test_on_threads_runs_every_item_and_raises_the_first_error():
@@ -549,15 +543,30 @@ def test_on_threads_runs_every_item_and_raises_the_first_error():
     assert sorted(done) == [0, 1, 2, 3]                 # the others ran to the end
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_on_threads_in_a_forked_child_makes_its_own_pool():
-    """A child forked after the pool was made has none of its threads: it must not wait on them."""
+def test_on_threads_called_from_an_item_runs_its_items_in_turn():
+    """The pool's threads are busy with the outer items: an inner call waiting for them would never end."""
     from minibert import kernels
-    kernels.on_threads(abs, [-1, -2])                   # the parent's pool exists
+    seen = []
+
+    def outer(x):
+        inner = kernels.on_threads(lambda y: (threading.get_ident(), 10 * x + y), range(3))
+        seen.append({ident for ident, _ in inner} == {threading.get_ident()})
+        return [v for _, v in inner]
+    done = []
+    runner = threading.Thread(target=lambda: done.append(kernels.on_threads(outer, range(3))), daemon=True)
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "a call of on_threads from inside an item waited forever"
+    assert done == [[[0, 1, 2], [10, 11, 12], [20, 21, 22]]] and seen == [True] * 3
+    assert kernels.on_threads(lambda y: y + 1, range(4)) == [1, 2, 3, 4]     # the pool grew to 3 threads
+
+
+def _in_a_forked_child(work):
+    """Run work() in a forked child; fail if it does not return True within 20 s."""
     pid = os.fork()
-    if pid == 0:                                        # the child: exit 0 if the threads ran
-        os._exit(0 if kernels.on_threads(abs, [-1, -2, -3]) == [1, 2, 3] else 1)
-    for _ in range(200):                                # up to 10 s
+    if pid == 0:
+        os._exit(0 if work() else 1)
+    for _ in range(400):
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             break
@@ -569,6 +578,19 @@ def test_on_threads_in_a_forked_child_makes_its_own_pool():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_on_threads_and_workers_in_a_forked_child_make_their_own_pool():
+    """A child forked after the pool was made has none of its threads: it must not wait on them."""
+    from minibert import kernels
+    kernels.on_threads(abs, [-1, -2])                   # the parent's pool exists
+    _in_a_forked_child(lambda: kernels.on_threads(abs, [-1, -2, -3]) == [1, 2, 3])
+    batch = random_batch(np.random.default_rng(0))
+    workers = D.Workers(BertForPreTraining(tiny_config(), np.random.default_rng(1)), 2, seed=0)
+    loss = workers.forward_backward(batch)["loss"]      # in the parent, with the pool's thread
+    workers.models[0].zero_grad()
+    _in_a_forked_child(lambda: workers.forward_backward(batch)["loss"] == loss)
+
+
 def test_workers_without_dropout_give_the_one_process_gradient():
     batch = random_batch(np.random.default_rng(0))
     model = BertForPreTraining(tiny_config(), np.random.default_rng(1))
@@ -576,10 +598,7 @@ def test_workers_without_dropout_give_the_one_process_gradient():
     out = model.forward(**{k: batch[k] for k in D.BATCH_KEYS})
     model.backward()
     workers = D.Workers(BertForPreTraining(tiny_config(), np.random.default_rng(1)), 3, seed=0)
-    try:
-        losses = workers.forward_backward(batch)
-    finally:
-        workers.close()
+    losses = workers.forward_backward(batch)
     assert losses["loss"] == pytest.approx(float(out.loss), rel=2e-6)
     assert max_error(grads_of(workers.models[0]), grads_of(model)) < 2e-6
 
@@ -591,17 +610,14 @@ def test_workers_refuse_bad_arguments_and_survive_a_failing_shard():
             D.Workers(model, n, seed=0)
     batch = random_batch(np.random.default_rng(0))
     workers = D.Workers(model, 2, seed=0)
-    try:
-        with pytest.raises(ValueError, match="batch of 1 sequences cannot be shared by 2 ranks"):
-            workers.forward_backward({k: v[:1] for k, v in batch.items()})
-        bad = dict(batch, input_ids=batch["input_ids"].copy())
-        bad["input_ids"][6] = 1000                              # in worker 1's shard: beyond the vocabulary
-        with pytest.raises(ValueError, match="input_ids"):
-            workers.forward_backward(bad)
-        losses = workers.forward_backward(batch)               # the workers carry on
-        assert np.isfinite(losses["loss"])
-    finally:
-        workers.close()
+    with pytest.raises(ValueError, match="batch of 1 sequences cannot be shared by 2 ranks"):
+        workers.forward_backward({k: v[:1] for k, v in batch.items()})
+    bad = dict(batch, input_ids=batch["input_ids"].copy())
+    bad["input_ids"][6] = 1000                              # in worker 1's shard: beyond the vocabulary
+    with pytest.raises(ValueError, match="input_ids"):
+        workers.forward_backward(bad)
+    losses = workers.forward_backward(batch)               # the workers carry on
+    assert np.isfinite(losses["loss"])
 
 
 def test_single_threaded_sets_one_thread_and_restores_the_settings():

@@ -122,10 +122,10 @@ def test_clipping_and_adamw_on_threads_give_the_one_thread_bits(monkeypatch, cor
     calls = []
     real = kernels.on_threads
 
-    def spy(fn, items, pool=None):
+    def spy(fn, items):
         items = list(items)
         calls.append(len(items))
-        return real(fn, items, pool)
+        return real(fn, items)
     monkeypatch.setattr(kernels, "on_threads", spy)
     shapes = [(40, 30), (7,), (0,), (300,), (16, 16)]
     start = np.random.default_rng(3)

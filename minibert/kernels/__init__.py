@@ -30,6 +30,7 @@ import functools
 import importlib
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 BACKENDS = {"numpy": "minibert.functional", "numba": "minibert.kernels.numba_kernels"}
@@ -129,35 +130,47 @@ def cores() -> int:
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
+_in_item = threading.local()     # .active: this thread is running an item of on_threads
 
 
 def _forget_pool() -> None:
     """In a forked child: the parent's pool threads do not exist there, so the child makes its own."""
-    global _pool
-    _pool = None
+    global _pool, _pool_threads
+    _pool, _pool_threads = None, 0
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def on_threads(fn, items, pool: ThreadPoolExecutor | None = None) -> list:
-    """[fn(item) for item in items], all at once: item 0 on the calling thread, the others on the
-    threads of ``pool`` (default: a pool of ``cores() - 1`` threads, made on first use), inside
-    ``single_threaded()`` so that each has a core to itself. Waits for every item, even after an
-    error in one, then raises the first error in item order. A single item runs as a plain call."""
-    global _pool
+def on_threads(fn, items) -> list:
+    """[fn(item) for item in items], all at once: item 0 on the calling thread, each other on a thread
+    of minibert's one pool (made on first use with ``cores() - 1`` threads, or as many as the items
+    need), inside ``single_threaded()`` so that each has a core to itself. Waits for every item, even
+    after an error in one, then raises the first error in item order. A single item runs as a plain
+    call, and so do the items of a call made from inside an item: the pool's threads are busy with
+    the outer call's items, and waiting for them there would never end."""
+    global _pool, _pool_threads
     items = list(items)
-    if len(items) == 1:
-        return [fn(items[0])]
-    if pool is None:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, cores() - 1), thread_name_prefix="minibert")
-        pool = _pool
-    with single_threaded():
-        futures = [pool.submit(fn, item) for item in items[1:]]
+    if len(items) <= 1 or getattr(_in_item, "active", False):
+        return [fn(item) for item in items]
+    if _pool_threads < len(items) - 1:
+        if _pool is not None:
+            _pool.shutdown(wait=False)     # idle: every call waits for its items before it returns
+        _pool_threads = max(len(items), cores()) - 1
+        _pool = ThreadPoolExecutor(_pool_threads, thread_name_prefix="minibert")
+
+    def item_call(item):
+        _in_item.active = True
         try:
-            first = fn(items[0])
+            return fn(item)
+        finally:
+            _in_item.active = False
+    with single_threaded():
+        futures = [_pool.submit(item_call, item) for item in items[1:]]
+        try:
+            first = item_call(items[0])
         finally:
             wait(futures)
         return [first] + [f.result() for f in futures]
