@@ -215,6 +215,9 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         _, cache = m.cross_entropy_forward(logits, targets, weights)
         return lambda: m.cross_entropy_forward(logits, targets, weights), lambda: m.cross_entropy_backward(1.0, cache)
 
+    def log_softmax_normaliser(m):     # the held-out evaluation's, on the same logits
+        return None, lambda: m.log_softmax_normaliser(logits)
+
     return [
         ("softmax", f"({B}, {A}, {T}, {T}) + mask ({B}, {T})", softmax),
         ("layernorm", f"({B}, {T}, {H})", layernorm),
@@ -228,6 +231,7 @@ def _kernel_cases(config: BertConfig, B: int, T: int, rng: np.random.Generator):
         ("embedding", f"({B}, {T}, {H}) -> ({V}, {H})", embedding),
         ("cross_entropy", f"({P}, {V}) weighted", cross_entropy),
         ("adamw_update", f"({I}, {H})", adamw),
+        ("log_softmax_normaliser", f"({P}, {V}) in float64", log_softmax_normaliser),
     ]
 
 
@@ -275,7 +279,7 @@ def bench_kernels(args) -> int:
                 continue
             ms = {label: median_ms(thunks[index], args.repeats) for label, thunks in per_backend.items()}
             op = f"{name}_{direction}"
-            op = op if op in kernels.KERNEL_NAMES else name          # an op with no pair (adamw_update)
+            op = op if op in kernels.KERNEL_NAMES else name          # an op with no pair (adamw_update, ...)
             rows.append([op, shape, f"{ms['numpy']:.2f}", f"{ms['numba']:.2f}",
                          f"{ms['numpy'] / ms['numba']:.2f}x"])
 

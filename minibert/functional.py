@@ -442,6 +442,26 @@ def cross_entropy_backward(dloss, cache):
 
 
 # ----------------------------------------------------------------------------------------------
+# The log-softmax's normaliser, in float64 (held-out evaluation, cloze probes)
+# ----------------------------------------------------------------------------------------------
+def log_softmax_normaliser(logits):
+    """Per row of logits (R, C): shift = max_j l_j and log_total = log sum_j exp(l_j - shift), both
+    (R,) float64, so that
+
+        log softmax(l)_j = (l_j - shift) - log_total.
+
+    In float64 whatever the logits' dtype: the held-out loss sums thousands of log-probabilities, and
+    the probes compare two words' log-probabilities that can differ in the last digits float32 has.
+    Subtracting the max keeps exp from overflowing (the largest term is exp(0) = 1), and l_j - shift is
+    exact in float64 when l is float32. Inference only: there is no backward."""
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (R, C), got {logits.shape}")
+    x = logits.astype(np.float64)                                                  # (R, C)
+    shift = x.max(-1)                                                              # (R,)
+    return shift, np.log(np.exp(x - shift[:, None]).sum(-1))
+
+
+# ----------------------------------------------------------------------------------------------
 # AdamW's update of one parameter
 # ----------------------------------------------------------------------------------------------
 def adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf):

@@ -292,6 +292,33 @@ def test_cross_entropy_empty():
     assert K.cross_entropy_backward(1.0, cache).shape == (0, 7)
 
 
+# ----------------------------------------------------------------------------------------------
+# The log-softmax's normaliser (float64)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("R, C", [(13, 37), (1, 2), (40, 3000)])
+def test_log_softmax_normaliser(rng, dtype, R, C):
+    logits = randn(rng, (R, C), dtype, 8.0)
+    logits[0, :2] = (80, -900)        # a dominant logit, and one whose exponential underflows to 0
+    shift, log_total = K.log_softmax_normaliser(logits)
+    ref_shift, ref_log_total = F.log_softmax_normaliser(logits)
+    assert shift.dtype == log_total.dtype == np.float64 and log_total.shape == (R,)
+    np.testing.assert_array_equal(shift, ref_shift)                  # the max: exact
+    np.testing.assert_allclose(log_total, ref_log_total, rtol=0, atol=1e-13)
+    probs = np.exp((logits.astype(np.float64) - shift[:, None]) - log_total[:, None])
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-13)
+    assert log_total[0] == 0.0          # 1 + exp(-45 or less) + ... rounds to 1: the other terms vanish
+
+
+def test_log_softmax_normaliser_edges():
+    for module in (F, K):
+        shift, log_total = module.log_softmax_normaliser(np.zeros((0, 5), np.float32))
+        assert shift.shape == log_total.shape == (0,)
+        assert module.log_softmax_normaliser(np.full((1, 4), 3.0))[1][0] == pytest.approx(np.log(4), rel=1e-15)
+        with pytest.raises(ValueError, match=r"logits must have shape \(R, C\), got \(5,\)"):
+            module.log_softmax_normaliser(np.zeros(5, np.float32))
+
+
 def _every_kernel_once(rng, dtype):
     """Each public Numba function on fixed inputs (sizes not multiples of the row blocks), with its
     parameter gradients; returns every array it produced."""

@@ -20,7 +20,8 @@ be changed in code::
         ...
 
 Matmuls and the embedding lookup are NumPy on both paths. ``adamw_update`` (the optimiser's per-parameter
-update) has no cache and no backward; it is switched the same way.
+update) and ``log_softmax_normaliser`` (held-out scores and probes) have no cache and no backward; they are
+switched the same way.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ KERNEL_NAMES = (
     "cross_entropy_forward", "cross_entropy_backward",
     "embedding_backward",
     "adamw_update",
+    "log_softmax_normaliser",
 )
 
 _active = None  # the name of the backend in use; read from the environment on first call
@@ -303,4 +305,9 @@ def embedding_backward(dout, ids, dweight):
 def adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf):
     """An in-place update with no cache to bind: the active backend does it."""
     active().adamw_update(p, g, m, v, b1, b2, eps, lr_c1, c2, decay, buf)
+
+
+def log_softmax_normaliser(logits):
+    """Inference only (no cache, no backward): the active backend's."""
+    return active().log_softmax_normaliser(logits)
 
