@@ -8,6 +8,7 @@ import pytest
 
 from minibert import kernels
 from minibert.paths import data_path
+from minibert.pretraining import bugs
 from minibert.pretraining.data import DataConfig, PretrainingDataset, prepare
 from minibert.pretraining.trainer import BATCH_KEYS, NonFiniteLoss, Trainer, TrainConfig, build_model, evaluate
 from minibert.tokenization import BertTokenizer
@@ -87,9 +88,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tm
 
 @pytest.mark.parametrize("cores", [1, 3])
 def test_evaluate_is_the_float64_formula_over_every_prediction(small_data, monkeypatch, cores):
-    """Held-out metrics from the scored rows alone, with the batches shared by the cores, are, to the
-    bit, the float64 log-softmax over the whole (B, P, V) with the padding predictions weighed 0, one
-    batch after the other; the batches hold padding predictions."""
+    """Held-out metrics from the scored rows alone, with the batches shared by the cores, are the
+    float64 log-softmax over the whole (B, P, V) with the padding predictions weighed 0, one batch
+    after the other (the loss to float64 rounding: the kernel sums its exponentials in another order
+    than NumPy; the rest exactly); the batches hold padding predictions."""
     monkeypatch.setattr(kernels, "cores", lambda: cores)
     heldout = PretrainingDataset(small_data[0], "heldout")
     model = build_model("tiny", heldout.vocab_size, seed=3, max_seq_length=64)
@@ -110,8 +112,25 @@ def test_evaluate_is_the_float64_formula_over_every_prediction(small_data, monke
         correct += float(((logits.argmax(-1) == ids) * w).sum())
         count += float(w.sum())
         nsp += float((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_labels"]).sum())
-    assert result == {"eval_mlm_loss": nll / count, "eval_mlm_accuracy": correct / count,
-                      "eval_nsp_accuracy": nsp / 24, "eval_predictions": int(count)}
+    assert result == {"eval_mlm_loss": pytest.approx(nll / count, rel=1e-13, abs=0),
+                      "eval_mlm_accuracy": correct / count, "eval_nsp_accuracy": nsp / 24,
+                      "eval_predictions": int(count)}
+
+
+def test_evaluate_with_dropout_left_on_gives_every_run_the_one_thread_numbers(small_data, monkeypatch):
+    """Dropout drawing in eval mode (lesson 16's planted bug) makes the numbers depend on the order of
+    the draws: on two threads the evaluation is repeated on one, from the same random state."""
+    heldout = PretrainingDataset(small_data[0], "heldout")
+    model = build_model("tiny", heldout.vocab_size, seed=3, max_seq_length=64)
+    start = model.rng.bit_generator.state
+    runs = {}
+    with bugs.planted("dropout_at_eval", model):
+        for cores in (1, 2, 2):
+            monkeypatch.setattr(kernels, "cores", lambda cores=cores: cores)
+            model.rng.bit_generator.state = start
+            runs.setdefault(cores, []).append((evaluate(model, heldout, 8, max_batches=4), model.rng.bit_generator.state))
+    assert runs[2] == runs[1] * 2
+    assert runs[1][0][0] != evaluate(model, heldout, 8, max_batches=4)     # dropout did change the numbers
 
 
 def test_trainer_rejects_mismatched_model(small_data, tmp_path):

@@ -127,11 +127,18 @@ def evaluate(model: BertForPreTraining, dataset: PretrainingDataset, batch_size:
     n = max(1, min(kernels.cores(), n_batches))
     models = [model] + [model.replica().eval() for _ in range(n - 1)]
 
-    def thread(r):
-        return [_batch_metrics(models[r], dataset.batch(order[i * batch_size:(i + 1) * batch_size], trim_padding=True))
-                for i in range(r, n_batches, n)]
+    def metrics(m, batches):
+        return [_batch_metrics(m, dataset.batch(order[i * batch_size:(i + 1) * batch_size], trim_padding=True))
+                for i in batches]
+    state = model.rng.bit_generator.state
     try:
-        parts = kernels.on_threads(thread, range(n))
+        parts = kernels.on_threads(lambda r: metrics(models[r], range(r, n_batches, n)), range(n))
+        if n > 1 and model.rng.bit_generator.state != state:
+            # Something drew random numbers in eval mode (lesson 16's planted dropout_at_eval): the
+            # threads' draws interleave in no fixed order, so evaluate again from the same state on one
+            # thread, in batch order, which gives every run of a seed the same numbers.
+            model.rng.bit_generator.state = state
+            parts, n = [metrics(model, range(n_batches))], 1
     finally:
         model.train(was_training)
     mlm_nll = mlm_correct = mlm_count = nsp_correct = nsp_count = 0.0
@@ -151,15 +158,13 @@ def _batch_metrics(model: BertForPreTraining, batch) -> tuple[float, float, floa
     correct NSP labels, sequences), the MLM ones weighed by masked_lm_weights."""
     out = model.forward(**{k: batch[k] for k in BATCH_KEYS})          # (which checks the labels)
     # In float64, at the real predictions only (the model's scored rows: on the bundled corpus 4 in
-    # 10 of the B P rows); the sums run over (B, P) arrays with 0 at the padding predictions, as
-    # when every row was scored, so the results keep their bits.
+    # 10 of the B P rows); the sums run over (B, P) arrays with 0 at the padding predictions.
     w = batch["masked_lm_weights"].astype(np.float64)                                  # (B, P)
     targets = batch["masked_lm_ids"].reshape(-1)[out.scored]                           # (R,)
-    logits = out.scored_logits.astype(np.float64)                                      # (R, V)
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_normaliser = np.log(np.exp(shifted).sum(-1))
-    nll = np.zeros(w.shape)            # the (B, P) array summed as before, 0 at padding predictions
-    nll.reshape(-1)[out.scored] = -(shifted[np.arange(len(targets)), targets] - log_normaliser)
+    shift, log_total = kernels.log_softmax_normaliser(out.scored_logits)               # (R,), (R,)
+    target_logits = out.scored_logits[np.arange(len(targets)), targets].astype(np.float64)
+    nll = np.zeros(w.shape)                                                            # (B, P)
+    nll.reshape(-1)[out.scored] = -((target_logits - shift) - log_total)
     correct = np.zeros(w.shape)
     correct.reshape(-1)[out.scored] = out.scored_logits.argmax(-1) == targets
     nsp = (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_labels"]).sum()
