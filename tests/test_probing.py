@@ -97,6 +97,22 @@ def test_masked_lm_log_probs_are_normalised_and_order_independent():
         masked_lm_log_probs(model, seqs, [2, 3], layers=(5,))
 
 
+def test_masked_lm_log_probs_of_targets_are_those_entries_to_the_bit():
+    model = tiny_model(2).eval()
+    seqs = [[2, 10, 4, 11, 3], [2, 12, 13, 4, 14, 3], [2, 4, 3]]
+    pos, targets = [2, 3, 1], [5, 0, model.config.vocab_size - 1]
+    for layers in ((None, 0), (None, 1)):        # the last layer at the masked positions, and every position
+        full = masked_lm_log_probs(model, seqs, pos, layers=layers, batch_size=2)
+        picked = masked_lm_log_probs(model, seqs, pos, layers=layers, batch_size=2, targets=targets)
+        for layer in layers:
+            assert picked[layer].dtype == np.float32 and picked[layer].shape == (3,)
+            assert np.array_equal(picked[layer], full[layer][np.arange(3), targets])
+    with pytest.raises(ValueError, match=r"targets must be token ids in \[0, "):
+        masked_lm_log_probs(model, seqs, pos, targets=[5, 0, model.config.vocab_size])
+    with pytest.raises(ValueError, match="targets must be 3 token ids, one per sequence"):
+        masked_lm_log_probs(model, seqs, pos, targets=[5, 0])
+
+
 def test_pseudo_log_likelihood_matches_masking_by_hand():
     model = tiny_model(2).eval()
     words = ["the", "ungainly", "dog", "runs", "."]
@@ -107,7 +123,7 @@ def test_pseudo_log_likelihood_matches_masking_by_hand():
         masked[0, t] = TOKENIZER.mask_token_id
         logits = model.forward(masked, masked_lm_positions=np.array([[t]])).prediction_logits[0, 0].astype(np.float64)
         expected += logits[ids[t]] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
-    got = cloze.pseudo_log_likelihood(model, TOKENIZER, [words, ["the", "dog", "."]], chunk=3)[None]
+    got = cloze.pseudo_log_likelihood(model, TOKENIZER, [words, ["the", "dog", "."]], batch_size=2)[None]
     assert got[0] == pytest.approx(expected, rel=1e-5)
 
 

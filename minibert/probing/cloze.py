@@ -113,12 +113,11 @@ def agreement_probe(model, tokenizer, items, layers=(None,), batch_size: int = 2
 # ----------------------------------------------------------------------------------------------
 # pseudo-log-likelihood and NPIs
 # ----------------------------------------------------------------------------------------------
-def pseudo_log_likelihood(model, tokenizer, sentences, layers=(None,), batch_size: int = 512,
-                          chunk: int = 4096) -> dict:
+def pseudo_log_likelihood(model, tokenizer, sentences, layers=(None,), batch_size: int = 512) -> dict:
     """PLL(s) = sum over pieces t of log p(s_t | s with only t masked) (Salazar et al. 2020).
 
-    sentences: lists of words. One masked copy per piece (not [CLS]/[SEP]), scored ``chunk`` copies at
-    a time so the (copies, V) log-probabilities never all sit in memory. Returns ``{layer: (N,)}``.
+    sentences: lists of words. One masked copy per piece (not [CLS]/[SEP]), each scored at its piece
+    alone (``targets``: no (copies, V) array). Returns ``{layer: (N,)}``.
     """
     copies, pos, target, owner = [], [], [], []
     for n, words in enumerate(sentences):
@@ -131,10 +130,8 @@ def pseudo_log_likelihood(model, tokenizer, sentences, layers=(None,), batch_siz
             target.append(ids[t])
             owner.append(n)
     total = {layer: np.zeros(len(sentences)) for layer in layers}
-    for s in range(0, len(copies), chunk):
-        lps = masked_lm_log_probs(model, copies[s:s + chunk], pos[s:s + chunk], layers, batch_size)
-        for layer, lp in lps.items():
-            np.add.at(total[layer], owner[s:s + chunk], lp[np.arange(len(lp)), target[s:s + chunk]])
+    for layer, lp in masked_lm_log_probs(model, copies, pos, layers, batch_size, targets=target).items():
+        np.add.at(total[layer], owner, lp)
     return total
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from minibert import kernels
 from minibert.corpus.io import read_jsonl
 from minibert.paths import data_path
 from minibert.validation import positive_int
@@ -118,13 +119,15 @@ def encoder(model):
 
 
 def masked_lm_log_probs(model, seqs: Sequence[Sequence[int]], positions: Sequence[int], layers=(None,),
-                        batch_size: int = 256) -> dict:
+                        batch_size: int = 256, targets: Sequence[int] | None = None) -> dict:
     """log softmax of the MLM head at one position per sequence.
 
     seqs: N id lists (with [CLS]/[SEP]); positions: N indices into them. ``layers`` names the hidden
     states the MLM head reads: None for the last layer (the normal prediction), 0 for the embedding
     output (a context-free baseline: the head sees only the [MASK] embedding plus its position), l for
-    encoder layer l. Returns ``{layer: (N, V) float32}``. Runs in eval mode (no dropout).
+    encoder layer l. Returns ``{layer: (N, V) float32}``, or with ``targets`` (N ids) only the target's
+    log-probability, ``{layer: (N,) float32}``, the same numbers without the (N, V) arrays. Runs in
+    eval mode (no dropout).
     """
     if len(seqs) != len(positions):
         raise ValueError(f"got {len(seqs)} sequences but {len(positions)} positions")
@@ -136,7 +139,13 @@ def masked_lm_log_probs(model, seqs: Sequence[Sequence[int]], positions: Sequenc
         if layer is not None and not 0 <= layer <= L:
             raise ValueError(f"layer must be None or in [0, {L}], got {layer}")
     V = model.config.vocab_size
-    out = {layer: np.empty((len(seqs), V), np.float32) for layer in layers}
+    if targets is not None:
+        targets = np.asarray(targets)
+        if targets.shape != (len(seqs),) or not np.issubdtype(targets.dtype, np.integer):
+            raise ValueError(f"targets must be {len(seqs)} token ids, one per sequence, got shape {targets.shape}")
+        if len(targets) and (targets.min() < 0 or targets.max() >= V):
+            raise ValueError(f"targets must be token ids in [0, {V}), got values in [{targets.min()}, {targets.max()}]")
+    out = {layer: np.empty((len(seqs), V) if targets is None else len(seqs), np.float32) for layer in layers}
     # Asked for the last layer (the usual prediction) and the embedding output at most, the encoder's
     # last layer runs only at the masked positions, as in pretraining: a third of the time at tiny
     # (its last layer is half the model), half at mini. Its log-probabilities agree with those of
@@ -168,10 +177,15 @@ def masked_lm_log_probs(model, seqs: Sequence[Sequence[int]], positions: Sequenc
                 states = {layer: h[rows, pos] for layer, h in enumerate(res.hidden_states)}    # (B, H)
             for layer in layers:
                 h = states[L if layer is None else layer]                                        # (B, H)
-                logits = model.cls.predictions.forward(h).astype(np.float64)                     # (B, V)
-                logits -= logits.max(-1, keepdims=True)
-                logits -= np.log(np.exp(logits).sum(-1, keepdims=True))
-                out[layer][idx] = logits
+                logits = model.cls.predictions.forward(h)                                        # (B, V)
+                shift, log_total = kernels.log_softmax_normaliser(logits)     # float64, (B,) each
+                if targets is not None:                                       # (B,)
+                    out[layer][idx] = (logits[rows, targets[idx]].astype(np.float64) - shift) - log_total
+                    continue
+                log_probs = logits.astype(np.float64)                                            # (B, V)
+                log_probs -= shift[:, None]
+                log_probs -= log_total[:, None]
+                out[layer][idx] = log_probs
     finally:
         model.train(was_training)
     return out
