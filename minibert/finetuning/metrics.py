@@ -151,10 +151,13 @@ def rankdata(x) -> np.ndarray:
     [10, 20, 20, 5] -> [2, 3.5, 3.5, 1]: the two 20s would take ranks 3 and 4, so both get 3.5.
     """
     x = _reals(x, "x")
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)                  # rank of the last member of each group of equal values
-    mean_rank = last - (counts - 1) / 2.0     # mean of last - counts + 1 .. last
-    return mean_rank[inverse]
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])   # where each run of equal values starts
+    counts = np.diff(np.r_[first, len(x)])
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)        # the mean of ranks first + 1 .. first + counts
+    return ranks
 
 
 def pearson(pred, gold) -> float:

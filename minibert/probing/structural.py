@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minibert.finetuning.metrics import spearman
 from minibert.optim import AdamW
 
 
@@ -112,25 +113,6 @@ def predicted_distances(B, mean, std, x) -> np.ndarray:
     a = ((x - mean) / std) @ B.T
     sq = (a * a).sum(-1)
     return sq[:, None] + sq[None, :] - 2 * a @ a.T
-
-
-def _ranks(v):
-    order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    # average ranks over ties, as Spearman's rho requires
-    for value in np.unique(v):
-        tie = v == value
-        if tie.sum() > 1:
-            r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a, b) -> float:
-    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den else 0.0
 
 
 def minimum_spanning_tree(D) -> set:
