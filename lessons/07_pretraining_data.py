@@ -396,7 +396,7 @@ print(f"padding: {1 - dataset.arrays['attention_mask'].mean():.0%} of all token 
 # - Mean length 63.9 of 128 tokens (quick 58.3). One pass with / without short targets: 53,284 / 50,159
 #   instances, 0.184 / 0.140 of them under 32 tokens (quick 134 / 125, 0.216 / 0.152).
 # - Whole-word masking: 0 partly masked words; per piece: 1,029 in the first 200 documents (quick 281).
-# - `prepare` with `--heldout-fraction 0.05`: 26,868 + 1,414 documents, 50,427 + 2,653 instances; 50% of
+# - `prepare` with `--heldout-fraction 0.05`: 26,868 + 1,414 documents, 50,569 + 2,692 instances; 50% of
 #   the token slots are padding (quick: 124 + 7 instances, 56%).
 #
 # ## Exercises

@@ -616,9 +616,9 @@ for lam in (0.0, 1.0, 10.0):
 # In the full run (seed 0, 32 steps): plain training leaves a mean divergence of 5.1e-5 under random noise
 # and 2.0e-3 under the adversarial perturbation; lambda_s = 1 lowers them to 3.7e-5 and 1.3e-3 (about
 # 1.5x smoother) at about the same dev accuracy (0.590 vs 0.597); lambda_s = 10 to 7.0e-6 and 1.8e-4
-# (7x and 11x), its dev accuracy 0.607. The regulariser does what it says. Pushed hard it pulls towards
+# (7x and 11x), its dev accuracy 0.603. The regulariser does what it says. Pushed hard it pulls towards
 # the smoothest classifier of all, a constant one; whether that costs accuracy here, one seed and one
-# epoch cannot tell (0.597 / 0.590 / 0.607 are within a few dev examples of each other).
+# epoch cannot tell (0.597 / 0.590 / 0.603 are within a few dev examples of each other).
 #
 # ## 8. Fine-tuning with FreeLB and SMART
 #
@@ -783,9 +783,9 @@ print(f"lesson 14 done in {time.perf_counter() - STARTED:.0f} s")
 #   one-forward shortcut: refused with a RuntimeError; `run_check('smart')` 5 of 5.
 # * Bregman: D_breg 0.00 before step 1, then 7.6e-3, 1.3e-2, 3.6e-2, ..., 2.7e-3 before step 12; the
 #   parameter gap 0.61 -> 2.26.
-# * R_s at eps 1e-5 / 1e-3 / 1e-2: 2.9e-10 / 5.5e-6 / **4.4e-4**; gradient relative to the loss's 1.3e-7 /
+# * R_s at eps 1e-5 / 1e-3 / 1e-2: 2.9e-10 / 5.5e-6 / **4.4e-4**; gradient relative to the loss's 1.2e-7 /
 #   2.0e-4 / 1.4e-2.
-# * Smoothness after 32 steps, lambda_s 0 / 1 / 10: dev accuracy 0.597 / 0.590 / 0.607, random-noise
+# * Smoothness after 32 steps, lambda_s 0 / 1 / 10: dev accuracy 0.597 / 0.590 / 0.603, random-noise
 #   divergence 5.1e-5 / 3.7e-5 / 7.0e-6, adversarial 2.0e-3 / 1.3e-3 / **1.8e-4**.
 # * Entailment, 500 examples, seeds 0-2: plain 0.770 / 0.693 / 0.870 (**0.778**), FreeLB 0.570 / 0.587 /
 #   0.747 (**0.634**), FreeLB alpha 0.03 0.723 / 0.673 / 0.813 (0.737), SMART 0.727 / 0.720 / 0.857

@@ -537,8 +537,8 @@ else:
 # - The plain average of the shards' own gradients differs from the big batch's by **2.3e-02**
 #   relative [3.9e-03: the closer the shards' counts, the smaller the error, never zero]. Rescaled
 #   by hand, the shards' logit-gradient rows equal the big batch's to about 1e-10.
-# - The renormalised shards' gradients sum to the big batch's: relative error **4.5e-07** in float32
-#   [6.3e-07] (anything below 1e-5 is summation order), **7e-16** in float64 [1e-15]; the losses
+# - The renormalised shards' gradients sum to the big batch's: relative error **4.1e-07** in float32
+#   [6.3e-07] (anything below 1e-5 is summation order), **8e-16** in float64 [1e-15]; the losses
 #   agree to 1e-6 and 1e-15.
 # - The ring all-reduce gives every rank the exact sum for N = 2, 3, 4, 8, with bit-identical
 #   copies, and each rank sends 1.000, 1.333, 1.500, 1.750 times the buffer (2(N-1)/N), against
