@@ -487,11 +487,11 @@ live_dir.cleanup()
 # section reads. (A run is a pure function of its seed and of the order of its float32 sums. The
 # full-mode runs above began as the first 8 runs of `dropout`, `mixout0.7` and `mixout0.9` in section
 # 9's `entailment-100`, to the last digit. The dropout runs parted when the encoder learned to skip
-# padding, which draws dropout masks over the real tokens only, so the same seed draws other masks; the
-# Mixout runs parted by rounding, when later code summed in another order (the last layer computes only
-# the rows the heads read) on another CPU: single runs moved by a few dev examples (seed 5 of Mixout
-# 0.9: 0.540 here, 0.573 on file), the means of 8 by less than 0.01. Section 9's files are the runs of
-# their time, a sample like any other.)
+# padding, which draws dropout masks over the real tokens only, so the same seed draws other masks. The
+# Mixout runs parted by rounding: later code sums in other orders (for one, the last layer computes only
+# the rows the heads read), and so does another CPU's BLAS. Single runs moved by a few dev examples
+# (seed 5 of Mixout 0.9: 0.540 on a 2-core AVX-512 Xeon, 0.573 on file), the means of 8 by less than
+# 0.01. Section 9's files are the runs of their time, a sample like any other.)
 #
 # ## 9. The measured experiment: 20 seeds x 14 strategies
 #
